@@ -1,0 +1,1 @@
+"""On-vehicle telematics edge agent."""
