@@ -1,0 +1,302 @@
+"""The backend side (`tools/backend`): receive, verify, de-duplicate and decode batches.
+
+Subscribes with an MQTT v5 shared subscription (`$share/GROUP/PREFIX/+/telemetry`) so several
+instances split a fleet between them; verifies each COSE_Sign1 envelope against the vehicle
+public keys it is given; tracks (vehicle, boot, seq) to report gaps and duplicates; decodes to
+physical values and prints a summary line per batch, or writes one row per sample as JSON Lines
+or CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import queue
+import ssl
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.batch import open_batch
+from agent.errors import AgentError, WireFormatError
+from agent.keys import key_id, load_public_key
+from agent.wire import BatchBody, SignalDef
+
+log = logging.getLogger("agent.backend")
+
+ROW_FIELDS = ("vehicle", "boot", "seq", "time", "signal", "value", "unit", "min", "max", "mean",
+              "count", "label")
+
+
+def load_keyring(paths: Sequence[Path]) -> dict[bytes, Ed25519PublicKey]:
+    """Public keys from files, or from every `*.pub` in the folders given, by key id."""
+    files: list[Path] = []
+    for path in paths:
+        files.extend(sorted(path.glob("*.pub")) if path.is_dir() else [path])
+    if not files:
+        raise AgentError("no vehicle public keys given (--keys FILE_OR_DIR)")
+    keyring = {}
+    for file in files:
+        public_key = load_public_key(file)
+        keyring[key_id(public_key)] = public_key
+    return keyring
+
+
+@dataclass
+class DeliveryTracker:
+    """Which (vehicle, boot, seq) have arrived: duplicates and gaps per vehicle and boot."""
+
+    seen: dict[tuple[str, bytes], set[int]] = field(default_factory=dict)
+    duplicates: int = 0
+
+    def observe(self, vehicle: str, boot: bytes, seq: int) -> bool:
+        """Record an arrival; False when it is a duplicate."""
+        seqs = self.seen.setdefault((vehicle, boot), set())
+        if seq in seqs:
+            self.duplicates += 1
+            return False
+        seqs.add(seq)
+        return True
+
+    def gaps(self) -> dict[tuple[str, bytes], list[int]]:
+        """Missing sequence numbers below the highest received, per vehicle and boot."""
+        return {key: missing for key, seqs in self.seen.items()
+                if (missing := sorted(set(range(max(seqs) + 1)) - seqs))}
+
+
+class DictionaryCache:
+    """Signal dictionaries by id; a vehicle sends its dictionary only now and then."""
+
+    def __init__(self) -> None:
+        self._dictionaries: dict[bytes, tuple[SignalDef, ...]] = {}
+
+    def resolve(self, body: BatchBody) -> tuple[SignalDef, ...] | None:
+        if body.dictionary is not None:
+            self._dictionaries[body.dictionary_id] = body.dictionary
+        return self._dictionaries.get(body.dictionary_id)
+
+
+def sample_rows(body: BatchBody, dictionary: Sequence[SignalDef]) -> Iterator[dict[str, Any]]:
+    """One dict per sample with physical values (stats: min/max/mean/count)."""
+    common = {"vehicle": body.vehicle, "boot": body.boot.hex(), "seq": body.seq}
+    for series in body.series:
+        definition = dictionary[series.signal]
+        for position, time_ms in enumerate(series.times_ms):
+            row = {**common, "time": time_ms / 1000, "signal": definition.key,
+                   "unit": definition.unit}
+            if series.kind.is_stats:
+                low, high, total, count = (column[position] for column in series.columns)
+                row.update(min=definition.physical(low), max=definition.physical(high),
+                           mean=definition.physical(total / count) if count else None,
+                           count=count)
+            else:
+                raw = series.columns[0][position]
+                row["value"] = definition.physical(raw)
+                if definition.choices and int(raw) in definition.choices:
+                    row["label"] = definition.choices[int(raw)]
+            yield row
+
+
+@dataclass
+class Receipt:
+    """What the backend made of one message."""
+
+    ok: bool
+    body: BatchBody | None = None
+    size: int = 0
+    duplicate: bool = False
+    error: str = ""
+
+
+class Backend:
+    """Verification, de-duplication and decoding, independent of MQTT (tests drive it directly)."""
+
+    def __init__(self, keyring: Mapping[bytes, Ed25519PublicKey]) -> None:
+        self.keyring = keyring
+        self.tracker = DeliveryTracker()
+        self.dictionaries = DictionaryCache()
+        self.verified = 0
+        self.rejected = 0
+        self.undecodable = 0
+
+    def receive(self, envelope: bytes) -> Receipt:
+        try:
+            body = open_batch(envelope, self.keyring)
+        except WireFormatError as exc:
+            self.rejected += 1
+            return Receipt(ok=False, size=len(envelope), error=str(exc))
+        self.verified += 1
+        fresh = self.tracker.observe(body.vehicle, body.boot, body.seq)
+        return Receipt(ok=True, body=body, size=len(envelope), duplicate=not fresh)
+
+    def rows(self, body: BatchBody) -> Iterator[dict[str, Any]] | None:
+        dictionary = self.dictionaries.resolve(body)
+        if dictionary is None:
+            self.undecodable += 1
+            return None
+        return sample_rows(body, dictionary)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "verified": self.verified,
+            "rejected": self.rejected,
+            "duplicates": self.tracker.duplicates,
+            "undecodable": self.undecodable,
+            "gaps": [{"vehicle": vehicle, "boot": boot.hex(), "missing": missing}
+                     for (vehicle, boot), missing in self.tracker.gaps().items()],
+        }
+
+
+def summary_line(receipt: Receipt) -> str:
+    if not receipt.ok or receipt.body is None:
+        return f"REJECTED {receipt.size} bytes: {receipt.error}"
+    body = receipt.body
+    samples = body.sample_count
+    start = datetime.fromtimestamp(body.t0_ms / 1000, UTC).strftime("%H:%M:%S")
+    end = datetime.fromtimestamp(body.t1_ms / 1000, UTC).strftime("%H:%M:%S")
+    flag = " DUPLICATE" if receipt.duplicate else ""
+    return (f"verified {body.vehicle} boot {body.boot.hex()[:8]} seq {body.seq}{flag}: "
+            f"{start}-{end} UTC, {len(body.series)} signals, {samples} samples, "
+            f"{receipt.size} bytes ({receipt.size / max(1, samples):.3f} bytes/sample), "
+            f"clock {body.clock}")
+
+
+class RowWriter:
+    def __init__(self, out: TextIO, fmt: str) -> None:
+        self._out = out
+        self._csv = csv.DictWriter(out, ROW_FIELDS, extrasaction="ignore") if fmt == "csv" \
+            else None
+        if self._csv:
+            self._csv.writeheader()
+
+    def write(self, rows: Iterator[dict[str, Any]]) -> None:
+        for row in rows:
+            if self._csv:
+                self._csv.writerow(row)
+            else:
+                self._out.write(json.dumps(row) + "\n")
+        self._out.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tools/backend",
+        description="Receive batches from a fleet over MQTT, verify their signatures, report "
+                    "gaps and duplicates, and decode them to physical values.")
+    parser.add_argument("--host", default="localhost", help="broker host (default: localhost)")
+    parser.add_argument("--port", type=int, default=8883, help="broker port (default: 8883)")
+    parser.add_argument("--ca-cert", type=Path, help="CA certificate of the broker")
+    parser.add_argument("--cert", type=Path, help="backend client certificate")
+    parser.add_argument("--key", type=Path, help="backend client private key")
+    parser.add_argument("--plaintext", action="store_true",
+                        help="connect without TLS (local tests only)")
+    parser.add_argument("--keys", type=Path, action="append", required=True,
+                        help="vehicle public key file, or folder of *.pub (repeatable)")
+    parser.add_argument("--prefix", default="fleet", help="topic prefix (default: fleet)")
+    parser.add_argument("--group", default="backend",
+                        help="shared-subscription group; instances in one group split the "
+                             "fleet (default: backend)")
+    parser.add_argument("--format", choices=("summary", "jsonl", "csv"), default="summary",
+                        help="summary line per batch, or one row per sample (default: summary)")
+    parser.add_argument("--output", "-o", type=Path, help="write rows here (default: stdout)")
+    parser.add_argument("--count", type=int, help="exit after this many batches")
+    parser.add_argument("--timeout", type=float, help="exit after this many seconds")
+    parser.add_argument("--report", type=Path,
+                        help="write the delivery report (gaps, duplicates) as JSON here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s backend: %(message)s")
+    try:
+        return _serve(args)
+    except AgentError as exc:
+        print(f"backend: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    backend = Backend(load_keyring(args.keys))
+    arrivals: queue.Queue[bytes] = queue.Queue()
+    connected = queue.Queue[str]()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if not args.plaintext:
+        if not (args.ca_cert and args.cert and args.key):
+            raise AgentError("TLS needs --ca-cert, --cert and --key (or --plaintext)")
+        client.tls_set(ca_certs=str(args.ca_cert), certfile=str(args.cert),
+                       keyfile=str(args.key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    subscription = f"$share/{args.group}/{args.prefix}/+/telemetry"
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                   properties: Any) -> None:
+        if reason.is_failure:
+            connected.put(f"refused: {reason}")
+            return
+        client.subscribe(subscription, qos=1)
+        connected.put("")
+
+    client.on_connect = on_connect
+    client.on_message = lambda client, userdata, message: arrivals.put(bytes(message.payload))
+    client.connect(args.host, args.port, keepalive=30)
+    client.loop_start()
+    try:
+        problem = connected.get(timeout=15)
+    except queue.Empty:
+        problem = "no answer from the broker"
+    if problem:
+        client.loop_stop()
+        raise AgentError(f"cannot connect to {args.host}:{args.port}: {problem}")
+    log.info("subscribed to %s", subscription)
+    out = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
+    writer = RowWriter(out, args.format) if args.format != "summary" else None
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    received = 0
+    try:
+        while args.count is None or received < args.count:
+            wait = 0.5 if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                break
+            try:
+                envelope = arrivals.get(timeout=min(wait, 0.5))
+            except queue.Empty:
+                continue
+            received += 1
+            receipt = backend.receive(envelope)
+            if writer is None or not receipt.ok:
+                print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,
+                      flush=True)
+            if receipt.ok and receipt.body is not None and not receipt.duplicate and writer:
+                rows = backend.rows(receipt.body)
+                if rows is None:
+                    log.warning("batch %d: dictionary %s not yet received; not decoded",
+                                receipt.body.seq, receipt.body.dictionary_id.hex())
+                else:
+                    writer.write(rows)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        if args.output:
+            out.close()
+    report = backend.report()
+    print(json.dumps(report), file=sys.stderr)
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 1 if backend.rejected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""`edge-agent run`: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from agent.config import load_config
+from agent.daemon import build_agent
+
+log = logging.getLogger(__name__)
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run the agent (the daemon)",
+        description="Run the agent until SIGTERM/SIGINT: sample the configured sources and "
+                    "publish signed batches. On stop the open window is sealed and sent.")
+    parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/config.toml"),
+                        help="config file (default: %(default)s)")
+    parser.add_argument("--exit-after-replay", action="store_true",
+                        help="stop once every non-looping replay source has played its log")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="stop after this many seconds (demos and tests)")
+    parser.set_defaults(func=_do_run)
+
+
+def _do_run(args: argparse.Namespace) -> int:
+    agent = build_agent(load_config(args.config))
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    agent.start()
+    while not stop.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if args.exit_after_replay and agent.replay_finished():
+            log.info("replay finished")
+            break
+    agent.stop()
+    return 0

@@ -1,0 +1,268 @@
+"""config.toml: the agent's whole behaviour, validated into frozen dataclasses.
+
+Each section maps to one module of the data path; the dataclass fields below are the schema, and
+their defaults are the documented defaults (config.toml in the repository repeats them with
+comments). Unknown keys and wrong types are errors that name the file, line, section and key,
+because a typo in a fleet config must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+
+SAMPLING_MODES = ("last", "stats")
+
+
+@dataclass(frozen=True)
+class VehicleConfig:
+    """Who this vehicle is on the wire."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One data source. `type` is `replay` or the name of a python-can interface."""
+
+    name: str
+    type: str
+    dbc: tuple[Path, ...] = ()
+    # python-can buses
+    channel: str = ""
+    bitrate: int = 500_000
+    fd: bool = False
+    data_bitrate: int = 2_000_000
+    # replay
+    path: Path | None = None
+    speed: float = 1.0
+    loop: bool = False
+    rebase: bool = True
+
+
+@dataclass(frozen=True)
+class SignalRule:
+    """Selects signals by glob over `<source>.<Message>.<Signal>` and says how to sample them."""
+
+    match: str
+    period: float | None = None
+    mode: str = "last"
+    exclude: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    period: float = 1.0
+    stale_after: float = 10.0
+    signals: tuple[SignalRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    memory_mb: float = 16.0
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    window: float = 60.0
+    zstd_level: int = 3
+    dictionary_every: int = 60
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    signing_key: Path
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    host: str = "localhost"
+    port: int = 8883
+    prefix: str = "fleet"
+    tls: bool = True
+    ca_cert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    keepalive: int = 30
+    max_inflight: int = 20
+    max_unacked: int = 120
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    directory: Path
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: Path
+    vehicle: VehicleConfig
+    sources: tuple[SourceConfig, ...]
+    keys: KeysConfig
+    state: StateConfig
+    version: int = 1
+    sampling: SamplingConfig = SamplingConfig()
+    ring: RingConfig = RingConfig()
+    batch: BatchConfig = BatchConfig()
+    uplink: UplinkConfig = UplinkConfig()
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate a config file; relative paths in it are relative to its folder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> AgentConfig:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if "path" in document:
+        raise ConfigError(f"{path}: unknown top-level key 'path'")
+    document.setdefault("state", {"directory": "state"})
+    builder = _Builder(path, text)
+    config = builder.build(AgentConfig, {**document, "path": path.name}, "")
+    _check_consistency(config, builder)
+    return config
+
+
+def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
+    names = [source.name for source in config.sources]
+    if not names:
+        raise builder.error("sources", "", "at least one [[sources]] entry is needed")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise builder.error("sources", "name", f"source names must be unique: {duplicates}")
+    for source in config.sources:
+        where = f"sources.{source.name}"
+        if not source.dbc:
+            raise builder.error(where, "dbc", "list the DBC file(s) that describe this bus")
+        if source.type == "replay" and source.path is None:
+            raise builder.error(where, "path", "a replay source needs the log file to play")
+        if source.type == "replay" and source.speed < 0:
+            raise builder.error(where, "speed", "use 1 for real time, 10 for 10x, 0 for max")
+        if source.type != "replay" and not source.channel:
+            raise builder.error(where, "channel", f"a {source.type} bus needs a channel")
+    for rule in config.sampling.signals:
+        if rule.mode not in SAMPLING_MODES:
+            raise builder.error("sampling.signals", "mode", f"{rule.mode!r} is not one of "
+                                f"{', '.join(SAMPLING_MODES)}")
+        if rule.period is not None and rule.period <= 0:
+            raise builder.error("sampling.signals", "period", "must be a positive number of s")
+    if config.sampling.period <= 0:
+        raise builder.error("sampling", "period", "must be a positive number of seconds")
+    if config.batch.window < config.sampling.period:
+        raise builder.error("batch", "window", "must be at least the sampling period")
+    if config.ring.memory_mb <= 0:
+        raise builder.error("ring", "memory_mb", "must be a positive number of MB")
+    if config.uplink.tls:
+        for name in ("ca_cert", "cert", "key"):
+            if getattr(config.uplink, name) is None:
+                raise builder.error("uplink", name, "TLS needs ca_cert, cert and key (or set "
+                                    "tls = false explicitly to publish in plaintext)")
+
+
+class _Builder:
+    """Turns TOML tables into the dataclasses above, checking keys and types."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.base = path.parent
+        self.lines = text.splitlines()
+
+    def error(self, section: str, key: str, message: str) -> ConfigError:
+        line = self._line_of(section, key)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        name = (f"[{section}] {key}" if section else f"[{key}]") if key else f"[{section}]"
+        return ConfigError(f"{where}: {name}: {message}")
+
+    def _line_of(self, section: str, key: str) -> int | None:
+        """Best-effort line number: the key's line after its section header, else the header."""
+        header = section.split(".")[0]
+        in_section = header == ""
+        header_line = None
+        for number, line in enumerate(self.lines, start=1):
+            stripped = line.strip()
+            if stripped.startswith("["):
+                name = stripped.strip("[]").strip()
+                in_section = name == section or name.split(".")[0] == header
+                if in_section and header_line is None:
+                    header_line = number
+            elif in_section and key and re.match(rf"{re.escape(key)}\s*=", stripped):
+                return number
+        return header_line
+
+    def build(self, cls: type, table: Any, section: str) -> Any:
+        if not isinstance(table, dict):
+            raise self.error(section, "", f"must be a table, got {type(table).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            raise self.error(section, unknown[0], f"unknown key (known keys: "
+                             f"{', '.join(sorted(k for k in fields if k != 'path'))})")
+        values: dict[str, Any] = {}
+        for name, spec in fields.items():
+            if name in table:
+                values[name] = self._convert(hints[name], table[name], section, name)
+            elif (spec.default is dataclasses.MISSING
+                  and spec.default_factory is dataclasses.MISSING):
+                raise self.error(section, name, "missing required key")
+        return cls(**values)
+
+    def _convert(self, hint: Any, value: Any, section: str, key: str) -> Any:
+        where = f"{section}.{key}" if section else key
+        origin = typing.get_origin(hint)
+        if origin in (types.UnionType, typing.Union):
+            options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+            return self._convert(options[0], value, section, key)
+        if origin is tuple:
+            item = typing.get_args(hint)[0]
+            if not isinstance(value, list):
+                raise self.error(section, key, f"must be a list, got {_describe(value)}")
+            if dataclasses.is_dataclass(item):
+                return tuple(self._build_item(item, entry, where, index)
+                             for index, entry in enumerate(value))
+            return tuple(self._convert(item, entry, section, key) for entry in value)
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, value, where)
+        if hint is Path:
+            if not isinstance(value, str) or not value:
+                raise self.error(section, key, f"must be a path string, got {_describe(value)}")
+            candidate = Path(value).expanduser()
+            return candidate if candidate.is_absolute() else (self.base / candidate)
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if hint is bool and not isinstance(value, bool):
+            raise self.error(section, key, f"must be true or false, got {_describe(value)}")
+        if hint in (int, float) and isinstance(value, bool):
+            raise self.error(section, key, f"must be a number, got {_describe(value)}")
+        if not isinstance(value, hint):
+            raise self.error(section, key, f"must be {_article(hint)}, got {_describe(value)}")
+        return value
+
+    def _build_item(self, cls: type, entry: Any, where: str, index: int) -> Any:
+        label = entry.get("name", index) if isinstance(entry, dict) else index
+        return self.build(cls, entry, f"{where}.{label}")
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _article(hint: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string"}.get(hint, hint.__name__)

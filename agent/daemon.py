@@ -1,0 +1,148 @@
+"""The agent's wiring: source → decode → sample → ring → batch → uplink, top to bottom.
+
+Each source runs in its own thread and hands every frame to its decoder's store; one lock
+serialises the stores and the sampler so that event time moves forward in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import can
+
+from agent import clock
+from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, SealedBatch
+from agent.config import AgentConfig
+from agent.cose import Signer
+from agent.dbc import combined_digest, load_dbc
+from agent.decode import FrameStore
+from agent.health import SourceHealth
+from agent.keys import load_private_key
+from agent.plan import build_plan
+from agent.ring import Ring
+from agent.sampler import Sampler
+from agent.sources import Source, open_source
+from agent.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_DELIVERY_TIMEOUT = 5.0
+
+
+@dataclass
+class Agent:
+    """A wired agent, ready to `start`. Built by `build_agent`; parts exposed for diagnostics."""
+
+    config: AgentConfig
+    sources: list[Source]
+    stores: dict[str, FrameStore]
+    sampler: Sampler
+    batcher: Batcher
+    uplink: Uplink
+    ring: Ring
+    boot: bytes
+    lock: threading.Lock
+    threads: list[threading.Thread]
+    stop_event: threading.Event
+
+    def start(self) -> None:
+        self.uplink.start()
+        for source in self.sources:
+            thread = threading.Thread(target=self._run_source, args=(source,),
+                                      name=f"source-{source.name}", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        log.info("agent running: vehicle %s, boot %s, %d sources, %d signals",
+                 self.config.vehicle.id, self.boot.hex(), len(self.sources),
+                 len(self.batcher.dictionary))
+
+    def _run_source(self, source: Source) -> None:
+        try:
+            source.run(self._frame_handler(source), self._on_idle, self.stop_event)
+        except Exception:
+            log.exception("source %s stopped unexpectedly", source.name)
+
+    def _frame_handler(self, source: Source) -> Callable[[can.Message], None]:
+        accept = self.stores[source.name].accept
+        advance = self.sampler.advance
+        lock = self.lock
+
+        def on_frame(frame: can.Message) -> None:
+            with lock:
+                advance(frame.timestamp)
+                accept(frame)
+
+        return on_frame
+
+    def _on_idle(self, now: float) -> None:
+        with self.lock:
+            self.sampler.advance(now)
+
+    def replay_finished(self) -> bool:
+        finite = [s for s in self.sources if s.is_finite]
+        return bool(finite) and all(s.finished.is_set() for s in finite)
+
+    def stop(self) -> None:
+        """Seal the open window, deliver what can be delivered in a few seconds, stop."""
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        with self.lock:
+            self.sampler.finish()
+        self.uplink.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
+        log.info("agent stopped: %d batches sealed, %d acknowledged",
+                 self.batcher.next_seq, self.uplink.health.acked)
+
+
+def build_agent(config: AgentConfig) -> Agent:
+    loaded = {source.name: load_dbc(source.dbc) for source in config.sources}
+    plan = build_plan(config.sampling, {name: dbc.database for name, dbc in loaded.items()})
+    ring = Ring.for_memory(config.ring.memory_mb,
+                           frozenset(s.index for s in plan.signals if s.is_float))
+    signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
+    boot = os.urandom(16)
+
+    healths = {source.name: SourceHealth() for source in config.sources}
+    stores = {name: FrameStore(loaded[name].database, plan.for_source(name), healths[name])
+              for name in loaded}
+    sources = [open_source(source, stores[source.name].can_filters(), healths[source.name])
+               for source in config.sources]
+    uplink = Uplink(config.uplink, config.vehicle.id, boot)
+
+    replaying = any(source.type == "replay" for source in config.sources)
+    identity = BatchIdentity(
+        vehicle=config.vehicle.id,
+        boot=boot,
+        config_version=config.version,
+        dbc_digest=combined_digest([dbc.digest for dbc in loaded.values()]),
+        clock=(lambda: clock.REPLAY) if replaying else clock.wall_clock_source,
+    )
+
+    def health() -> dict[str, int]:
+        counters = {f"{name}.{key}": value for name, source_health in healths.items()
+                    for key, value in source_health.counters().items()}
+        counters.update({f"uplink.{key}": value
+                         for key, value in uplink.health.counters().items()})
+        return counters
+
+    batcher = Batcher(plan, ring, identity, signer, health, zstd_level=config.batch.zstd_level,
+                      dictionary_every=config.batch.dictionary_every)
+
+    def on_window(t0_ms: int, t1_ms: int) -> None:
+        sealed = batcher.seal(t0_ms, t1_ms)
+        _log_sealed(sealed)
+        uplink.submit(sealed)
+
+    sampler = Sampler(plan, ring, stores, round(config.batch.window * 1000), on_window)
+    return Agent(config=config, sources=sources, stores=stores, sampler=sampler, batcher=batcher,
+                 uplink=uplink, ring=ring, boot=boot, lock=threading.Lock(), threads=[],
+                 stop_event=threading.Event())
+
+
+def _log_sealed(batch: SealedBatch) -> None:
+    log.info("sealed batch %d: %d samples, %d bytes (%.3f bytes/sample)", batch.seq,
+             batch.samples, len(batch.envelope), len(batch.envelope) / max(1, batch.samples))

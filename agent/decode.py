@@ -1,0 +1,215 @@
+"""Decode only what is sampled: latest payload per frame ID, decoded to raw integers at the tick.
+
+A `FrameStore` belongs to one CAN source. For every frame the plan needs it keeps the newest
+payload (per multiplexer page for multiplexed messages), which costs a dict write per frame. At a
+sampling tick it decodes each needed payload once with cantools (`scaling=False`), giving exactly
+the raw integers the wire format carries. Only messages with a `stats` signal are decoded per
+frame. Bad frames are counted in the source's health and logged once per frame ID.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import can
+from cantools.database.can import Database, Message, Signal
+
+from agent.health import SourceHealth
+from agent.plan import PlannedSignal
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[int, int | float], None]
+EmitStats = Callable[[int, int | float, int | float, int | float, int], None]
+# A multiplexed page is keyed (frame_id, selector); a plain message by its frame_id.
+PayloadKey = int | tuple[int, int]
+
+
+def bit_extractor(signal: Signal) -> Callable[[bytes], int]:
+    """Return a function reading `signal`'s raw unsigned value, as cantools would, cheaply."""
+    length = signal.length
+    mask = (1 << length) - 1
+    if signal.byte_order == "little_endian":
+        start = signal.start
+
+        def little(data: bytes) -> int:
+            return (int.from_bytes(data, "little") >> start) & mask
+
+        return little
+    # DBC numbers Motorola bits in a sawtooth: `start` is the MSB's index within its byte.
+    msb = 8 * (signal.start // 8) + (7 - signal.start % 8)
+
+    def big(data: bytes) -> int:
+        return (int.from_bytes(data, "big") >> (8 * len(data) - msb - length)) & mask
+
+    return big
+
+
+@dataclass
+class _Page:
+    """Signals read from one payload key at a tick."""
+
+    key: PayloadKey
+    signals: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class _MessagePlan:
+    message: Message
+    extended: bool
+    length: int
+    selector: Callable[[bytes], int] | None
+    pages: frozenset[int]
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class FrameStore:
+    """The newest payload of every planned frame of one source, and per-frame stats."""
+
+    def __init__(self, database: Database, signals: Sequence[PlannedSignal],
+                 health: SourceHealth) -> None:
+        self.health = health
+        self._messages: dict[int, _MessagePlan] = {}
+        self._groups: dict[int, list[tuple[_MessagePlan, list[_Page]]]] = {}
+        self._latest: dict[PayloadKey, tuple[float, bytes]] = {}
+        self._stats: dict[int, list[int | float]] = {}
+        self._warned: set[tuple[str, int]] = set()
+        self._build(database, signals)
+
+    @property
+    def frame_ids(self) -> frozenset[int]:
+        return frozenset(self._messages)
+
+    def can_filters(self) -> list[dict[str, int | bool]]:
+        """python-can filters for exactly the planned IDs (kernel filters on SocketCAN)."""
+        return [{"can_id": frame_id, "can_mask": 0x1FFFFFFF if plan.extended else 0x7FF,
+                 "extended": plan.extended}
+                for frame_id, plan in sorted(self._messages.items())]
+
+    def _build(self, database: Database, signals: Sequence[PlannedSignal]) -> None:
+        by_period: dict[int, dict[int, dict[PayloadKey, _Page]]] = {}
+        for planned in signals:
+            message = database.get_message_by_frame_id(planned.frame_id)
+            plan = self._messages.get(planned.frame_id)
+            if plan is None:
+                plan = self._messages[planned.frame_id] = _plan_message(message)
+            if planned.mode == "stats":
+                plan.stats[planned.signal] = planned.index
+                continue
+            signal = message.get_signal_by_name(planned.signal)
+            pages = by_period.setdefault(planned.period_ms, {}).setdefault(planned.frame_id, {})
+            selectors = signal.multiplexer_ids if plan.selector else None
+            for key in ([(planned.frame_id, s) for s in selectors] if selectors
+                        else [planned.frame_id]):
+                pages.setdefault(key, _Page(key)).signals.append((planned.signal, planned.index))
+        self._groups = {
+            period: [(self._messages[frame_id], list(pages.values()))
+                     for frame_id, pages in messages.items()]
+            for period, messages in by_period.items()
+        }
+
+    def accept(self, frame: can.Message) -> None:
+        """Keep a received frame if the plan needs it; count it either way."""
+        health = self.health
+        health.frames += 1
+        health.last_frame_time = frame.timestamp
+        if frame.is_error_frame:
+            health.error_frames += 1
+            return
+        plan = self._messages.get(frame.arbitration_id)
+        if plan is None or frame.is_remote_frame or frame.is_extended_id != plan.extended:
+            health.ignored += 1
+            return
+        data = frame.data
+        if len(data) < plan.length:
+            health.short_frames += 1
+            self._warn_once("short", frame.arbitration_id,
+                            f"frame 0x{frame.arbitration_id:X} ({plan.message.name}) has "
+                            f"{len(data)} bytes but the DBC says {plan.length}: dropped; check "
+                            "the sender or the DBC length")
+            return
+        payload = (frame.timestamp, bytes(data))
+        if plan.selector is not None:
+            selector = plan.selector(data)
+            if selector not in plan.pages:
+                health.decode_errors += 1
+                self._warn_once("mux", frame.arbitration_id,
+                                f"frame 0x{frame.arbitration_id:X} ({plan.message.name}) has "
+                                f"multiplexer value {selector}, which the DBC does not define")
+                return
+            self._latest[(frame.arbitration_id, selector)] = payload
+        self._latest[frame.arbitration_id] = payload
+        if plan.stats:
+            self._accumulate(plan, payload[1])
+
+    def _accumulate(self, plan: _MessagePlan, data: bytes) -> None:
+        decoded = self._decode(plan, data)
+        if decoded is None:
+            return
+        for name, index in plan.stats.items():
+            value = decoded.get(name)
+            if value is None:
+                continue
+            stats = self._stats.get(index)
+            if stats is None:
+                self._stats[index] = [value, value, value, 1]
+            else:
+                stats[0] = min(stats[0], value)
+                stats[1] = max(stats[1], value)
+                stats[2] += value
+                stats[3] += 1
+
+    def sample_last(self, period_ms: int, at: float, stale_after: float, emit: Emit) -> None:
+        """Emit the raw value of every `last` signal of this period from payloads before `at`."""
+        latest = self._latest
+        for plan, pages in self._groups.get(period_ms, ()):
+            for page in pages:
+                payload = latest.get(page.key)
+                if payload is None or at - payload[0] > stale_after:
+                    continue
+                decoded = self._decode(plan, payload[1])
+                if decoded is None:
+                    continue
+                for name, index in page.signals:
+                    value = decoded.get(name)
+                    if value is not None:
+                        emit(index, value)
+
+    def take_stats(self, indices: Iterable[int], emit: EmitStats) -> None:
+        """Emit and reset the statistics accumulated for these signals since the last take."""
+        for index in indices:
+            stats = self._stats.pop(index, None)
+            if stats is not None:
+                emit(index, stats[0], stats[1], stats[2], int(stats[3]))
+
+    def _decode(self, plan: _MessagePlan, data: bytes) -> dict[str, int | float] | None:
+        try:
+            return plan.message.decode(data, decode_choices=False, scaling=False,
+                                       allow_excess=True)
+        except Exception as exc:  # cantools raises several types on payloads it cannot read
+            self.health.decode_errors += 1
+            self._warn_once("decode", plan.message.frame_id,
+                            f"cannot decode 0x{plan.message.frame_id:X} "
+                            f"({plan.message.name}): {exc}")
+            return None
+
+    def _warn_once(self, kind: str, frame_id: int, text: str) -> None:
+        if (kind, frame_id) not in self._warned:
+            self._warned.add((kind, frame_id))
+            log.warning("%s (further ones are counted, not logged)", text)
+
+
+def _plan_message(message: Message) -> _MessagePlan:
+    selector_signal = next((s for s in message.signals if s.is_multiplexer), None)
+    pages: frozenset[int] = frozenset()
+    if selector_signal is not None:
+        pages = frozenset(v for s in message.signals for v in (s.multiplexer_ids or ()))
+    return _MessagePlan(
+        message=message,
+        extended=message.is_extended_frame,
+        length=message.length,
+        selector=bit_extractor(selector_signal) if selector_signal is not None else None,
+        pages=pages,
+    )

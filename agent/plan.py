@@ -1,0 +1,114 @@
+"""The sampling plan: which signals to sample, how often and how, resolved against the DBCs.
+
+Rules in config select signals by glob over `<source>.<Message>.<Signal>`; the last rule that
+matches a signal decides its period and mode, and `exclude = true` drops it. With no rules at all
+every signal of every source is sampled at the default period. Multiplexer selector signals are
+structure, not data, and are never sampled.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cantools.database.can import Database
+
+from agent.config import SamplingConfig, SignalRule
+from agent.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedSignal:
+    """One sampled signal. `index` is its position in the plan and in the wire dictionary."""
+
+    index: int
+    key: str
+    source: str
+    frame_id: int
+    message: str
+    signal: str
+    period_ms: int
+    mode: str
+    is_float: bool
+    scale: int | float
+    offset: int | float
+    unit: str
+    choices: Mapping[int, str] | None
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    signals: tuple[PlannedSignal, ...]
+    stale_after_ms: int
+
+    def for_source(self, source: str) -> tuple[PlannedSignal, ...]:
+        return tuple(s for s in self.signals if s.source == source)
+
+    def frame_ids(self, source: str) -> frozenset[int]:
+        return frozenset(s.frame_id for s in self.signals if s.source == source)
+
+    @property
+    def periods_ms(self) -> tuple[int, ...]:
+        return tuple(sorted({s.period_ms for s in self.signals}))
+
+
+def build_plan(config: SamplingConfig, databases: Mapping[str, Database]) -> SamplingPlan:
+    """Resolve the rules against each source's database, in source order."""
+    rules = config.signals or (SignalRule(match="*"),)
+    used = [False] * len(rules)
+    signals: list[PlannedSignal] = []
+    for source, database in databases.items():
+        for message in sorted(database.messages, key=lambda m: m.name):
+            for signal in message.signals:
+                if signal.is_multiplexer:
+                    continue
+                key = f"{source}.{message.name}.{signal.name}"
+                rule = _decisive_rule(key, rules, used)
+                if rule is None or rule.exclude:
+                    continue
+                period = rule.period if rule.period is not None else config.period
+                signals.append(PlannedSignal(
+                    index=len(signals),
+                    key=key,
+                    source=source,
+                    frame_id=message.frame_id,
+                    message=message.name,
+                    signal=signal.name,
+                    period_ms=_to_ms(period),
+                    mode=rule.mode,
+                    is_float=signal.is_float,
+                    scale=signal.scale,
+                    offset=signal.offset,
+                    unit=signal.unit or "",
+                    choices=({int(v): str(n) for v, n in signal.choices.items()}
+                             if signal.choices else None),
+                ))
+    for rule, was_used in zip(rules, used, strict=True):
+        if not was_used:
+            log.warning("sampling rule %r matches no signal of any source", rule.match)
+    if not signals:
+        raise ConfigError("the sampling plan selects no signal: check [[sampling.signals]] "
+                          "match patterns against `edge-agent decode` output")
+    if len(signals) > 65535:
+        raise ConfigError(f"the plan selects {len(signals)} signals; the limit is 65535")
+    return SamplingPlan(signals=tuple(signals), stale_after_ms=_to_ms(config.stale_after))
+
+
+def _decisive_rule(key: str, rules: Sequence[SignalRule], used: list[bool]) -> SignalRule | None:
+    decisive = None
+    for position, rule in enumerate(rules):
+        if fnmatch.fnmatchcase(key, rule.match):
+            used[position] = True
+            decisive = rule
+    return decisive
+
+
+def _to_ms(seconds: float) -> int:
+    milliseconds = round(seconds * 1000)
+    if milliseconds <= 0:
+        raise ConfigError(f"period {seconds} s is shorter than the 1 ms resolution")
+    return milliseconds

@@ -1,0 +1,97 @@
+"""A preallocated, bounded ring of sample records that overwrites its oldest record when full.
+
+A record is (time in ms, signal index, field, 64-bit value). Columns are `array` objects
+allocated once from the configured memory bound, so the agent's memory does not grow with
+traffic. Readers keep their own cursor (a count of records ever written); a reader that falls
+more than one capacity behind has lost records, and the ring says how many.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from dataclasses import dataclass
+from enum import IntEnum
+
+_F64 = struct.Struct("<d")
+_I64 = struct.Struct("<q")
+_BYTES_PER_RECORD = 8 + 2 + 1 + 8
+
+
+class Field(IntEnum):
+    """What a record's value is: a sampled value, or one statistic of a period."""
+
+    VALUE = 0
+    MIN = 1
+    MAX = 2
+    SUM = 3
+    COUNT = 4
+
+
+@dataclass(frozen=True)
+class Record:
+    time_ms: int
+    signal: int
+    field: Field
+    value: int | float
+
+
+class Ring:
+    def __init__(self, capacity: int, float_signals: frozenset[int] = frozenset()) -> None:
+        if capacity <= 0:
+            raise ValueError("ring capacity must be positive")
+        self.capacity = capacity
+        self._float_signals = float_signals
+        self._time = array("q", bytes(8 * capacity))
+        self._signal = array("H", bytes(2 * capacity))
+        self._field = array("B", bytes(capacity))
+        self._value = array("q", bytes(8 * capacity))
+        self.written = 0
+
+    @classmethod
+    def for_memory(cls, memory_mb: float, float_signals: frozenset[int] = frozenset()) -> Ring:
+        return cls(max(1, int(memory_mb * 1024 * 1024 // _BYTES_PER_RECORD)), float_signals)
+
+    def set_float_signals(self, float_signals: frozenset[int]) -> None:
+        self._float_signals = float_signals
+
+    def append(self, time_ms: int, signal: int, field: Field, value: int | float) -> None:
+        slot = self.written % self.capacity
+        self._time[slot] = time_ms
+        self._signal[slot] = signal
+        self._field[slot] = field
+        self._value[slot] = _to_bits(
+            value, field is not Field.COUNT and signal in self._float_signals)
+        self.written += 1
+
+    def lost_since(self, cursor: int) -> int:
+        """How many records a reader at `cursor` can no longer read."""
+        return max(0, self.written - self.capacity - cursor)
+
+    def read(self, cursor: int, end: int | None = None) -> list[Record]:
+        """Records from `cursor` (or the oldest still held) up to `end` (default: all written)."""
+        stop = self.written if end is None else min(end, self.written)
+        start = max(cursor, self.written - self.capacity)
+        records = []
+        for position in range(start, stop):
+            slot = position % self.capacity
+            signal = self._signal[slot]
+            field = Field(self._field[slot])
+            records.append(Record(self._time[slot], signal, field,
+                                  _from_bits(self._value[slot], signal in self._float_signals,
+                                             field)))
+        return records
+
+
+def _to_bits(value: int | float, is_float: bool) -> int:
+    if is_float:
+        return _I64.unpack(_F64.pack(value))[0]
+    value = int(value)
+    # Unsigned 64-bit signals exceed int64: store their bit pattern; the reader knows the kind.
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _from_bits(bits: int, is_float: bool, field: Field) -> int | float:
+    if is_float and field is not Field.COUNT:
+        return _F64.unpack(_I64.pack(bits))[0]
+    return bits

@@ -1,0 +1,35 @@
+"""The one small interface every data source implements, and the registry that picks one."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import can
+
+from agent.health import SourceHealth
+
+OnFrame = Callable[[can.Message], None]
+OnIdle = Callable[[float], None]
+
+
+class Source(ABC):
+    """A producer of timestamped frames, run in its own thread until `stop` is set.
+
+    `on_frame` gets every frame; `on_idle` gets the source's notion of "now" (seconds since the
+    epoch) when nothing arrived for a while, so that sampling continues on a quiet bus.
+    """
+
+    def __init__(self, name: str, health: SourceHealth) -> None:
+        self.name = name
+        self.health = health
+        self.finished = threading.Event()
+
+    @abstractmethod
+    def run(self, on_frame: OnFrame, on_idle: OnIdle, stop: threading.Event) -> None: ...
+
+    @property
+    def is_finite(self) -> bool:
+        """True for sources that end by themselves (a replay without loop)."""
+        return False

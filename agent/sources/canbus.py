@@ -1,0 +1,84 @@
+"""A python-can bus as a source: any interface python-can knows, chosen by name in config."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import can
+
+from agent.health import SourceHealth
+from agent.sources.base import OnFrame, OnIdle, Source
+
+log = logging.getLogger(__name__)
+
+RECV_TIMEOUT = 0.25
+REOPEN_MIN = 0.5
+REOPEN_MAX = 30.0
+
+
+class CanBusSource(Source):
+    """Reads one bus with kernel (or python-can software) filters for the planned IDs.
+
+    When the bus fails (interface down, adapter unplugged) it is closed and reopened with
+    exponential back-off and jitter; each reopening is counted in `health.reconnects`.
+    """
+
+    def __init__(self, name: str, health: SourceHealth, bus_options: dict[str, Any],
+                 can_filters: Sequence[dict[str, Any]]) -> None:
+        super().__init__(name, health)
+        self._bus_options = bus_options
+        self._filters = list(can_filters)
+
+    def open_bus(self) -> can.BusABC:
+        return can.Bus(can_filters=self._filters, **self._bus_options)
+
+    def idle_time(self) -> float:
+        return time.time()
+
+    def run(self, on_frame: OnFrame, on_idle: OnIdle, stop: threading.Event) -> None:
+        delay = REOPEN_MIN
+        while not stop.is_set():
+            try:
+                bus = self.open_bus()
+            except (can.CanError, OSError) as exc:
+                log.error("%s: cannot open bus %s: %s; retrying in %.1f s",
+                          self.name, self._describe(), exc, delay)
+                self.health.reconnects += 1
+                stop.wait(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, REOPEN_MAX)
+                continue
+            delay = REOPEN_MIN
+            try:
+                self._receive(bus, on_frame, on_idle, stop)
+            except (can.CanError, OSError) as exc:
+                log.error("%s: bus failed: %s; reopening", self.name, exc)
+                self.health.reconnects += 1
+            finally:
+                bus.shutdown()
+            if self.finished.is_set():
+                return
+
+    def _receive(self, bus: can.BusABC, on_frame: OnFrame, on_idle: OnIdle,
+                 stop: threading.Event) -> None:
+        recv = bus.recv
+        while not stop.is_set():
+            frame = recv(RECV_TIMEOUT)
+            if frame is not None:
+                on_frame(frame)
+            elif self.end_of_data():
+                self.finished.set()
+                return
+            else:
+                on_idle(self.idle_time())
+
+    def end_of_data(self) -> bool:
+        return False
+
+    def _describe(self) -> str:
+        options = self._bus_options
+        return f"{options.get('interface')}:{options.get('channel')}"

@@ -1,0 +1,227 @@
+"""The batch body: a self-describing CBOR document of columnar, delta-coded samples.
+
+Pure functions only; docs/wire-format.md is the normative description and must change with
+this file. Integer columns are zigzag-encoded deltas written as LEB128 varints (runs of equal
+values and steady clocks become runs of zero bytes, which zstd then all but erases); float
+columns are little-endian IEEE 754 doubles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import cbor2
+
+from agent.errors import WireFormatError
+
+SCHEMA_VERSION = 1
+
+
+class SeriesKind(IntEnum):
+    INT_LAST = 0
+    FLOAT_LAST = 1
+    INT_STATS = 2
+    FLOAT_STATS = 3
+
+    @property
+    def is_float(self) -> bool:
+        return self in (SeriesKind.FLOAT_LAST, SeriesKind.FLOAT_STATS)
+
+    @property
+    def is_stats(self) -> bool:
+        return self in (SeriesKind.INT_STATS, SeriesKind.FLOAT_STATS)
+
+
+@dataclass(frozen=True)
+class SignalDef:
+    """A dictionary entry: how to turn a signal's raw values into physical ones."""
+
+    key: str
+    unit: str
+    scale: int | float
+    offset: int | float
+    is_float: bool
+    mode: str
+    choices: Mapping[int, str] | None = None
+
+    def physical(self, raw: int | float) -> int | float:
+        """The physical value, computed as cantools does (`raw * scale + offset`)."""
+        return raw * self.scale + self.offset
+
+
+@dataclass(frozen=True)
+class Series:
+    """Samples of one signal. `columns` is (values,) or (min, max, sum, count)."""
+
+    signal: int
+    kind: SeriesKind
+    times_ms: tuple[int, ...]
+    columns: tuple[tuple[int | float, ...], ...]
+
+
+@dataclass(frozen=True)
+class BatchBody:
+    vehicle: str
+    boot: bytes
+    seq: int
+    t0_ms: int
+    t1_ms: int
+    clock: str
+    config_version: int
+    dbc_digest: bytes
+    health: Mapping[str, int]
+    dictionary_id: bytes
+    dictionary: tuple[SignalDef, ...] | None
+    series: tuple[Series, ...]
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def sample_count(self) -> int:
+        return sum(len(s.times_ms) for s in self.series)
+
+
+def dictionary_id(dictionary: Sequence[SignalDef]) -> bytes:
+    """8 bytes of SHA-256 over the encoded dictionary: the name a backend caches it under."""
+    return hashlib.sha256(cbor2.dumps(_dictionary_to_cbor(dictionary))).digest()[:8]
+
+
+def encode_body(body: BatchBody) -> bytes:
+    time_bases: dict[bytes, int] = {}
+    series = []
+    for item in body.series:
+        times = encode_varints([t - body.t0_ms for t in item.times_ms])
+        base = time_bases.setdefault(times, len(time_bases))
+        columns = [_encode_column(column, item.kind.is_float and position < 3)
+                   for position, column in enumerate(item.columns)]
+        series.append([item.signal, base, int(item.kind), *columns])
+    document: dict[str, Any] = {
+        "v": body.schema,
+        "veh": body.vehicle,
+        "boot": body.boot,
+        "seq": body.seq,
+        "t0": body.t0_ms,
+        "t1": body.t1_ms,
+        "clk": body.clock,
+        "cfg": body.config_version,
+        "dbc": body.dbc_digest,
+        "hlth": dict(body.health),
+        "did": body.dictionary_id,
+        "tb": list(time_bases),
+        "sig": series,
+    }
+    if body.dictionary is not None:
+        document["dict"] = _dictionary_to_cbor(body.dictionary)
+    return cbor2.dumps(document)
+
+
+def decode_body(data: bytes) -> BatchBody:
+    try:
+        document = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on malformed input
+        raise WireFormatError(f"batch body is not valid CBOR: {exc}") from exc
+    if not isinstance(document, dict):
+        raise WireFormatError("batch body is not a CBOR map")
+    if document.get("v") != SCHEMA_VERSION:
+        raise WireFormatError(f"unsupported batch schema version {document.get('v')!r}")
+    try:
+        t0 = int(document["t0"])
+        bases = [tuple(t0 + t for t in decode_varints(base)) for base in document["tb"]]
+        series = []
+        for signal, base, kind_code, *columns in document["sig"]:
+            kind = SeriesKind(kind_code)
+            times = bases[base]
+            decoded = tuple(_decode_column(column, kind.is_float and position < 3)
+                            for position, column in enumerate(columns))
+            if len(decoded) != (4 if kind.is_stats else 1) or any(
+                    len(column) != len(times) for column in decoded):
+                raise WireFormatError(f"series of signal {signal} has inconsistent columns")
+            series.append(Series(int(signal), kind, times, decoded))
+        dictionary = document.get("dict")
+        return BatchBody(
+            schema=document["v"],
+            vehicle=str(document["veh"]),
+            boot=bytes(document["boot"]),
+            seq=int(document["seq"]),
+            t0_ms=t0,
+            t1_ms=int(document["t1"]),
+            clock=str(document["clk"]),
+            config_version=int(document["cfg"]),
+            dbc_digest=bytes(document["dbc"]),
+            health={str(k): int(v) for k, v in document["hlth"].items()},
+            dictionary_id=bytes(document["did"]),
+            dictionary=None if dictionary is None else _dictionary_from_cbor(dictionary),
+            series=tuple(series),
+        )
+    except WireFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, struct.error) as exc:
+        raise WireFormatError(f"batch body does not follow schema {SCHEMA_VERSION}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
+def encode_varints(values: Sequence[int]) -> bytes:
+    """Zigzag-encode the difference of each value to the previous one (the first to 0)."""
+    out = bytearray()
+    append = out.append
+    previous = 0
+    for value in values:
+        delta = value - previous
+        previous = value
+        zigzag = delta << 1 if delta >= 0 else ((-delta) << 1) - 1
+        while zigzag > 0x7F:
+            append((zigzag & 0x7F) | 0x80)
+            zigzag >>= 7
+        append(zigzag)
+    return bytes(out)
+
+
+def decode_varints(data: bytes) -> list[int]:
+    values = []
+    previous = 0
+    zigzag = 0
+    shift = 0
+    for byte in data:
+        zigzag |= (byte & 0x7F) << shift
+        if byte & 0x80:
+            shift += 7
+            continue
+        previous += (zigzag >> 1) if not zigzag & 1 else -((zigzag + 1) >> 1)
+        values.append(previous)
+        zigzag = 0
+        shift = 0
+    if shift:
+        raise WireFormatError("varint column ends in the middle of a number")
+    return values
+
+
+def _encode_column(column: Sequence[int | float], is_float: bool) -> bytes:
+    if is_float:
+        return struct.pack(f"<{len(column)}d", *column)
+    return encode_varints([int(v) for v in column])
+
+
+def _decode_column(data: bytes, is_float: bool) -> tuple[int | float, ...]:
+    if is_float:
+        if len(data) % 8:
+            raise WireFormatError("float column length is not a multiple of 8 bytes")
+        return struct.unpack(f"<{len(data) // 8}d", data)
+    return tuple(decode_varints(data))
+
+
+def _dictionary_to_cbor(dictionary: Sequence[SignalDef]) -> list[list[Any]]:
+    return [[d.key, d.unit, d.scale, d.offset, "f" if d.is_float else "i", d.mode,
+             dict(d.choices) if d.choices else None] for d in dictionary]
+
+
+def _dictionary_from_cbor(entries: Sequence[Sequence[Any]]) -> tuple[SignalDef, ...]:
+    return tuple(
+        SignalDef(key=str(key), unit=str(unit), scale=scale, offset=offset,
+                  is_float=kind == "f", mode=str(mode),
+                  choices={int(k): str(v) for k, v in choices.items()} if choices else None)
+        for key, unit, scale, offset, kind, mode, choices in entries
+    )

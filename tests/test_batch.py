@@ -1,0 +1,104 @@
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.batch import CONTENT_TYPE, BatchIdentity, Batcher, open_batch
+from agent.config import SamplingConfig, SignalRule
+from agent.cose import Signer, verify
+from agent.dbc import load_dbc
+from agent.errors import WireFormatError
+from agent.keys import key_id
+from agent.plan import build_plan
+from agent.ring import Field, Ring
+from tests.dbc_fixtures import write_small_dbc
+
+
+@pytest.fixture
+def key():
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def keyring(key):
+    return {key_id(key.public_key()): key.public_key()}
+
+
+def make_batcher(tmp_path, key, ring, dictionary_every=60):
+    database = load_dbc([write_small_dbc(tmp_path)]).database
+    plan = build_plan(SamplingConfig(signals=(
+        SignalRule("can0.Engine.*"), SignalRule("can0.Motor.Torque", mode="stats"))),
+        {"can0": database})
+    identity = BatchIdentity(vehicle="v1", boot=bytes(range(16)), config_version=4,
+                             dbc_digest=b"d" * 32, clock=lambda: "ntp")
+    return plan, Batcher(plan, ring, identity, Signer(key, CONTENT_TYPE),
+                         lambda: {"can0.frames": 42}, dictionary_every=dictionary_every)
+
+
+def test_sealed_batch_opens_to_the_records_of_its_window(tmp_path, key, keyring):
+    ring = Ring(1000, float_signals=frozenset({3}))
+    plan, batcher = make_batcher(tmp_path, key, ring)
+    speed, torque = plan.signals[0].index, plan.signals[3].index
+    assert plan.signals[3].key == "can0.Motor.Torque"
+    for second in range(3):
+        ring.append(1000 * second, speed, Field.VALUE, 100 + second)
+    for field, value in [(Field.MIN, -1.5), (Field.MAX, 2.5), (Field.SUM, 4.0), (Field.COUNT, 5)]:
+        ring.append(0, torque, field, value)
+    sealed = batcher.seal(0, 3000)
+    body = open_batch(sealed.envelope, keyring)
+    assert (body.vehicle, body.seq, body.t0_ms, body.t1_ms, body.clock, body.config_version) == (
+        "v1", 0, 0, 3000, "ntp", 4)
+    assert body.health == {"can0.frames": 42, "ring.lost": 0}
+    by_signal = {s.signal: s for s in body.series}
+    assert by_signal[speed].times_ms == (0, 1000, 2000)
+    assert by_signal[speed].columns == ((100, 101, 102),)
+    assert by_signal[torque].columns == ((-1.5,), (2.5,), (4.0,), (5,))
+    assert body.dictionary is not None and body.dictionary[speed].key == "can0.Engine.Speed"
+    assert sealed.samples == 4 == body.sample_count
+    second = open_batch(batcher.seal(3000, 6000).envelope, keyring)
+    assert second.seq == 1 and second.series == () and second.dictionary is None
+
+
+def test_ring_overrun_is_counted_and_partial_stats_groups_skipped(tmp_path, key, keyring):
+    ring = Ring(6, float_signals=frozenset({3}))
+    plan, batcher = make_batcher(tmp_path, key, ring)
+    for t in range(3):
+        for field, value in [(Field.MIN, 1.0), (Field.MAX, 2.0), (Field.SUM, 3.0),
+                             (Field.COUNT, 2)]:
+            ring.append(t, 3, field, value)
+    body = open_batch(batcher.seal(0, 3).envelope, keyring)
+    assert body.health["ring.lost"] == 6
+    assert body.series[0].times_ms == (2,)
+
+
+def test_tampering_and_unknown_keys_fail_verification(tmp_path, key, keyring):
+    _, batcher = make_batcher(tmp_path, key, Ring(10))
+    envelope = batcher.seal(0, 1000).envelope
+    protected, unprotected, payload, signature = cbor2.loads(envelope).value
+    tampered = payload[:-1] + bytes([payload[-1] ^ 1])
+    with pytest.raises(WireFormatError, match="signature does not verify"):
+        open_batch(cbor2.dumps(cbor2.CBORTag(18, [protected, dict(unprotected), tampered,
+                                                  signature])), keyring)
+    other = Ed25519PrivateKey.generate()
+    with pytest.raises(WireFormatError, match="unknown key id"):
+        open_batch(envelope, {key_id(other.public_key()): other.public_key()})
+    with pytest.raises(WireFormatError, match="not a COSE_Sign1"):
+        verify(cbor2.dumps([1, 2]), keyring)
+    with pytest.raises(WireFormatError, match="not a CBOR document"):
+        verify(b"\xff\xfe", keyring)
+
+
+def test_envelope_is_cose_sign1_with_eddsa_and_kid(tmp_path, key):
+    _, batcher = make_batcher(tmp_path, key, Ring(10))
+    tagged = cbor2.loads(batcher.seal(0, 1000).envelope)
+    assert tagged.tag == 18
+    protected, unprotected, payload, signature = tagged.value
+    assert cbor2.loads(protected) == {1: -8, 3: CONTENT_TYPE}
+    assert unprotected == {4: key_id(key.public_key())}
+    key.public_key().verify(signature, cbor2.dumps(["Signature1", protected, b"", payload]))
+
+
+def test_dictionary_travels_every_nth_batch(tmp_path, key, keyring):
+    _, batcher = make_batcher(tmp_path, key, Ring(10), dictionary_every=3)
+    present = [open_batch(batcher.seal(i, i + 1).envelope, keyring).dictionary is not None
+               for i in range(7)]
+    assert present == [True, False, False, True, False, False, True]

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config, parse_config
+from agent.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+[vehicle]
+id = "v1"
+
+[[sources]]
+name = "can0"
+type = "socketcan"
+channel = "can0"
+dbc = ["a.dbc"]
+
+[keys]
+signing_key = "k.key"
+
+[uplink]
+tls = false
+"""
+
+
+def test_the_documented_default_config_loads():
+    config = load_config(REPO / "config.toml")
+    assert config.vehicle.id == "demo-0001"
+    source = config.sources[0]
+    assert source.type == "replay" and source.path == REPO / "dbc" / "drive.log.gz"
+    assert config.uplink.tls and config.uplink.ca_cert == REPO / "tls" / "ca.crt"
+    assert config.batch.window == 60.0
+    assert config.state.directory == REPO / "state"
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    config = parse_config(MINIMAL, tmp_path / "c.toml")
+    assert config.sources[0].dbc == (tmp_path / "a.dbc",)
+    assert config.sampling.period == 1.0 and config.ring.memory_mb == 16.0
+    assert config.version == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (("[uplink]", "[uplink]\nhots = 'x'"), r"c.toml:\d+: \[uplink\] hots: unknown key"),
+    (('id = "v1"', "id = 5"), r"c.toml:3: \[vehicle\] id: must be a string, got int 5"),
+    (("tls = false", "tls = 'no'"), r"\[uplink\] tls: must be true or false"),
+    (("tls = false", "tls = true"), r"\[uplink\] ca_cert: TLS needs ca_cert, cert and key"),
+    (('channel = "can0"', ""), r"\[sources.can0\] channel: a socketcan bus needs a channel"),
+    (('dbc = ["a.dbc"]', "dbc = 'a.dbc'"), r"\[sources.can0\] dbc: must be a list"),
+    (("[keys]\nsigning_key = \"k.key\"", ""), r"\[keys\]: missing required key"),
+    (('id = "v1"', 'id = "v1"\n[batch]\nwindow = 0.5'), r"\[batch\] window: must be at least"),
+    (("[vehicle]", "[vehicle\n"), r"not valid TOML"),
+])
+def test_mistakes_name_the_file_line_and_key(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(MINIMAL.replace(*change), tmp_path / "c.toml")
+
+
+def test_sampling_rules_are_checked(tmp_path):
+    text = MINIMAL + '\n[[sampling.signals]]\nmatch = "*"\nmode = "median"\n'
+    with pytest.raises(ConfigError, match="'median' is not one of last, stats"):
+        parse_config(text, tmp_path / "c.toml")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "nope.toml")

@@ -1,0 +1,136 @@
+import random
+
+import can
+import pytest
+from cantools.database.can import Message, Signal
+
+from agent.config import SamplingConfig, SignalRule
+from agent.dbc import load_dbc
+from agent.decode import FrameStore, bit_extractor
+from agent.health import SourceHealth
+from agent.plan import build_plan
+from tests.dbc_fixtures import write_small_dbc
+
+
+def _fits(start: int, length: int, byte_order: str) -> bool:
+    if byte_order == "little_endian":
+        return start + length <= 64
+    msb = 8 * (start // 8) + (7 - start % 8)
+    return msb + length <= 64
+
+
+@pytest.mark.parametrize("byte_order", ["little_endian", "big_endian"])
+def test_bit_extractor_matches_cantools_for_every_placement(byte_order):
+    rng = random.Random(7)
+    checked = 0
+    for start in range(64):
+        for length in range(1, 65):
+            if not _fits(start, length, byte_order):
+                continue
+            signal = Signal("S", start=start, length=length, byte_order=byte_order)
+            message = Message(frame_id=1, name="M", length=8, signals=[signal], strict=True)
+            data = bytes(rng.getrandbits(8) for _ in range(8))
+            expected = message.decode(data, scaling=False, decode_choices=False)["S"]
+            assert bit_extractor(signal)(data) == expected, (start, length)
+            checked += 1
+    assert checked > 2000
+
+
+def _store(tmp_path, rules=()):
+    dbc = load_dbc([write_small_dbc(tmp_path)])
+    plan = build_plan(SamplingConfig(signals=tuple(rules)), {"can0": dbc.database})
+    health = SourceHealth()
+    return FrameStore(dbc.database, plan.for_source("can0"), health), plan, health, dbc.database
+
+
+def _frame(frame_id, data, t, extended=False):
+    return can.Message(arbitration_id=frame_id, data=data, timestamp=t, is_extended_id=extended)
+
+
+def _sample(store, plan, at, period=1000, stale_after=10.0):
+    values = {}
+    store.sample_last(period, at, stale_after, lambda index, value: values.__setitem__(
+        plan.signals[index].key, value))
+    return values
+
+
+def test_latest_payload_is_decoded_raw_at_the_tick(tmp_path):
+    store, plan, health, db = _store(tmp_path)
+    engine = db.get_message_by_name("Engine")
+    store.accept(_frame(0x100, engine.encode({"Speed": 10.0, "Temp": 20, "Gear": 1}), 1.0))
+    store.accept(_frame(0x100, engine.encode({"Speed": 55.55, "Temp": -30, "Gear": 3}), 1.5))
+    values = _sample(store, plan, 2.0)
+    assert values["can0.Engine.Speed"] == 5555
+    assert values["can0.Engine.Temp"] == 10  # raw: -30 °C with offset -40
+    assert values["can0.Engine.Gear"] == 3
+    assert health.frames == 2
+
+
+def test_multiplexed_pages_are_kept_apart(tmp_path):
+    store, plan, _, db = _store(tmp_path)
+    cells = db.get_message_by_name("Cells")
+    store.accept(_frame(0x300, cells.encode({"Group": 0, "CellA_0": 3.1, "CellB_0": 3.2}), 1.0))
+    store.accept(_frame(0x300, cells.encode({"Group": 1, "CellA_1": 3.3, "CellB_1": 3.4}), 1.1))
+    values = _sample(store, plan, 2.0)
+    assert {k: v for k, v in values.items() if "Cells" in k} == {
+        "can0.Cells.CellA_0": 3100, "can0.Cells.CellB_0": 3200,
+        "can0.Cells.CellA_1": 3300, "can0.Cells.CellB_1": 3400}
+    assert not any(s.signal == "Group" for s in plan.signals)
+
+
+def test_bad_frames_are_counted_and_do_not_replace_good_data(tmp_path, caplog):
+    store, plan, health, db = _store(tmp_path)
+    engine = db.get_message_by_name("Engine")
+    store.accept(_frame(0x100, engine.encode({"Speed": 1.0, "Temp": 0, "Gear": 0}), 1.0))
+    store.accept(_frame(0x100, b"\x01\x02", 1.1))
+    store.accept(_frame(0x100, b"\x01\x02", 1.2))
+    store.accept(_frame(0x300, bytes([9, 0, 0, 0, 0, 0, 0, 0]), 1.3))
+    store.accept(_frame(0x7FF, bytes(8), 1.4))
+    store.accept(can.Message(arbitration_id=0x100, is_error_frame=True, timestamp=1.5))
+    store.accept(_frame(0x100, bytes(8), 1.6, extended=True))
+    assert (health.short_frames, health.decode_errors, health.ignored, health.error_frames) == (
+        2, 1, 2, 1)
+    assert _sample(store, plan, 2.0)["can0.Engine.Speed"] == 100
+    assert caplog.text.count("has 2 bytes but the DBC says 8") == 1
+    assert "multiplexer value 9" in caplog.text
+
+
+def test_stale_payloads_are_not_sampled(tmp_path):
+    store, plan, _, db = _store(tmp_path)
+    engine = db.get_message_by_name("Engine")
+    store.accept(_frame(0x100, engine.encode({"Speed": 1.0, "Temp": 0, "Gear": 0}), 1.0))
+    assert "can0.Engine.Speed" in _sample(store, plan, 11.0)
+    assert "can0.Engine.Speed" not in _sample(store, plan, 11.5)
+
+
+def test_stats_accumulate_every_frame_and_reset_when_taken(tmp_path):
+    store, plan, _, db = _store(tmp_path, [SignalRule("*"),
+                                           SignalRule("can0.Engine.Speed", mode="stats")])
+    engine = db.get_message_by_name("Engine")
+    for t, speed in [(1.0, 10.0), (1.1, 30.0), (1.2, 20.0)]:
+        store.accept(_frame(0x100, engine.encode({"Speed": speed, "Temp": 0, "Gear": 0}), t))
+    index = next(s.index for s in plan.signals if s.key == "can0.Engine.Speed")
+    taken = []
+    store.take_stats([index], lambda *args: taken.append(args))
+    assert taken == [(index, 1000, 3000, 6000, 3)]
+    store.take_stats([index], lambda *args: taken.append(args))
+    assert len(taken) == 1
+    assert "can0.Engine.Speed" not in _sample(store, plan, 2.0)
+
+
+def test_float_and_extended_frames(tmp_path):
+    store, plan, _, db = _store(tmp_path)
+    motor = db.get_message_by_name("Motor")
+    diag = db.get_message_by_name("Diag")
+    store.accept(_frame(0x400, motor.encode({"Torque": -12.5}), 1.0))
+    store.accept(_frame(0x18FF0000, diag.encode({"Dtc": 4000000000}), 1.0, extended=True))
+    values = _sample(store, plan, 2.0)
+    assert values["can0.Motor.Torque"] == -12.5
+    assert values["can0.Diag.Dtc"] == 4000000000
+
+
+def test_filters_cover_exactly_the_planned_ids(tmp_path):
+    store, _, _, _ = _store(tmp_path, [SignalRule("can0.Engine.*"), SignalRule("can0.Diag.*")])
+    assert store.can_filters() == [
+        {"can_id": 0x100, "can_mask": 0x7FF, "extended": False},
+        {"can_id": 0x18FF0000, "can_mask": 0x1FFFFFFF, "extended": True}]

@@ -1,0 +1,58 @@
+import pytest
+
+from agent.config import SamplingConfig, SignalRule
+from agent.dbc import load_dbc
+from agent.errors import ConfigError
+from agent.plan import build_plan
+from tests.dbc_fixtures import write_small_dbc
+
+
+@pytest.fixture
+def database(tmp_path):
+    return load_dbc([write_small_dbc(tmp_path)]).database
+
+
+def keys(plan):
+    return [s.key for s in plan.signals]
+
+
+def test_without_rules_every_signal_but_the_multiplexer_is_sampled(database):
+    plan = build_plan(SamplingConfig(), {"can0": database})
+    assert len(plan.signals) == 11
+    assert "can0.Cells.Group" not in keys(plan)
+    assert [s.index for s in plan.signals] == list(range(11))
+
+
+def test_last_matching_rule_decides_and_exclude_drops(database, caplog):
+    plan = build_plan(SamplingConfig(period=1.0, signals=(
+        SignalRule("can0.Engine.*", period=0.5),
+        SignalRule("can0.Engine.Speed", mode="stats", period=2.0),
+        SignalRule("can0.Engine.Gear", exclude=True),
+        SignalRule("can0.Nothing.*"),
+    )), {"can0": database})
+    assert {s.key: (s.period_ms, s.mode) for s in plan.signals} == {
+        "can0.Engine.Speed": (2000, "stats"), "can0.Engine.Temp": (500, "last")}
+    assert plan.frame_ids("can0") == {0x100}
+    assert "'can0.Nothing.*' matches no signal" in caplog.text
+
+
+def test_signal_metadata_comes_from_the_dbc(database):
+    plan = build_plan(SamplingConfig(), {"can0": database})
+    by_key = {s.key: s for s in plan.signals}
+    assert by_key["can0.Engine.Gear"].choices == {0: "P", 1: "R", 2: "N", 3: "D"}
+    assert by_key["can0.Engine.Temp"].offset == -40
+    assert by_key["can0.Motor.Torque"].is_float
+    assert by_key["can0.Chassis.Height"].unit == "mm"
+
+
+def test_a_plan_selecting_nothing_is_an_error(database):
+    with pytest.raises(ConfigError, match="selects no signal"):
+        build_plan(SamplingConfig(signals=(SignalRule("x.*"),)), {"can0": database})
+
+
+def test_two_sources_keep_their_signals_apart(database):
+    plan = build_plan(SamplingConfig(signals=(SignalRule("can1.Engine.Speed"),
+                                              SignalRule("can0.Motor.*"))),
+                      {"can0": database, "can1": database})
+    assert keys(plan) == ["can0.Motor.Torque", "can1.Engine.Speed"]
+    assert plan.frame_ids("can1") == {0x100}

@@ -1,0 +1,109 @@
+import can
+import pytest
+
+from agent.config import SamplingConfig, SignalRule
+from agent.dbc import load_dbc
+from agent.decode import FrameStore
+from agent.health import SourceHealth
+from agent.plan import build_plan
+from agent.ring import Field, Ring
+from agent.sampler import Sampler
+from tests.dbc_fixtures import write_small_dbc
+
+
+@pytest.fixture
+def rig(tmp_path):
+    def make(rules=(SignalRule("can0.Engine.Speed"),), window_ms=10_000, stale_after=10.0):
+        dbc = load_dbc([write_small_dbc(tmp_path)])
+        plan = build_plan(SamplingConfig(stale_after=stale_after, signals=tuple(rules)),
+                          {"can0": dbc.database})
+        ring = Ring(10_000)
+        store = FrameStore(dbc.database, plan.for_source("can0"), SourceHealth())
+        windows = []
+        sampler = Sampler(plan, ring, {"can0": store}, window_ms,
+                          lambda t0, t1: windows.append((t0, t1, ring.written)))
+        engine = dbc.database.get_message_by_name("Engine")
+
+        def feed(t, speed):
+            sampler.advance(t)
+            store.accept(can.Message(arbitration_id=0x100, timestamp=t, is_extended_id=False,
+                                     data=engine.encode({"Speed": speed, "Temp": 0, "Gear": 0})))
+        return sampler, ring, windows, feed, plan
+    return make
+
+
+def test_last_sample_is_the_value_strictly_before_the_tick(rig):
+    sampler, ring, _, feed, _ = rig()
+    feed(100.2, 1.0)
+    feed(100.9, 2.0)
+    feed(101.0, 3.0)   # exactly at the tick: belongs to the next one
+    feed(101.5, 4.0)
+    feed(102.0, 5.0)
+    assert [(r.time_ms, r.value) for r in ring.read(0)] == [(101000, 200), (102000, 400)]
+
+
+def test_stats_cover_the_period_starting_at_their_label(rig):
+    sampler, ring, _, feed, plan = rig([SignalRule("can0.Engine.Speed", mode="stats")])
+    for t, speed in [(100.1, 1.0), (100.5, 3.0), (101.2, 10.0), (101.3, 20.0), (102.1, 0.0)]:
+        feed(t, speed)
+    records = [(r.time_ms, r.field, r.value) for r in ring.read(0)]
+    assert records == [
+        (100000, Field.MIN, 100), (100000, Field.MAX, 300), (100000, Field.SUM, 400),
+        (100000, Field.COUNT, 2),
+        (101000, Field.MIN, 1000), (101000, Field.MAX, 2000), (101000, Field.SUM, 3000),
+        (101000, Field.COUNT, 2)]
+
+
+def test_windows_seal_at_their_boundary_with_exactly_their_samples(rig):
+    sampler, ring, windows, feed, _ = rig(window_ms=5000)
+    t = 103.5
+    while t < 116:
+        feed(t, 1.0)
+        t += 0.25
+    assert [(t0, t1) for t0, t1, _ in windows] == [(100000, 105000), (105000, 110000),
+                                                   (110000, 115000)]
+    records = ring.read(0)
+    cursor = 0
+    for t0, t1, end in windows:
+        in_window = records[cursor:end]
+        assert in_window and all(t0 <= r.time_ms < t1 for r in in_window)
+        cursor = end
+    assert [r.time_ms for r in records[windows[1][2] - 5:windows[1][2]]] == [
+        105000, 106000, 107000, 108000, 109000]
+
+
+def test_finish_seals_the_partial_window(rig):
+    sampler, ring, windows, feed, _ = rig()
+    feed(100.5, 1.0)
+    feed(102.5, 2.0)
+    sampler.finish()
+    assert windows == [(100000, 102500, 2)]
+
+
+def test_a_quiet_bus_still_ticks_and_stale_values_stop(rig):
+    sampler, ring, windows, feed, _ = rig(stale_after=3.0)
+    feed(100.5, 1.0)
+    sampler.advance(110.0)
+    assert [r.time_ms for r in ring.read(0)] == [101000, 102000, 103000]
+    assert windows == [(100000, 110000, 3)]
+
+
+def test_clock_jump_restarts_instead_of_ticking_through_the_gap(rig):
+    sampler, ring, windows, feed, _ = rig(window_ms=10_000)
+    feed(100.5, 1.0)
+    feed(101.5, 2.0)
+    feed(5000.2, 3.0)   # an RTC set by NTP
+    feed(5001.5, 4.0)
+    assert windows[0] == (100000, 101500, 1)
+    assert [r.time_ms for r in ring.read(0)] == [101000, 5001000]
+    feed(4000.0, 5.0)   # and back
+    assert len(windows) == 2
+
+
+def test_time_going_backwards_a_little_is_ignored(rig):
+    sampler, ring, windows, feed, _ = rig()
+    feed(100.5, 1.0)
+    feed(101.5, 2.0)
+    feed(101.2, 3.0)
+    feed(102.5, 4.0)
+    assert [(r.time_ms, r.value) for r in ring.read(0)] == [(101000, 100), (102000, 300)]

@@ -1,0 +1,114 @@
+import math
+import struct
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.errors import WireFormatError
+from agent.wire import (
+    BatchBody,
+    Series,
+    SeriesKind,
+    SignalDef,
+    decode_body,
+    decode_varints,
+    dictionary_id,
+    encode_body,
+    encode_varints,
+)
+
+ints = st.integers(min_value=-(2**64), max_value=2**64)
+
+
+@given(st.lists(ints, max_size=200))
+def test_varints_round_trip(values):
+    assert decode_varints(encode_varints(values)) == values
+
+
+def test_steady_clock_and_constant_values_cost_one_byte_each():
+    times = list(range(1000, 61000, 1000))
+    assert decode_varints(encode_varints(times)) == times
+    deltas = encode_varints(times)
+    assert len(deltas) == 2 + (len(times) - 1) * 2  # 1000 ms deltas: zigzag 2000, two bytes
+    assert encode_varints([7] * 60) == bytes([14]) + bytes(59)
+
+
+def test_truncated_varint_is_rejected():
+    with pytest.raises(WireFormatError, match="middle of a number"):
+        decode_varints(bytes([0x80]))
+
+
+@st.composite
+def bodies(draw):
+    t0 = draw(st.integers(min_value=0, max_value=2**42))
+    series = []
+    for signal in range(draw(st.integers(min_value=0, max_value=6))):
+        kind = draw(st.sampled_from(list(SeriesKind)))
+        n = draw(st.integers(min_value=0, max_value=20))
+        times = tuple(sorted(draw(st.lists(st.integers(t0 - 5000, t0 + 60000), min_size=n,
+                                           max_size=n))))
+        value = (st.floats(allow_nan=False) if kind.is_float else ints)
+        if kind.is_stats:
+            columns = tuple(tuple(draw(st.lists(value, min_size=n, max_size=n)))
+                            for _ in range(3))
+            columns += (tuple(draw(st.lists(st.integers(1, 10**6), min_size=n, max_size=n))),)
+        else:
+            columns = (tuple(draw(st.lists(value, min_size=n, max_size=n))),)
+        series.append(Series(signal, kind, times, columns))
+    dictionary = tuple(SignalDef(key=f"can0.M.S{i}", unit="V", scale=0.001, offset=0,
+                                 is_float=False, mode="last", choices={0: "Off"} if i else None)
+                       for i in range(len(series)))
+    return BatchBody(vehicle=draw(st.text(max_size=20)), boot=draw(st.binary(min_size=16,
+                     max_size=16)), seq=draw(st.integers(0, 2**40)), t0_ms=t0, t1_ms=t0 + 60000,
+                     clock="ntp", config_version=3, dbc_digest=bytes(32),
+                     health={"can0.frames": draw(st.integers(0, 2**40))},
+                     dictionary_id=dictionary_id(dictionary),
+                     dictionary=draw(st.sampled_from([None, dictionary])),
+                     series=tuple(series))
+
+
+@given(bodies())
+def test_body_round_trip(body):
+    assert decode_body(encode_body(body)) == body
+
+
+def test_float_columns_keep_nan_and_infinities_bit_exact():
+    values = (math.nan, math.inf, -math.inf, -0.0, 1e-310)
+    body = BatchBody(vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=1000, clock="gps",
+                     config_version=1, dbc_digest=b"", health={}, dictionary_id=b"",
+                     dictionary=None,
+                     series=(Series(0, SeriesKind.FLOAT_LAST, (0, 1, 2, 3, 4), (values,)),))
+    decoded = decode_body(encode_body(body)).series[0].columns[0]
+    assert [struct.pack("<d", v) for v in decoded] == [struct.pack("<d", v) for v in values]
+
+
+def test_identical_time_columns_are_stored_once():
+    times = tuple(range(0, 60000, 1000))
+    series = tuple(Series(i, SeriesKind.INT_LAST, times, (tuple(range(60)),)) for i in range(5))
+    body = BatchBody(vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=60000, clock="ntp",
+                     config_version=1, dbc_digest=b"", health={}, dictionary_id=b"",
+                     dictionary=None, series=series)
+    assert len(cbor2.loads(encode_body(body))["tb"]) == 1
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\xff\x00", "not valid CBOR"),
+    (cbor2.dumps([1, 2]), "not a CBOR map"),
+    (cbor2.dumps({"v": 99}), "unsupported batch schema version 99"),
+    (cbor2.dumps({"v": 1, "t0": 0}), "does not follow schema"),
+])
+def test_malformed_bodies_are_rejected_with_a_reason(data, message):
+    with pytest.raises(WireFormatError, match=message):
+        decode_body(data)
+
+
+def test_series_with_columns_shorter_than_times_is_rejected():
+    document = cbor2.loads(encode_body(BatchBody(
+        vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=1, clock="ntp", config_version=1,
+        dbc_digest=b"", health={}, dictionary_id=b"", dictionary=None,
+        series=(Series(0, SeriesKind.INT_LAST, (0, 1), ((5, 6),)),))))
+    document["sig"][0][3] = encode_varints([5])
+    with pytest.raises(WireFormatError, match="inconsistent columns"):
+        decode_body(cbor2.dumps(document))
