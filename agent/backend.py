@@ -80,9 +80,11 @@ class DictionaryCache:
     def __init__(self) -> None:
         self._dictionaries: dict[bytes, tuple[SignalDef, ...]] = {}
 
-    def resolve(self, body: BatchBody) -> tuple[SignalDef, ...] | None:
+    def remember(self, body: BatchBody) -> None:
         if body.dictionary is not None:
             self._dictionaries[body.dictionary_id] = body.dictionary
+
+    def lookup(self, body: BatchBody) -> tuple[SignalDef, ...] | None:
         return self._dictionaries.get(body.dictionary_id)
 
 
@@ -128,6 +130,8 @@ class Backend:
         self.verified = 0
         self.rejected = 0
         self.undecodable = 0
+        self.samples = 0
+        self.bytes = 0
 
     def receive(self, envelope: bytes) -> Receipt:
         try:
@@ -136,11 +140,15 @@ class Backend:
             self.rejected += 1
             return Receipt(ok=False, size=len(envelope), error=str(exc))
         self.verified += 1
+        self.dictionaries.remember(body)
         fresh = self.tracker.observe(body.vehicle, body.boot, body.seq)
+        if fresh:
+            self.samples += body.sample_count
+            self.bytes += len(envelope)
         return Receipt(ok=True, body=body, size=len(envelope), duplicate=not fresh)
 
     def rows(self, body: BatchBody) -> Iterator[dict[str, Any]] | None:
-        dictionary = self.dictionaries.resolve(body)
+        dictionary = self.dictionaries.lookup(body)
         if dictionary is None:
             self.undecodable += 1
             return None
@@ -152,6 +160,8 @@ class Backend:
             "rejected": self.rejected,
             "duplicates": self.tracker.duplicates,
             "undecodable": self.undecodable,
+            "samples": self.samples,
+            "bytes": self.bytes,
             "gaps": [{"vehicle": vehicle, "boot": boot.hex(), "missing": missing}
                      for (vehicle, boot), missing in self.tracker.gaps().items()],
         }
@@ -211,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", type=Path, help="write rows here (default: stdout)")
     parser.add_argument("--count", type=int, help="exit after this many batches")
     parser.add_argument("--timeout", type=float, help="exit after this many seconds")
+    parser.add_argument("--idle", type=float, metavar="SECONDS",
+                        help="exit when no batch has arrived for this many seconds")
     parser.add_argument("--report", type=Path,
                         help="write the delivery report (gaps, duplicates) as JSON here")
     return parser
@@ -263,6 +275,7 @@ def _serve(args: argparse.Namespace) -> int:
     writer = RowWriter(out, args.format) if args.format != "summary" else None
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0
+    last_arrival = time.monotonic()
     try:
         while args.count is None or received < args.count:
             wait = 0.5 if deadline is None else deadline - time.monotonic()
@@ -271,8 +284,11 @@ def _serve(args: argparse.Namespace) -> int:
             try:
                 envelope = arrivals.get(timeout=min(wait, 0.5))
             except queue.Empty:
+                if args.idle is not None and time.monotonic() - last_arrival > args.idle:
+                    break
                 continue
             received += 1
+            last_arrival = time.monotonic()
             receipt = backend.receive(envelope)
             if writer is None or not receipt.ok:
                 print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,

@@ -31,10 +31,13 @@ def load_dbc(paths: Sequence[Path]) -> LoadedDbc:
         except OSError as exc:
             raise DbcError(f"{path}: cannot read DBC file ({exc.strerror})") from exc
         sha.update(hashlib.sha256(content).digest())
+        before = len(database.messages)
         try:
             database.add_dbc_string(content.decode("cp1252"))
         except Exception as exc:  # cantools raises many types for malformed files
             raise DbcError(f"{path}: cantools rejects this DBC: {exc}") from exc
+        if len(database.messages) == before:
+            raise DbcError(f"{path}: defines no CAN messages (BO_ lines); is it a DBC file?")
     return LoadedDbc(database=database, digest=sha.digest(), paths=tuple(paths))
 
 

@@ -1,0 +1,148 @@
+"""The whole data path against a real Mosquitto with mutual TLS: agent → broker → backend."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+
+import can
+import cbor2
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.dbc import load_dbc
+from tests.integration.agent_setup import (
+    BUNDLED_DBC,
+    BUNDLED_DRIVE,
+    run_agent,
+    start_backend,
+    write_agent_config,
+)
+
+STATS_SIGNAL = "can0.ESP_VehicleSpeed.VehicleSpeed"
+
+
+def reference_samples(log_path, dbc_path):
+    """What the agent must report, computed independently: cantools over the whole log."""
+    database = load_dbc([dbc_path]).database
+    frames = list(can.LogReader(str(log_path)))
+    first, last = frames[0].timestamp, frames[-1].timestamp
+    ticks = range(math.ceil(first), math.floor(last) + 1)
+    latest: dict[tuple, can.Message] = {}
+    expected: dict[tuple[str, int], float] = {}
+    stats: dict[int, list[float]] = defaultdict(list)
+    speed_message = database.get_message_by_name("ESP_VehicleSpeed")
+    position = 0
+    for tick in ticks:
+        while position < len(frames) and frames[position].timestamp < tick:
+            frame = frames[position]
+            position += 1
+            try:
+                message = database.get_message_by_frame_id(frame.arbitration_id)
+            except KeyError:
+                continue
+            decoded = message.decode(bytes(frame.data), decode_choices=False)
+            for name, value in decoded.items():
+                if not message.get_signal_by_name(name).is_multiplexer:
+                    latest[(message.name, name)] = (frame.timestamp, value)
+            if message is speed_message:
+                stats[math.floor(frame.timestamp)].append(decoded["VehicleSpeed"])
+        for (message_name, signal_name), (stamp, value) in latest.items():
+            if tick - stamp <= 10.0:
+                expected[(f"can0.{message_name}.{signal_name}", tick * 1000)] = value
+    return expected, stats
+
+
+def test_bundled_drive_arrives_verified_and_equal_to_cantools(tmp_path, mosquitto, dev_pki):
+    vehicle_tls = dev_pki.client("demo-0001")
+    config = write_agent_config(tmp_path, port=mosquitto.port, tls=vehicle_tls)
+    rows_path = tmp_path / "rows.jsonl"
+    report_path = tmp_path / "report.json"
+    backend = start_backend(mosquitto.port, dev_pki.client("backend"), tmp_path / "vehicle.pub",
+                            "--format", "jsonl", "--output", str(rows_path), "--idle", "4",
+                            "--timeout", "150", "--report", str(report_path))
+    time.sleep(1.0)  # the backend subscribes before the agent publishes (no retained telemetry)
+    agent = run_agent(config, "--exit-after-replay")
+    assert agent.returncode == 0, agent.stderr[-3000:]
+    out, err = backend.communicate(timeout=60)
+    assert backend.returncode == 0, err[-3000:]
+
+    report = json.loads(report_path.read_text())
+    sealed = agent.stderr.count("sealed batch")
+    assert sealed >= 4
+    assert report["verified"] == sealed and report["rejected"] == 0
+    assert report["duplicates"] == 0 and report["gaps"] == []
+
+    expected, speed_stats = reference_samples(BUNDLED_DRIVE, BUNDLED_DBC)
+    got_last: dict[tuple[str, int], float] = {}
+    got_stats = {}
+    for line in rows_path.read_text().splitlines():
+        row = json.loads(line)
+        key = (row["signal"], round(row["time"] * 1000))
+        if row["signal"] == STATS_SIGNAL:
+            got_stats[key[1] // 1000] = row
+        else:
+            got_last[key] = row["value"]
+    expected_last = {k: v for k, v in expected.items() if k[0] != STATS_SIGNAL}
+    assert len({signal for signal, _ in got_last}) >= 800
+    assert got_last.keys() == expected_last.keys()
+    mismatches = [(k, got_last[k], v) for k, v in expected_last.items() if got_last[k] != v]
+    assert mismatches == []
+    assert set(got_stats) == set(speed_stats)
+    for second, values in speed_stats.items():
+        row = got_stats[second]
+        assert (row["min"], row["max"], row["count"]) == (min(values), max(values), len(values))
+        assert row["mean"] == pytest.approx(sum(values) / len(values), rel=1e-9)
+
+
+def test_tampered_batch_is_rejected_by_the_backend(tmp_path, mosquitto, dev_pki):
+    vehicle_tls = dev_pki.client("demo-0001")
+    short_log = tmp_path / "short.log"
+    with can.LogReader(str(BUNDLED_DRIVE)) as reader:
+        lines = []
+        for frame in reader:
+            if frame.timestamp - (lines[0][0] if lines else frame.timestamp) > 5:
+                break
+            lines.append((frame.timestamp, frame))
+    with can.Logger(str(short_log)) as writer:
+        for _, frame in lines:
+            writer.on_message_received(frame)
+    config = write_agent_config(tmp_path, port=mosquitto.port, tls=vehicle_tls, log=short_log)
+    envelopes = []
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    backend_tls = dev_pki.client("backend")
+    subscriber.tls_set(ca_certs=str(backend_tls.ca_cert), certfile=str(backend_tls.cert),
+                       keyfile=str(backend_tls.key))
+    subscriber.on_message = lambda c, u, message: envelopes.append(message.payload)
+    subscriber.connect("127.0.0.1", mosquitto.port)
+    subscriber.subscribe("fleet/+/telemetry", qos=1)
+    subscriber.loop_start()
+    try:
+        time.sleep(0.5)
+        agent = run_agent(config, "--exit-after-replay")
+        assert agent.returncode == 0, agent.stderr[-3000:]
+        deadline = time.monotonic() + 10
+        while not envelopes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert envelopes
+        protected, unprotected, payload, signature = cbor2.loads(envelopes[0]).value
+        tampered = cbor2.dumps(cbor2.CBORTag(18, [protected, dict(unprotected),
+                                                  payload[:-1] + bytes([payload[-1] ^ 0x20]),
+                                                  signature]))
+        backend = start_backend(mosquitto.port, backend_tls, tmp_path / "vehicle.pub",
+                                "--count", "2", "--timeout", "30")
+        time.sleep(1.0)
+        for envelope in (tampered, envelopes[0]):
+            subscriber.publish("fleet/demo-0001/telemetry", envelope, qos=1).wait_for_publish(5)
+        out, err = backend.communicate(timeout=40)
+    finally:
+        subscriber.loop_stop()
+        subscriber.disconnect()
+    assert backend.returncode == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("REJECTED") and "signature does not verify" in lines[0]
+    assert lines[1].startswith("verified demo-0001")
+    assert json.loads(err.strip().splitlines()[-1])["rejected"] == 1

@@ -1,0 +1,89 @@
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.backend import Backend, DeliveryTracker, load_keyring, sample_rows, summary_line
+from agent.batch import CONTENT_TYPE, BatchIdentity, Batcher
+from agent.config import SamplingConfig, SignalRule
+from agent.cose import Signer
+from agent.dbc import load_dbc
+from agent.errors import AgentError, KeyFileError
+from agent.keys import generate_key_pair, key_id
+from agent.plan import build_plan
+from agent.ring import Field, Ring
+from tests.dbc_fixtures import write_small_dbc
+
+
+def test_gaps_and_duplicates_are_tracked_per_vehicle_and_boot():
+    tracker = DeliveryTracker()
+    for vehicle, boot, seq in [("a", b"1", 0), ("a", b"1", 2), ("a", b"1", 2), ("a", b"2", 0),
+                               ("b", b"1", 4), ("a", b"1", 5)]:
+        tracker.observe(vehicle, boot, seq)
+    assert tracker.duplicates == 1
+    assert tracker.gaps() == {("a", b"1"): [1, 3, 4], ("b", b"1"): [0, 1, 2, 3]}
+
+
+@pytest.fixture
+def batcher_and_keys(tmp_path):
+    key = Ed25519PrivateKey.generate()
+    database = load_dbc([write_small_dbc(tmp_path)]).database
+    plan = build_plan(SamplingConfig(signals=(
+        SignalRule("can0.Engine.*"), SignalRule("can0.Engine.Speed", mode="stats"))),
+        {"can0": database})
+    ring = Ring(100)
+    identity = BatchIdentity(vehicle="v1", boot=bytes(16), config_version=1, dbc_digest=b"",
+                             clock=lambda: "rtc")
+    batcher = Batcher(plan, ring, identity, Signer(key, CONTENT_TYPE), dict,
+                      dictionary_every=2)
+    return plan, ring, batcher, {key_id(key.public_key()): key.public_key()}
+
+
+def test_rows_carry_physical_values_labels_and_stats(batcher_and_keys):
+    plan, ring, batcher, keyring = batcher_and_keys
+    index = {s.key: s.index for s in plan.signals}
+    ring.append(1000, index["can0.Engine.Gear"], Field.VALUE, 3)
+    ring.append(1000, index["can0.Engine.Temp"], Field.VALUE, 65)
+    for field, value in [(Field.MIN, 100), (Field.MAX, 300), (Field.SUM, 600), (Field.COUNT, 3)]:
+        ring.append(0, index["can0.Engine.Speed"], field, value)
+    backend = Backend(keyring)
+    receipt = backend.receive(batcher.seal(0, 2000).envelope)
+    assert receipt.ok and not receipt.duplicate
+    rows = {row["signal"]: row for row in backend.rows(receipt.body)}
+    assert rows["can0.Engine.Gear"]["value"] == 3 and rows["can0.Engine.Gear"]["label"] == "D"
+    assert rows["can0.Engine.Temp"]["value"] == 25 and rows["can0.Engine.Temp"]["unit"] == "degC"
+    speed = rows["can0.Engine.Speed"]
+    assert (speed["min"], speed["max"], speed["mean"], speed["count"]) == (1.0, 3.0, 2.0, 3)
+    assert "verified v1" in summary_line(receipt) and "3 samples" in summary_line(receipt)
+
+
+def test_dictionary_is_cached_across_batches_and_missing_one_is_reported(batcher_and_keys):
+    _, _, batcher, keyring = batcher_and_keys
+    first, second = batcher.seal(0, 1).envelope, batcher.seal(1, 2).envelope
+    late = Backend(keyring)
+    assert late.rows(late.receive(second).body) is None and late.undecodable == 1
+    backend = Backend(keyring)
+    backend.receive(first)
+    assert list(backend.rows(backend.receive(second).body)) == []
+    duplicate = backend.receive(first)
+    assert duplicate.duplicate and backend.report()["duplicates"] == 1
+
+
+def test_rejections_are_counted_with_the_reason(batcher_and_keys):
+    _, _, batcher, _ = batcher_and_keys
+    backend = Backend({})
+    receipt = backend.receive(batcher.seal(0, 1).envelope)
+    assert not receipt.ok and "unknown key id" in receipt.error
+    assert summary_line(receipt).startswith("REJECTED")
+    assert backend.receive(b"garbage").ok is False
+    assert backend.report()["rejected"] == 2
+
+
+def test_keyring_from_files_and_folders(tmp_path):
+    generate_key_pair(tmp_path / "a.key")
+    generate_key_pair(tmp_path / "b.key")
+    assert len(load_keyring([tmp_path])) == 2
+    assert len(load_keyring([tmp_path / "a.pub"])) == 1
+    with pytest.raises(AgentError, match="no vehicle public keys"):
+        load_keyring([tmp_path / "empty"]) if (tmp_path / "empty").mkdir() is None else None
+    (tmp_path / "bad.pub").write_text("nope")
+    with pytest.raises(KeyFileError, match="not a PEM public key"):
+        load_keyring([tmp_path / "bad.pub"])
