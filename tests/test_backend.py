@@ -1,8 +1,8 @@
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.backend import Backend, DeliveryTracker, load_keyring, sample_rows, summary_line
-from agent.batch import CONTENT_TYPE, BatchIdentity, Batcher
+from agent.backend import Backend, DeliveryTracker, load_keyring, summary_line
+from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity
 from agent.config import SamplingConfig, SignalRule
 from agent.cose import Signer
 from agent.dbc import load_dbc

@@ -2,7 +2,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.batch import CONTENT_TYPE, BatchIdentity, Batcher, open_batch
+from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, open_batch
 from agent.config import SamplingConfig, SignalRule
 from agent.cose import Signer, verify
 from agent.dbc import load_dbc
