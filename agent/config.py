@@ -96,6 +96,12 @@ class UplinkConfig:
     max_unacked: int = 120
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    drain_rate: float = 50.0
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    max_mb: float = 64.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class AgentConfig:
     sampling: SamplingConfig = SamplingConfig()
     ring: RingConfig = RingConfig()
     batch: BatchConfig = BatchConfig()
+    spool: SpoolConfig = SpoolConfig()
     uplink: UplinkConfig = UplinkConfig()
 
 
@@ -167,6 +174,8 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
         raise builder.error("sampling", "period", "must be a positive number of seconds")
     if config.batch.window < config.sampling.period:
         raise builder.error("batch", "window", "must be at least the sampling period")
+    if config.spool.max_mb <= 0:
+        raise builder.error("spool", "max_mb", "must be a positive number of MB")
     if config.ring.memory_mb <= 0:
         raise builder.error("ring", "memory_mb", "must be a positive number of MB")
     if config.uplink.tls:

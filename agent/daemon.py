@@ -1,4 +1,4 @@
-"""The agent's wiring: source → decode → sample → ring → batch → uplink, top to bottom.
+"""The agent's wiring: source → decode → sample → ring → batch → spool → uplink, top to bottom.
 
 Each source runs in its own thread and hands every frame to its decoder's store; one lock
 serialises the stores and the sampler so that event time moves forward in one place.
@@ -26,6 +26,7 @@ from agent.plan import build_plan
 from agent.ring import Ring
 from agent.sampler import Sampler
 from agent.sources import Source, open_source
+from agent.spool import Spool
 from agent.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Agent:
     stores: dict[str, FrameStore]
     sampler: Sampler
     batcher: Batcher
+    spool: Spool
     uplink: Uplink
     ring: Ring
     boot: bytes
@@ -94,6 +96,7 @@ class Agent:
         with self.lock:
             self.sampler.finish()
         self.uplink.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
+        self.spool.close()
         log.info("agent stopped: %d batches sealed, %d acknowledged",
                  self.batcher.next_seq, self.uplink.health.acked)
 
@@ -111,7 +114,8 @@ def build_agent(config: AgentConfig) -> Agent:
               for name in loaded}
     sources = [open_source(source, stores[source.name].can_filters(), healths[source.name])
                for source in config.sources]
-    uplink = Uplink(config.uplink, config.vehicle.id, boot)
+    spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
+    uplink = Uplink(config.uplink, config.vehicle.id, boot, spool)
 
     replaying = any(source.type == "replay" for source in config.sources)
     identity = BatchIdentity(
@@ -127,6 +131,10 @@ def build_agent(config: AgentConfig) -> Agent:
                     for key, value in source_health.counters().items()}
         counters.update({f"uplink.{key}": value
                          for key, value in uplink.health.counters().items()})
+        spooled = spool.stats()
+        counters.update({"spool.depth": spooled.depth, "spool.bytes": spooled.bytes,
+                         "spool.evicted": spooled.evicted, "spool.not_kept": spooled.not_kept,
+                         "spool.moved_aside": spooled.moved_aside})
         return counters
 
     batcher = Batcher(plan, ring, identity, signer, health, zstd_level=config.batch.zstd_level,
@@ -135,12 +143,12 @@ def build_agent(config: AgentConfig) -> Agent:
     def on_window(t0_ms: int, t1_ms: int) -> None:
         sealed = batcher.seal(t0_ms, t1_ms)
         _log_sealed(sealed)
-        uplink.submit(sealed)
+        uplink.submit(spool.put("telemetry", boot, sealed.seq, sealed.envelope))
 
     sampler = Sampler(plan, ring, stores, round(config.batch.window * 1000), on_window)
-    return Agent(config=config, sources=sources, stores=stores, sampler=sampler, batcher=batcher,
-                 uplink=uplink, ring=ring, boot=boot, lock=threading.Lock(), threads=[],
-                 stop_event=threading.Event())
+    return Agent(config=config, sources=sources, stores=stores, sampler=sampler,
+                 batcher=batcher, spool=spool, uplink=uplink, ring=ring, boot=boot,
+                 lock=threading.Lock(), threads=[], stop_event=threading.Event())
 
 
 def _log_sealed(batch: SealedBatch) -> None:

@@ -1,11 +1,13 @@
-"""MQTT v5 uplink: QoS 1 publishing over mutual TLS, a bounded in-flight window, birth/will.
+"""MQTT v5 uplink: spooled batches out over mutual TLS at QoS 1, deleted at their PUBACK.
 
-One worker thread owns all uplink state; paho's callbacks only post events to its queue, so no
-lock is ever held across a paho call. A batch counts as delivered only at its PUBACK; batches
-in flight when the link drops are published again after reconnecting (the backend drops the
-duplicates by boot and sequence number). What is not yet acknowledged is held in memory up to
-`max_unacked` batches, the oldest dropped and counted beyond that (durable buffering is the
-spool's job).
+Two threads. The network thread runs paho's loop and (re)connects with capped exponential
+back-off and jitter, so a fleet that lost its broker does not come back in one wave. The worker
+thread owns all delivery state; paho's callbacks only post events to its queue, so no lock is
+held across a paho call. Order: batches go out as the spool orders them, at most
+`max_inflight` awaiting PUBACK. After a reconnect the backlog (batches spooled before it)
+drains in order at `drain_rate` batches/s while batches sealed since keep flowing at once.
+Batches in flight when the link drops are published again; the backend drops duplicates by
+(boot, seq).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import json
 import logging
 import queue
+import random
 import ssl
 import threading
 import time
@@ -26,11 +29,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.batch import SealedBatch
 from agent.config import UplinkConfig
 from agent.errors import KeyFileError
+from agent.spool import Spool, SpooledBatch
 
 log = logging.getLogger(__name__)
+
+WORKER_TICK = 0.5
 
 
 @dataclass
@@ -52,28 +57,45 @@ def topic(prefix: str, vehicle: str, leaf: str) -> str:
     return f"{prefix}/{vehicle}/{leaf}"
 
 
+def backoff_delays(minimum: float, maximum: float, rng: random.Random) -> Any:
+    """Exponential delays capped at `maximum`, each scaled by a random factor in [0.5, 1.0]."""
+    delay = minimum
+    while True:
+        yield delay * rng.uniform(0.5, 1.0)
+        delay = min(delay * 2, maximum)
+
+
 class Uplink:
-    def __init__(self, config: UplinkConfig, vehicle: str, boot: bytes) -> None:
+    def __init__(self, config: UplinkConfig, vehicle: str, boot: bytes, spool: Spool) -> None:
         self._config = config
-        self._telemetry = topic(config.prefix, vehicle, "telemetry")
+        self._vehicle = vehicle
         self._status = topic(config.prefix, vehicle, "status")
         self._boot = boot.hex()
+        self._spool = spool
         self.health = UplinkHealth()
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._pending: deque[SealedBatch] = deque()
-        self._inflight: dict[int, SealedBatch] = {}
-        self._stopped = threading.Event()
-        self._client = self._make_client(vehicle)
+        self._memory: deque[SpooledBatch] = deque()
+        self._inflight: dict[int, SpooledBatch] = {}
+        self._backlog_mark = 0
+        self._tokens = 0.0
+        self._tokens_at = time.monotonic()
+        self._closing = threading.Event()
+        self._link_up = threading.Event()
+        self._client = self._make_client()
         self._worker = threading.Thread(target=self._work, name="uplink", daemon=True)
+        self._network = threading.Thread(target=self._run_network, name="mqtt", daemon=True)
+
+    def topic_for(self, leaf: str) -> str:
+        return topic(self._config.prefix, self._vehicle, leaf)
 
     @property
     def unacked(self) -> int:
-        return len(self._pending) + len(self._inflight)
+        return self._spool.stats().depth + len(self._memory)
 
-    def _make_client(self, vehicle: str) -> mqtt.Client:
+    def _make_client(self) -> mqtt.Client:
         config = self._config
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{vehicle}",
-                             protocol=mqtt.MQTTv5)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                             client_id=f"edge-agent-{self._vehicle}", protocol=mqtt.MQTTv5)
         if config.tls:
             for name in ("ca_cert", "cert", "key"):
                 path = getattr(config, name)
@@ -89,86 +111,118 @@ class Uplink:
             log.warning("uplink: TLS is off (tls = false): batches are signed but not "
                         "encrypted in transit")
         client.will_set(self._status, self._status_payload("offline"), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=max(1, round(config.reconnect_min)),
-                                   max_delay=max(1, round(config.reconnect_max)))
         client.max_inflight_messages_set(config.max_inflight)
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
 
     def start(self) -> None:
         self._worker.start()
-        self._client.connect_async(self._config.host, self._config.port,
-                                   keepalive=self._config.keepalive)
-        self._client.loop_start()
+        self._network.start()
 
-    def submit(self, batch: SealedBatch) -> None:
+    def submit(self, batch: SpooledBatch) -> None:
+        """Offer a batch that the spool has committed (or could not keep: id None)."""
         self._events.put(("batch", batch))
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Deliver what is unacknowledged for up to `timeout` s, say offline, disconnect."""
+        """Deliver what is pending for up to `timeout` s, say offline, disconnect."""
         self._events.put(("stop", time.monotonic() + timeout))
         self._worker.join(timeout + 5)
-        self._client.loop_stop()
+        self._closing.set()
+        self._network.join(5)
 
-    def wait_until_drained(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.unacked and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return not self.unacked
+    # The network thread: connect, loop, reconnect with jittered back-off.
+    def _run_network(self) -> None:
+        client = self._client
+        config = self._config
+        delays = backoff_delays(config.reconnect_min, config.reconnect_max, random.Random())
+        connected_once = False
+        while not self._closing.is_set():
+            try:
+                if connected_once:
+                    client.reconnect()
+                else:
+                    client.connect(config.host, config.port, keepalive=config.keepalive)
+                    connected_once = True
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self._events.put(("connect_failed", exc))
+                self._closing.wait(next(delays))
+                continue
+            fresh_delays = False
+            while not self._closing.is_set():
+                if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                if self._link_up.is_set() and not fresh_delays:
+                    delays = backoff_delays(config.reconnect_min, config.reconnect_max,
+                                            random.Random())
+                    fresh_delays = True
+            if self._closing.is_set():
+                break
+            self._events.put(("disconnected", "connection lost"))
+            self._closing.wait(next(delays))
+        with contextlib.suppress(OSError):
+            client.loop(timeout=0.1)
 
-    # paho callbacks: run on paho's thread, only post events.
+    # paho callbacks: run on the network thread, only post events.
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Properties | None) -> None:
-        self._events.put(("connected" if not reason.is_failure else "refused", reason))
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._events.put(("connect_failed", None))
+        self._events.put(("refused" if reason.is_failure else "connected", reason))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:
+        self._link_up.clear()
         self._events.put(("disconnected", reason))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason: ReasonCode, properties: Properties | None) -> None:
         self._events.put(("acked", mid))
 
-    # the worker: owns _pending, _inflight and health.
+    # The worker: owns _memory, _inflight, the drain budget and health.
     def _work(self) -> None:
         deadline: float | None = None
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                kind, value = self._events.get(timeout=timeout)
+                kind, value = self._events.get(timeout=WORKER_TICK)
             except queue.Empty:
-                break
+                kind, value = "tick", None
             if kind == "stop":
                 deadline = value
             else:
                 self._handle(kind, value)
-            if deadline is not None and (not self.unacked or time.monotonic() >= deadline):
+            self._pump()
+            if deadline is not None and (not self._pending_anything()
+                                         or time.monotonic() >= deadline):
                 break
         self._say_goodbye()
+
+    def _pending_anything(self) -> bool:
+        return bool(self._inflight or self._memory or self._spool.next_batches(1))
 
     def _handle(self, kind: str, value: Any) -> None:
         health = self.health
         if kind == "batch":
-            self._pending.append(value)
-            while self.unacked > self._config.max_unacked and self._pending:
-                dropped = self._pending.popleft()
-                health.dropped += 1
-                log.warning("uplink: %d batches unacknowledged; dropped batch %d",
-                            self.unacked, dropped.seq)
+            if value.id is None:
+                self._memory.append(value)
+                while len(self._memory) > self._config.max_unacked:
+                    dropped = self._memory.popleft()
+                    health.dropped += 1
+                    log.warning("uplink: %d unspooled batches waiting; dropped batch %d",
+                                len(self._memory), dropped.seq)
         elif kind == "acked":
             batch = self._inflight.pop(value, None)
             if batch is not None:
+                if batch.id is not None:
+                    self._spool.delete(batch.id)
                 health.acked += 1
                 health.last_puback = time.time()
         elif kind == "connected":
             health.connected = True
             health.connects += 1
+            self._link_up.set()
+            newest = self._spool.next_batches(1, newest=True)
+            self._backlog_mark = newest[0].id if newest and newest[0].id else 0
+            self._tokens, self._tokens_at = 1.0, time.monotonic()
             log.info("uplink: connected to %s:%d", self._config.host, self._config.port)
             self._client.publish(self._status, self._status_payload("online"), qos=1,
                                  retain=True)
@@ -176,40 +230,74 @@ class Uplink:
             health.connect_failures += 1
             log.error("uplink: cannot connect to %s:%d%s: %s", self._config.host,
                       self._config.port, " over TLS" if self._config.tls else "",
-                      value if value is not None else "connection or TLS handshake failed "
-                      "(check the broker address, that the broker trusts this vehicle's "
-                      "certificate, and [uplink] ca_cert/cert/key)")
+                      _explain(value))
         elif kind == "disconnected":
             if health.connected:
-                log.warning("uplink: disconnected (%s); will reconnect", value)
+                log.warning("uplink: disconnected (%s); reconnecting with back-off", value)
+            else:
+                health.connect_failures += 1
+                log.error("uplink: %s:%d closed the connection before accepting it (%s): "
+                          "check that the broker trusts this vehicle's certificate",
+                          self._config.host, self._config.port, value)
             health.connected = False
-            # Unacknowledged batches go out again, in order, after reconnecting.
-            self._pending.extendleft(sorted(self._inflight.values(), key=lambda b: b.seq,
-                                            reverse=True))
+            # In-flight batches are still in the spool (or memory): they go out again.
+            for batch in self._inflight.values():
+                if batch.id is None:
+                    self._memory.appendleft(batch)
             self._inflight.clear()
-        self._pump()
 
     def _pump(self) -> None:
-        while (self.health.connected and self._pending
-               and len(self._inflight) < self._config.max_inflight):
-            batch = self._pending.popleft()
-            info = self._client.publish(self._telemetry, batch.envelope, qos=1)
+        while self.health.connected and len(self._inflight) < self._config.max_inflight:
+            batch = self._memory.popleft() if self._memory else self._next_from_spool()
+            if batch is None:
+                return
+            info = self._client.publish(self.topic_for(batch.topic), batch.envelope, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                self._pending.appendleft(batch)
+                if batch.id is None:
+                    self._memory.appendleft(batch)
                 return
             self._inflight[info.mid] = batch
             self.health.published += 1
 
+    def _next_from_spool(self) -> SpooledBatch | None:
+        skip = [b.id for b in self._inflight.values() if b.id is not None]
+        backlog = self._spool.next_batches(1, skip, up_to=self._backlog_mark)
+        if backlog and self._take_token():
+            return backlog[0]
+        fresh = self._spool.next_batches(1, skip, after=self._backlog_mark)
+        return fresh[0] if fresh else None
+
+    def _take_token(self) -> bool:
+        rate = self._config.drain_rate
+        if rate <= 0:
+            return True
+        now = time.monotonic()
+        self._tokens = min(max(1.0, rate), self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
     def _say_goodbye(self) -> None:
-        if self.unacked:
-            log.warning("uplink: stopping with %d batches unacknowledged", self.unacked)
+        if self._pending_anything():
+            log.warning("uplink: stopping with batches unacknowledged; they stay spooled")
         if self.health.connected:
             info = self._client.publish(self._status, self._status_payload("offline"), qos=1,
                                         retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2)
         self._client.disconnect()
-        self._stopped.set()
 
     def _status_payload(self, state: str) -> bytes:
         return json.dumps({"state": state, "boot": self._boot}).encode()
+
+
+def _explain(problem: Any) -> str:
+    text = str(problem) if problem is not None else "connection failed"
+    if isinstance(problem, ssl.SSLError):
+        return (f"TLS handshake failed ({text}): check that the broker trusts this vehicle's "
+                "certificate and that [uplink] ca_cert matches the broker's CA")
+    if isinstance(problem, ConnectionRefusedError):
+        return f"{text}: is the broker running and listening on this port?"
+    return text

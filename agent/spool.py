@@ -1,0 +1,244 @@
+"""The spool: sealed batches on disk until the broker acknowledges them.
+
+SQLite in WAL mode with `synchronous=FULL`: a batch is committed (fsync'd) before the uplink
+may offer it and deleted only at its PUBACK, so a power cut loses nothing that was sealed.
+Rows are served by (priority, arrival): events before bulk telemetry, each in order.
+The spool is bounded in bytes; when a new batch does not fit, the oldest bulk batches are
+evicted and counted. A database that fails its integrity check at start is moved aside (kept
+for support) and a fresh one begun.
+
+A full disk is survived: what cannot be written is counted and handed to the uplink in memory
+only. In WAL mode even a DELETE needs free space (the WAL must be checkpointed into the main
+file), so a disk filled by something else could wedge the spool for good; a reserve file
+beside the database is given up the moment a deletion fails, which lets the backlog drain and
+the WAL shrink, and is taken again once there is room.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PRIORITY_EVENT = 0
+PRIORITY_TELEMETRY = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    priority INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    boot BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    created REAL NOT NULL,
+    envelope BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_order ON batches (priority, id);
+"""
+
+
+@dataclass(frozen=True)
+class SpooledBatch:
+    """A batch as the uplink sees it: `id` is None when it could not be written to disk."""
+
+    id: int | None
+    priority: int
+    topic: str
+    seq: int
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    depth: int
+    bytes: int
+    oldest_created: float | None
+    evicted: int
+    not_kept: int
+    moved_aside: int
+
+
+RESERVE_BYTES = 1 << 20
+
+
+class Spool:
+    def __init__(self, path: Path, max_bytes: int, reserve_bytes: int = RESERVE_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.evicted = 0
+        self.not_kept = 0
+        self.moved_aside = 0
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._undeleted: set[int] = set()
+        self._reserve = path.with_name(path.name + ".reserve")
+        self._reserve_bytes = reserve_bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open()
+        self._take_reserve()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = self._connect()
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {verdict}")
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            log.error("spool %s is damaged (%s): moved aside to %s, starting a fresh spool; "
+                      "batches in it were not sent", self.path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                source = self.path.with_name(self.path.name + suffix)
+                if source.exists():
+                    source.rename(aside.with_name(aside.name + suffix))
+            self.moved_aside += 1
+            db = self._connect()
+        self._bytes = db.execute("SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM batches"
+                                 ).fetchone()[0]
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        # Keep what a checkpoint must copy into the main file well inside the reserve.
+        pages = max(16, self._reserve_bytes // 4096 // 2)
+        db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        db.execute(f"PRAGMA journal_size_limit={self._reserve_bytes}")
+        db.executescript(_SCHEMA)
+        return db
+
+    def put(self, topic: str, boot: bytes, seq: int, envelope: bytes,
+            priority: int = PRIORITY_TELEMETRY) -> SpooledBatch:
+        """Commit a batch; evict old bulk batches to stay in bound; survive a full disk."""
+        size = len(envelope)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._make_room(size)
+                cursor = self._db.execute(
+                    "INSERT INTO batches (priority, topic, boot, seq, created, envelope) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (priority, topic, boot, seq, time.time(),
+                                                  envelope))
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                self.not_kept += 1
+                log.error("spool: cannot keep batch %d on disk (%s); sending it from memory "
+                          "only", seq, exc)
+                return SpooledBatch(None, priority, topic, seq, envelope)
+            self._bytes += size
+            if not self._reserve.exists():
+                self._take_reserve()
+            return SpooledBatch(cursor.lastrowid, priority, topic, seq, envelope)
+
+    def _make_room(self, size: int) -> None:
+        while self._bytes + size > self.max_bytes:
+            row = self._db.execute(
+                "SELECT id, LENGTH(envelope) FROM batches WHERE priority = ? ORDER BY id "
+                "LIMIT 1", (PRIORITY_TELEMETRY,)).fetchone()
+            if row is None:
+                return
+            self._db.execute("DELETE FROM batches WHERE id = ?", (row[0],))
+            self._bytes -= row[1]
+            self.evicted += 1
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
+            self._db.execute("ROLLBACK")
+        self._bytes = self._db.execute(
+            "SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM batches").fetchone()[0]
+
+    def next_batches(self, limit: int, skip: Sequence[int] = (), *, after: int | None = None,
+                     up_to: int | None = None, newest: bool = False) -> list[SpooledBatch]:
+        """Up to `limit` batches in (priority, arrival) order (`newest`: the reverse),
+        leaving out the ids in `skip` and, if given, ids not in (`after`, `up_to`]."""
+        conditions, parameters = [], []
+        skip = [*skip, *self._undeleted]
+        if skip:
+            conditions.append(f"id NOT IN ({','.join('?' * len(skip))})")
+            parameters.extend(skip)
+        if after is not None:
+            conditions.append("id > ?")
+            parameters.append(after)
+        if up_to is not None:
+            conditions.append("id <= ?")
+            parameters.append(up_to)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        order = "id DESC" if newest else "priority, id"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, priority, topic, seq, envelope FROM batches {where} "
+                f"ORDER BY {order} LIMIT ?", (*parameters, limit)).fetchall()
+        return [SpooledBatch(*row) for row in rows]
+
+    def delete(self, batch_id: int) -> None:
+        """Forget an acknowledged batch (kept aside in memory while the disk is full)."""
+        with self._lock:
+            self._undeleted.add(batch_id)
+            self._delete_acknowledged()
+
+    def _delete_acknowledged(self) -> None:
+        ids = sorted(self._undeleted)
+        marks = ",".join("?" * len(ids))
+        try:
+            self._delete_rows(ids, marks)
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            if not self._give_up_reserve(exc):
+                return
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._delete_rows(ids, marks)
+            except sqlite3.OperationalError as again:
+                self._rollback()
+                log.warning("spool: cannot delete %d acknowledged batches yet (%s)", len(ids),
+                            again)
+                return
+        self._undeleted.clear()
+
+    def _delete_rows(self, ids: list[int], marks: str) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        freed = self._db.execute(f"SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM batches "
+                                 f"WHERE id IN ({marks})", ids).fetchone()[0]
+        self._db.execute(f"DELETE FROM batches WHERE id IN ({marks})", ids)
+        self._db.execute("COMMIT")
+        self._bytes -= freed
+
+    def _take_reserve(self) -> None:
+        try:
+            usage = os.statvfs(self.path.parent)
+            if usage.f_bavail * usage.f_frsize < 2 * self._reserve_bytes:
+                return
+            with self._reserve.open("wb") as handle:
+                os.posix_fallocate(handle.fileno(), 0, self._reserve_bytes)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
+
+    def _give_up_reserve(self, reason: Exception) -> bool:
+        if not self._reserve.exists():
+            return False
+        log.warning("spool: disk full (%s): releasing the %d-byte reserve to drain the backlog",
+                    reason, self._reserve_bytes)
+        self._reserve.unlink(missing_ok=True)
+        return True
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            depth, oldest = self._db.execute(
+                "SELECT COUNT(*), MIN(created) FROM batches").fetchone()
+        return SpoolStats(depth=depth, bytes=self._bytes, oldest_created=oldest,
+                          evicted=self.evicted, not_kept=self.not_kept,
+                          moved_aside=self.moved_aside)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

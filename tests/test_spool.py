@@ -1,0 +1,106 @@
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from agent.spool import PRIORITY_EVENT, Spool
+from tests.support import require_tool
+
+
+def put(spool, seq, size=100, priority=1):
+    return spool.put("events" if priority == 0 else "telemetry", b"b" * 16, seq,
+                     bytes([seq % 256]) * size, priority)
+
+
+def test_batches_come_out_by_priority_then_arrival_and_survive_reopening(tmp_path):
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, 10_000)
+    for seq in range(3):
+        put(spool, seq)
+    put(spool, 99, priority=PRIORITY_EVENT)
+    spool.close()
+    spool = Spool(path, 10_000)
+    assert [b.seq for b in spool.next_batches(10)] == [99, 0, 1, 2]
+    assert spool.next_batches(10)[0].topic == "events"
+    first = spool.next_batches(1, skip=[spool.next_batches(1)[0].id])[0]
+    assert first.seq == 0
+    spool.delete(first.id)
+    assert [b.seq for b in spool.next_batches(10)] == [99, 1, 2]
+    assert spool.stats().depth == 3 and spool.stats().bytes == 300
+
+
+def test_range_selection_for_backlog_and_fresh_batches(tmp_path):
+    spool = Spool(tmp_path / "s.sqlite", 10_000)
+    ids = [put(spool, seq).id for seq in range(4)]
+    assert [b.seq for b in spool.next_batches(10, up_to=ids[1])] == [0, 1]
+    assert [b.seq for b in spool.next_batches(10, after=ids[1])] == [2, 3]
+    assert spool.next_batches(1, newest=True)[0].id == ids[3]
+
+
+def test_full_spool_evicts_oldest_bulk_first_and_counts_it(tmp_path):
+    spool = Spool(tmp_path / "s.sqlite", 450)
+    put(spool, 50, priority=PRIORITY_EVENT)
+    for seq in range(5):
+        put(spool, seq)
+    stats = spool.stats()
+    assert stats.bytes <= 450 and stats.evicted == 2
+    assert [b.seq for b in spool.next_batches(10)] == [50, 2, 3, 4]
+
+
+def test_a_damaged_spool_is_moved_aside_and_a_fresh_one_started(tmp_path, caplog):
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, 10_000)
+    for seq in range(50):
+        put(spool, seq, size=2000)
+    spool.close()
+    data = bytearray(path.read_bytes())
+    for offset in range(4096, len(data), 512):
+        data[offset:offset + 64] = os.urandom(64)
+    path.write_bytes(bytes(data))
+    spool = Spool(path, 10_000)
+    assert spool.stats().moved_aside == 1 and spool.stats().depth == 0
+    assert list(tmp_path.glob("spool.sqlite.corrupt-*"))
+    assert "is damaged" in caplog.text
+    put(spool, 1)
+    assert spool.stats().depth == 1
+
+
+def test_garbage_file_is_moved_aside(tmp_path):
+    path = tmp_path / "spool.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    spool = Spool(path, 10_000)
+    assert spool.stats().moved_aside == 1
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    require_tool("mount")
+    mountpoint = tmp_path / f"tiny-{uuid.uuid4().hex[:6]}"
+    mountpoint.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+                             str(mountpoint)], capture_output=True, text=True)
+    if result.returncode != 0:
+        if os.environ.get("AGENT_REQUIRE_SYSTEM") == "1":
+            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {result.stderr}")
+        pytest.skip(f"cannot mount tmpfs here: {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_disk_full_is_survived_counted_and_recovered(tiny_filesystem):
+    spool = Spool(tiny_filesystem / "spool.sqlite", 10 * 2**20, reserve_bytes=256 * 1024)
+    reserve = tiny_filesystem / "spool.sqlite.reserve"
+    assert reserve.exists()
+    kept = [put(spool, seq, size=20_000) for seq in range(60)]
+    lost = [b for b in kept if b.id is None]
+    assert lost and spool.stats().not_kept == len(lost)
+    assert all(b.envelope for b in lost)  # still handed over, from memory
+    on_disk = spool.next_batches(100)
+    assert len(on_disk) == len(kept) - len(lost)
+    for batch in on_disk:       # the broker acknowledges the backlog
+        spool.delete(batch.id)
+    assert not reserve.exists()
+    assert spool.next_batches(100) == [] and spool.stats().depth == 0
+    assert put(spool, 100, size=20_000).id is not None   # writing works again
+    assert spool.stats().depth == 1
