@@ -28,6 +28,7 @@ from agent.sampler import Sampler
 from agent.sources import Source, open_source
 from agent.spool import Spool
 from agent.uplink import Uplink
+from agent.watchdog import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Agent:
     lock: threading.Lock
     threads: list[threading.Thread]
     stop_event: threading.Event
+    liveness: Liveness
 
     def start(self) -> None:
         self.uplink.start()
@@ -63,26 +65,38 @@ class Agent:
                  len(self.batcher.dictionary))
 
     def _run_source(self, source: Source) -> None:
+        name = f"source {source.name}"
+        self.liveness.beat(name)
         try:
-            source.run(self._frame_handler(source), self._on_idle, self.stop_event)
+            source.run(self._frame_handler(source, name), self._idle_handler(name),
+                       self.stop_event)
         except Exception:
             log.exception("source %s stopped unexpectedly", source.name)
+            return
+        if source.finished.is_set():
+            self.liveness.retire(name)
 
-    def _frame_handler(self, source: Source) -> Callable[[can.Message], None]:
+    def _frame_handler(self, source: Source, name: str) -> Callable[[can.Message], None]:
         accept = self.stores[source.name].accept
         advance = self.sampler.advance
+        beat = self.liveness.beat
         lock = self.lock
 
         def on_frame(frame: can.Message) -> None:
             with lock:
                 advance(frame.timestamp)
                 accept(frame)
+            beat(name)
 
         return on_frame
 
-    def _on_idle(self, now: float) -> None:
-        with self.lock:
-            self.sampler.advance(now)
+    def _idle_handler(self, name: str) -> Callable[[float], None]:
+        def on_idle(now: float) -> None:
+            with self.lock:
+                self.sampler.advance(now)
+            self.liveness.beat(name)
+
+        return on_idle
 
     def replay_finished(self) -> bool:
         finite = [s for s in self.sources if s.is_finite]
@@ -115,7 +129,9 @@ def build_agent(config: AgentConfig) -> Agent:
     sources = [open_source(source, stores[source.name].can_filters(), healths[source.name])
                for source in config.sources]
     spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
-    uplink = Uplink(config.uplink, config.vehicle.id, boot, spool)
+    liveness = Liveness()
+    uplink = Uplink(config.uplink, config.vehicle.id, boot, spool,
+                    beat=lambda: liveness.beat("uplink"))
 
     replaying = any(source.type == "replay" for source in config.sources)
     identity = BatchIdentity(
@@ -142,15 +158,18 @@ def build_agent(config: AgentConfig) -> Agent:
 
     def on_window(t0_ms: int, t1_ms: int) -> None:
         sealed = batcher.seal(t0_ms, t1_ms)
-        _log_sealed(sealed)
-        uplink.submit(spool.put("telemetry", boot, sealed.seq, sealed.envelope))
+        spooled = spool.put("telemetry", boot, sealed.seq, sealed.envelope)
+        _log_sealed(sealed, on_disk=spooled.id is not None)
+        uplink.submit(spooled)
 
     sampler = Sampler(plan, ring, stores, round(config.batch.window * 1000), on_window)
     return Agent(config=config, sources=sources, stores=stores, sampler=sampler,
                  batcher=batcher, spool=spool, uplink=uplink, ring=ring, boot=boot,
-                 lock=threading.Lock(), threads=[], stop_event=threading.Event())
+                 lock=threading.Lock(), threads=[], stop_event=threading.Event(),
+                 liveness=liveness)
 
 
-def _log_sealed(batch: SealedBatch) -> None:
-    log.info("sealed batch %d: %d samples, %d bytes (%.3f bytes/sample)", batch.seq,
-             batch.samples, len(batch.envelope), len(batch.envelope) / max(1, batch.samples))
+def _log_sealed(batch: SealedBatch, *, on_disk: bool) -> None:
+    log.info("sealed batch %d: %d samples, %d bytes (%.3f bytes/sample), %s", batch.seq,
+             batch.samples, len(batch.envelope), len(batch.envelope) / max(1, batch.samples),
+             "spooled" if on_disk else "in memory only")

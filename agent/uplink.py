@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,10 @@ def backoff_delays(minimum: float, maximum: float, rng: random.Random) -> Any:
 
 
 class Uplink:
-    def __init__(self, config: UplinkConfig, vehicle: str, boot: bytes, spool: Spool) -> None:
+    def __init__(self, config: UplinkConfig, vehicle: str, boot: bytes, spool: Spool,
+                 beat: Callable[[], None] = lambda: None) -> None:
         self._config = config
+        self._beat = beat
         self._vehicle = vehicle
         self._status = topic(config.prefix, vehicle, "status")
         self._boot = boot.hex()
@@ -182,6 +185,7 @@ class Uplink:
     def _work(self) -> None:
         deadline: float | None = None
         while True:
+            self._beat()
             try:
                 kind, value = self._events.get(timeout=WORKER_TICK)
             except queue.Empty:

@@ -12,6 +12,8 @@ from types import FrameType
 
 from agent.config import load_config
 from agent.daemon import build_agent
+from agent.notify import Notifier
+from agent.watchdog import WatchdogFeeder
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,18 @@ def _do_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     deadline = None if args.duration is None else time.monotonic() + args.duration
+    notifier = Notifier()
     agent.start()
+    notifier.ready(f"sampling {len(agent.batcher.dictionary)} signals from "
+                   f"{len(agent.sources)} sources")
+    watchdog = WatchdogFeeder(notifier, agent.liveness)
     while not stop.wait(0.2):
+        watchdog.tick()
         if deadline is not None and time.monotonic() >= deadline:
             break
         if args.exit_after_replay and agent.replay_finished():
             log.info("replay finished")
             break
+    notifier.stopping()
     agent.stop()
     return 0

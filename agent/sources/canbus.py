@@ -49,7 +49,7 @@ class CanBusSource(Source):
                 log.error("%s: cannot open bus %s: %s; retrying in %.1f s",
                           self.name, self._describe(), exc, delay)
                 self.health.reconnects += 1
-                stop.wait(delay * random.uniform(0.8, 1.2))
+                self._wait_quietly(delay * random.uniform(0.8, 1.2), on_idle, stop)
                 delay = min(delay * 2, REOPEN_MAX)
                 continue
             delay = REOPEN_MIN
@@ -62,6 +62,13 @@ class CanBusSource(Source):
                 bus.shutdown()
             if self.finished.is_set():
                 return
+
+    def _wait_quietly(self, seconds: float, on_idle: OnIdle, stop: threading.Event) -> None:
+        """Wait while the bus is away, still moving time on (windows keep sealing)."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            on_idle(self.idle_time())
+            stop.wait(min(RECV_TIMEOUT * 4, max(0.0, deadline - time.monotonic())))
 
     def _receive(self, bus: can.BusABC, on_frame: OnFrame, on_idle: OnIdle,
                  stop: threading.Event) -> None:

@@ -1,0 +1,195 @@
+"""Store-and-forward against real processes: SIGKILL at random moments, broker outages."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import can
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.backend import load_keyring
+from agent.batch import open_batch
+from tests.integration.agent_setup import BUNDLED_DRIVE, REPO, write_agent_config
+
+SEALED = re.compile(r"sealed batch (\d+): .* (spooled|in memory only)")
+BOOT = re.compile(r"boot ([0-9a-f]{32})")
+
+
+class Collector:
+    """A backend that keeps every envelope in arrival order."""
+
+    def __init__(self, port: int, tls) -> None:
+        self.envelopes: list[bytes] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.tls_set(ca_certs=str(tls.ca_cert), certfile=str(tls.cert),
+                            keyfile=str(tls.key))
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe("fleet/+/telemetry", qos=1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._lock:
+            self.envelopes.append(bytes(message.payload))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.envelopes)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def short_drive(directory: Path, seconds: float) -> Path:
+    path = directory / "short.log"
+    with can.LogReader(str(BUNDLED_DRIVE)) as reader, can.Logger(str(path)) as writer:
+        start = None
+        for frame in reader:
+            start = frame.timestamp if start is None else start
+            if frame.timestamp - start > seconds:
+                break
+            writer.on_message_received(frame)
+    return path
+
+
+def spawn_agent(config: Path, log: Path, *args: str) -> subprocess.Popen:
+    handle = log.open("w")
+    return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config),
+                             *args], stdout=subprocess.DEVNULL, stderr=handle,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def committed_batches(log: Path) -> tuple[str | None, list[int]]:
+    text = log.read_text()
+    boot = BOOT.search(text)
+    return (boot.group(1) if boot else None,
+            [int(m.group(1)) for m in SEALED.finditer(text) if m.group(2) == "spooled"])
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def opened(envelopes, keyring):
+    return [open_batch(envelope, keyring) for envelope in envelopes]
+
+
+def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path, mosquitto, dev_pki,
+                                                           request):
+    kills = 200 if request.config.getoption("--long") else 50
+    rng = random.Random(int(os.environ.get("AGENT_KILL_SEED", "20261123")))
+    config = write_agent_config(
+        tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
+        log=short_drive(tmp_path, 120), window=2.0, speed=10.0,
+        extra="drain_rate = 0\n\n[state]\ndirectory = \"state\"\n")
+    config.write_text(config.read_text().replace("rebase = false", "rebase = true\nloop = true"))
+    collector = Collector(mosquitto.port, dev_pki.client("backend"))
+    committed: set[tuple[str, int]] = set()
+    try:
+        for run in range(kills):
+            log = tmp_path / f"run-{run}.log"
+            agent = spawn_agent(config, log)
+            time.sleep(rng.uniform(0.3, 2.5))
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(10)
+            boot, seqs = committed_batches(log)
+            committed.update((boot, seq) for seq in seqs)
+            assert "is damaged" not in log.read_text(), log.read_text()[-2000:]
+        final_log = tmp_path / "final.log"
+        final = spawn_agent(config, final_log, "--duration", "6")
+        assert final.wait(60) == 0, final_log.read_text()[-3000:]
+        boot, seqs = committed_batches(final_log)
+        committed.update((boot, seq) for seq in seqs)
+        assert "batches unacknowledged" not in final_log.read_text()
+        time.sleep(1.0)
+    finally:
+        collector.close()
+
+    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"]))
+    delivered = [(body.boot.hex(), body.seq) for body in bodies]
+    assert len(committed) > kills
+    missing = committed - set(delivered)
+    assert not missing, f"{len(missing)} committed batches never arrived: {sorted(missing)[:10]}"
+    first_arrivals: dict[str, list[int]] = defaultdict(list)
+    for boot, seq in dict.fromkeys(delivered):
+        first_arrivals[boot].append(seq)
+    for boot, seqs in first_arrivals.items():
+        assert seqs == sorted(seqs), f"boot {boot} arrived out of order: {seqs}"
+
+
+def test_broker_outage_then_everything_arrives_in_order(tmp_path, mosquitto, dev_pki):
+    config = write_agent_config(
+        tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
+        log=short_drive(tmp_path, 240), window=2.0, speed=20.0,
+        extra="drain_rate = 20\nreconnect_max = 2\n")
+    collector = Collector(mosquitto.port, dev_pki.client("backend"))
+    log = tmp_path / "agent.log"
+    agent = spawn_agent(config, log, "--exit-after-replay")
+    try:
+        assert wait_for(lambda: collector.count() >= 3, 30)
+        mosquitto.stop()
+        outage_started = len(SEALED.findall(log.read_text()))
+        assert wait_for(lambda: len(SEALED.findall(log.read_text())) >= outage_started + 30, 60)
+        mosquitto.start()
+        assert agent.wait(120) == 0, log.read_text()[-3000:]
+        sealed = len(SEALED.findall(log.read_text()))
+        assert wait_for(lambda: collector.count() >= sealed, 30)
+    finally:
+        collector.close()
+    text = log.read_text()
+    assert "disconnected" in text and text.count("connected to") >= 2
+    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"]))
+    seqs = list(dict.fromkeys(body.seq for body in bodies))
+    assert seqs == list(range(sealed))
+    assert all(body.health["spool.evicted"] == 0 for body in bodies)
+    assert max(body.health["spool.depth"] for body in bodies) >= 30
+
+
+def test_a_full_spool_evicts_oldest_counts_it_and_stays_in_bound(tmp_path, mosquitto, dev_pki):
+    max_bytes = 60_000
+    config = write_agent_config(
+        tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
+        log=short_drive(tmp_path, 240), window=2.0, speed=20.0,
+        extra=f"reconnect_max = 2\n\n[spool]\nmax_mb = {max_bytes / 2**20!r}\n")
+    mosquitto.stop()
+    log = tmp_path / "agent.log"
+    agent = spawn_agent(config, log, "--exit-after-replay")
+    try:
+        assert wait_for(lambda: len(SEALED.findall(log.read_text())) >= 60, 90)
+        collector = None
+        mosquitto.start()
+        collector = Collector(mosquitto.port, dev_pki.client("backend"))
+        assert agent.wait(120) == 0, log.read_text()[-3000:]
+        time.sleep(2)
+    finally:
+        if collector:
+            collector.close()
+    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"]))
+    sealed = len(SEALED.findall(log.read_text()))
+    evicted = max(body.health["spool.evicted"] for body in bodies)
+    assert evicted > 0
+    assert all(body.health["spool.bytes"] <= max_bytes for body in bodies)
+    delivered = sorted({body.seq for body in bodies})
+    assert len(delivered) + evicted >= sealed - 1
+    assert delivered == sorted(delivered) and delivered[-1] == sealed - 1
+    report = json.dumps({"sealed": sealed, "evicted": evicted, "delivered": len(delivered)})
+    assert len(delivered) < sealed, report
