@@ -77,6 +77,13 @@ class Batcher:
     def dictionary(self) -> tuple[SignalDef, ...]:
         return self._dictionary
 
+    @property
+    def cursor(self) -> int:
+        return self._cursor
+
+    def clock(self) -> str:
+        return self._identity.clock()
+
     def seal(self, t0_ms: int, t1_ms: int) -> SealedBatch:
         with self._lock:
             lost = self._ring.lost_since(self._cursor)

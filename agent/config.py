@@ -9,6 +9,7 @@ because a typo in a fleet config must never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 import types
@@ -110,6 +111,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The local diagnostics socket; by default in $RUNTIME_DIRECTORY or the state folder."""
+
+    socket: Path | None = None
+    group: str = "edge-agent-diag"
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: Path
     vehicle: VehicleConfig
@@ -122,6 +131,7 @@ class AgentConfig:
     batch: BatchConfig = BatchConfig()
     spool: SpoolConfig = SpoolConfig()
     uplink: UplinkConfig = UplinkConfig()
+    control: ControlConfig = ControlConfig()
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -275,3 +285,13 @@ def _describe(value: Any) -> str:
 
 def _article(hint: type) -> str:
     return {int: "an integer", float: "a number", str: "a string"}.get(hint, hint.__name__)
+
+
+def control_socket_path(config: AgentConfig, environ: dict[str, str] | None = None) -> Path:
+    """Where the control socket lives: config, else systemd's RuntimeDirectory, else state."""
+    if config.control.socket is not None:
+        return config.control.socket
+    runtime = (environ if environ is not None else dict(os.environ)).get("RUNTIME_DIRECTORY")
+    if runtime:
+        return Path(runtime.split(":")[0]) / "control.sock"
+    return config.state.directory / "control.sock"

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import can
 
-from agent import clock
+from agent import clock, status
 from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, SealedBatch
-from agent.config import AgentConfig
+from agent.config import AgentConfig, control_socket_path
+from agent.control import Command, ControlServer
 from agent.cose import Signer
 from agent.dbc import combined_digest, load_dbc
 from agent.decode import FrameStore
@@ -27,6 +29,7 @@ from agent.ring import Ring
 from agent.sampler import Sampler
 from agent.sources import Source, open_source
 from agent.spool import Spool
+from agent.status import FrameRates
 from agent.uplink import Uplink
 from agent.watchdog import Liveness
 
@@ -52,9 +55,16 @@ class Agent:
     threads: list[threading.Thread]
     stop_event: threading.Event
     liveness: Liveness
+    rates: FrameRates = field(default_factory=FrameRates)
+    started: float = field(default_factory=time.monotonic)
+    control: ControlServer | None = None
 
     def start(self) -> None:
+        self.started = time.monotonic()
         self.uplink.start()
+        self.control = ControlServer(control_socket_path(self.config), self._commands(),
+                                     group=self.config.control.group)
+        self.control.start()
         for source in self.sources:
             thread = threading.Thread(target=self._run_source, args=(source,),
                                       name=f"source-{source.name}", daemon=True)
@@ -98,6 +108,32 @@ class Agent:
 
         return on_idle
 
+    def _commands(self) -> dict[str, Command]:
+        return {
+            "status": Command(lambda args: status.status(self)),
+            "buses": Command(lambda args: status.buses(self, int(args.get("top", 10)))),
+            "signals": Command(lambda args: status.signal_values(self, args.get("glob", "*"))),
+            "queue": Command(lambda args: self._queue(int(args.get("limit", 20)))),
+            "flush": Command(lambda args: self.flush(), changes_state=True),
+            "reconnect": Command(lambda args: self.uplink.reconnect(), changes_state=True),
+        }
+
+    def _queue(self, limit: int) -> dict[str, object]:
+        stats = self.spool.stats()
+        return {"depth": stats.depth, "bytes": stats.bytes, "max_bytes": self.spool.max_bytes,
+                "evicted": stats.evicted, "not_kept": stats.not_kept,
+                "next": [{"seq": b.seq, "topic": b.topic, "bytes": len(b.envelope),
+                          "priority": b.priority} for b in self.spool.next_batches(limit)]}
+
+    def flush(self) -> str:
+        """Seal the open window now (a tech wants to see data arrive, or before a power-off)."""
+        with self.lock:
+            sealed = self.sampler.seal_now()
+        return "sealed the open window" if sealed else "nothing to seal yet"
+
+    def update_rates(self) -> None:
+        self.rates.update({source.name: source.health.frames for source in self.sources})
+
     def replay_finished(self) -> bool:
         finite = [s for s in self.sources if s.is_finite]
         return bool(finite) and all(s.finished.is_set() for s in finite)
@@ -111,6 +147,8 @@ class Agent:
             self.sampler.finish()
         self.uplink.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
         self.spool.close()
+        if self.control is not None:
+            self.control.stop()
         log.info("agent stopped: %d batches sealed, %d acknowledged",
                  self.batcher.next_seq, self.uplink.health.acked)
 

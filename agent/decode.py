@@ -10,6 +10,7 @@ frame. Bad frames are counted in the source's health and logged once per frame I
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[int, int | float], None]
 EmitStats = Callable[[int, int | float, int | float, int | float, int], None]
+MAX_IGNORED_IDS = 256
 # A multiplexed page is keyed (frame_id, selector); a plain message by its frame_id.
 PayloadKey = int | tuple[int, int]
 
@@ -76,6 +78,8 @@ class FrameStore:
         self._latest: dict[PayloadKey, tuple[float, bytes]] = {}
         self._stats: dict[int, list[int | float]] = {}
         self._warned: set[tuple[str, int]] = set()
+        self.ignored_ids: Counter[int] = Counter()
+        self._signals = tuple(signals)
         self._build(database, signals)
 
     @property
@@ -121,6 +125,8 @@ class FrameStore:
         plan = self._messages.get(frame.arbitration_id)
         if plan is None or frame.is_remote_frame or frame.is_extended_id != plan.extended:
             health.ignored += 1
+            if len(self.ignored_ids) < MAX_IGNORED_IDS or frame.arbitration_id in self.ignored_ids:
+                self.ignored_ids[frame.arbitration_id] += 1
             return
         data = frame.data
         if len(data) < plan.length:
@@ -183,6 +189,24 @@ class FrameStore:
             stats = self._stats.pop(index, None)
             if stats is not None:
                 emit(index, stats[0], stats[1], stats[2], int(stats[3]))
+
+    def current_values(self) -> list[tuple[PlannedSignal, int | float, float]]:
+        """(signal, raw value, frame timestamp) of every planned signal received so far."""
+        values = []
+        for planned in self._signals:
+            plan = self._messages[planned.frame_id]
+            keys: list[PayloadKey] = [planned.frame_id]
+            if plan.selector is not None:
+                signal = plan.message.get_signal_by_name(planned.signal)
+                if signal.multiplexer_ids:
+                    keys = [(planned.frame_id, page) for page in signal.multiplexer_ids]
+            for key in keys:
+                payload = self._latest.get(key)
+                decoded = self._decode(plan, payload[1]) if payload else None
+                if decoded is not None and planned.signal in decoded:
+                    values.append((planned, decoded[planned.signal], payload[0]))
+                    break
+        return values
 
     def _decode(self, plan: _MessagePlan, data: bytes) -> dict[str, int | float] | None:
         try:

@@ -99,6 +99,13 @@ class Sampler:
                 self._emit_last(period, moment)
                 next_tick[period] = moment + period
 
+    def seal_now(self) -> bool:
+        """Seal the open window at the current event time and carry on with a new one."""
+        if self.now_ms is None or self.now_ms <= self._window_start:
+            return False
+        self._seal(self.now_ms)
+        return True
+
     def finish(self) -> None:
         """Seal the open, partial window at the current event time (shutdown, end of replay)."""
         if self.now_ms is None:

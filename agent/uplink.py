@@ -135,6 +135,13 @@ class Uplink:
         self._closing.set()
         self._network.join(5)
 
+    def reconnect(self) -> str:
+        """Drop the connection; the network thread reconnects after its back-off."""
+        if not self.health.connected:
+            return "not connected; already trying to reconnect"
+        self._client.disconnect()
+        return "disconnected; reconnecting"
+
     # The network thread: connect, loop, reconnect with jittered back-off.
     def _run_network(self) -> None:
         client = self._client

@@ -48,8 +48,12 @@ def _do_run(args: argparse.Namespace) -> int:
     notifier.ready(f"sampling {len(agent.batcher.dictionary)} signals from "
                    f"{len(agent.sources)} sources")
     watchdog = WatchdogFeeder(notifier, agent.liveness)
+    next_rates = time.monotonic()
     while not stop.wait(0.2):
         watchdog.tick()
+        if time.monotonic() >= next_rates:
+            agent.update_rates()
+            next_rates += 1.0
         if deadline is not None and time.monotonic() >= deadline:
             break
         if args.exit_after_replay and agent.replay_finished():
