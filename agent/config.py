@@ -140,7 +140,7 @@ def load_config(path: Path) -> AgentConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-    return parse_config(text, path)
+    return parse_config(text, path.resolve())
 
 
 def parse_config(text: str, path: Path) -> AgentConfig:

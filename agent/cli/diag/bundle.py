@@ -1,0 +1,66 @@
+"""`edge-agent diag bundle`: one tarball with what support needs to see."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from agent.cli.diag.checks import redacted_config_text, run_checks
+from agent.cli.diag.common import EXIT_OK, ask, common_options
+from agent.control import ControlUnavailable
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bundle", parents=[common_options()], help="a support tarball",
+        description="Write a .tar.gz with status, bus and queue counters, the config with "
+                    "secrets redacted, selftest results and recent logs.")
+    parser.add_argument("--output", "-o", type=Path,
+                        help="where to write (default: edge-agent-bundle-TIME.tar.gz)")
+    parser.add_argument("--log-lines", type=int, default=2000)
+    parser.set_defaults(func=_do_bundle)
+
+
+def _do_bundle(args: argparse.Namespace) -> int:
+    output = args.output or Path(f"edge-agent-bundle-{time.strftime('%Y%m%d-%H%M%S')}.tar.gz")
+    members: dict[str, bytes] = {}
+    for command in ("status", "buses", "queue"):
+        try:
+            members[f"{command}.json"] = _json(ask(args, command))
+        except ControlUnavailable as exc:
+            members[f"{command}.json"] = _json({"running": False, "error": str(exc)})
+    members["selftest.json"] = _json([asdict(c) for c in run_checks(args.config)])
+    if args.config.is_file():
+        members["config.toml"] = redacted_config_text(args.config).encode()
+    members["journal.txt"] = _journal(args.log_lines)
+    with tarfile.open(output, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"edge-agent-bundle/{name}")
+            info.size = len(data)
+            info.mtime = int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+    if args.json:
+        print(json.dumps({"bundle": str(output), "members": sorted(members)}))
+    else:
+        print(f"wrote {output} ({', '.join(sorted(members))})")
+    return EXIT_OK
+
+
+def _json(document: object) -> bytes:
+    return json.dumps(document, indent=2, default=str).encode()
+
+
+def _journal(lines: int) -> bytes:
+    journalctl = shutil.which("journalctl")
+    if journalctl is None:
+        return b"journalctl not available on this machine\n"
+    result = subprocess.run([journalctl, "-u", "edge-agent", "-n", str(lines), "--no-pager"],
+                            capture_output=True, timeout=30)
+    return result.stdout + result.stderr

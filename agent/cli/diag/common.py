@@ -1,0 +1,93 @@
+"""What every `edge-agent diag` command shares: finding the daemon, output, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from agent.config import control_socket_path, load_config
+from agent.control import ControlUnavailable, request
+from agent.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/edge-agent/config.toml")
+DEFAULT_SOCKET = Path("/run/edge-agent/control.sock")
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_NOT_RUNNING = 3
+
+
+def common_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    parent.add_argument("--socket", type=Path,
+                        help=f"the agent's control socket (default: from --config, else "
+                             f"{DEFAULT_SOCKET})")
+    parent.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="the agent's config file (default: %(default)s)")
+    return parent
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return args.socket
+    try:
+        return control_socket_path(load_config(args.config), {})
+    except ConfigError:
+        return DEFAULT_SOCKET  # a diag-group member may not read the config: use the default
+
+
+def ask(args: argparse.Namespace, command: str, **arguments: Any) -> Any:
+    return request(socket_path(args), command, arguments)
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[[Any], int],
+                       **arguments: Any) -> int:
+    """Ask the daemon; print JSON or render for a person; say clearly when it is not running."""
+    try:
+        result = ask(args, command, **arguments)
+    except ControlUnavailable as exc:
+        if args.json:
+            print(json.dumps({"running": False, "error": str(exc)}))
+        else:
+            print(f"edge-agent: {exc}", file=sys.stderr)
+            print("Offline checks still work: edge-agent diag selftest", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return render_exit_code(result)
+    return render(result)
+
+
+def render_exit_code(result: Any) -> int:
+    if isinstance(result, dict) and result.get("warnings"):
+        return EXIT_PROBLEM
+    return EXIT_OK
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.1f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"

@@ -1,0 +1,58 @@
+"""`edge-agent diag config show|check`: the configuration as the agent reads it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from agent.cli.diag.checks import dbc_checks, redacted_config_text
+from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, common_options
+from agent.config import load_config
+from agent.errors import AgentError
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("config", help="show or check a config file",
+                                   description="Show the config file (secrets redacted) or "
+                                               "check one before installing it.")
+    actions = parser.add_subparsers(dest="config_action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", parents=[common_options()],
+                              help="the config in effect (secrets redacted)")
+    show.set_defaults(func=_do_show)
+    check = actions.add_parser("check", parents=[common_options()],
+                               help="validate FILE exactly as the agent would, DBCs included")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_do_check)
+
+
+def _do_show(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except AgentError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if args.json:
+        print(json.dumps(asdict(config), indent=2, default=str))
+    else:
+        print(redacted_config_text(args.config), end="")
+    return EXIT_OK
+
+
+def _do_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except AgentError as exc:
+        problems = [str(exc)]
+    else:
+        problems = [f"{c.name}: {c.detail}" for c in dbc_checks(config) if c.verdict == "fail"]
+    if args.json:
+        print(json.dumps({"file": str(args.file), "valid": not problems, "problems": problems}))
+    elif problems:
+        for problem in problems:
+            print(f"invalid: {problem}", file=sys.stderr)
+    else:
+        print(f"{args.file}: valid")
+    return EXIT_PROBLEM if problems else EXIT_OK

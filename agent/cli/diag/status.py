@@ -1,0 +1,62 @@
+"""`edge-agent diag status`: one screen with everything a field tech checks first."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+
+from agent.cli.diag.common import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    age,
+    common_options,
+    console,
+    run_against_daemon,
+    size,
+)
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "status", parents=[common_options()], help="one screen: sources, spool, uplink, warnings",
+        description="Show the running agent's state. Exit code 1 when there are warnings, 3 "
+                    "when the agent is not running.")
+    parser.set_defaults(func=lambda args: run_against_daemon(args, "status", render))
+
+
+def render(document: dict[str, Any]) -> int:
+    out = console()
+    uplink = document["uplink"]
+    spool = document["spool"]
+    ring = document["ring"]
+    out.print(f"[bold]vehicle {document['vehicle']}[/]  boot {document['boot'][:8]}  up "
+              f"{document['uptime_s']:.0f} s  config v{document['config']['version']}  clock "
+              f"{document['clock']}")
+    table = Table("source", "type", "channel", "frames/s", "frames", "errors", "reopened",
+                  "last frame", title="sources", title_justify="left")
+    for source in document["sources"]:
+        errors = source["error_frames"] + source["short_frames"] + source["decode_errors"]
+        table.add_row(source["name"], source["type"], source["channel"],
+                      f"{source['frames_per_s']:.0f}", str(source["frames"]), str(errors),
+                      str(source["reconnects"]),
+                      "finished" if source["finished"] else age(source["last_frame_age_s"]))
+    out.print(table)
+    state = "[green]connected[/]" if uplink["connected"] else "[red]not connected[/]"
+    out.print(f"uplink  {state} to {uplink['host']}:{uplink['port']}"
+              f"{' (TLS)' if uplink['tls'] else ' (PLAINTEXT)'}, {uplink['acked']} batches "
+              f"acknowledged, last PUBACK {age(uplink['last_puback_age_s'])}")
+    out.print(f"spool   {spool['depth']} batches, {size(spool['bytes'])} of "
+              f"{size(spool['max_bytes'])}, oldest {age(spool['oldest_age_s'])}, "
+              f"{spool['evicted']} evicted")
+    out.print(f"ring    {ring['fill']:.0%} full ({ring['written']} records written, "
+              f"{ring['lost']} lost); {document['batches']['sealed']} batches sealed of "
+              f"{document['batches']['signals']} signals")
+    if document["warnings"]:
+        out.print("[bold yellow]warnings[/]")
+        for warning in document["warnings"]:
+            out.print(f"  [yellow]![/] {warning}")
+        return EXIT_PROBLEM
+    out.print("[green]no warnings[/]")
+    return EXIT_OK
