@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.cose import Signer, verify
 from agent.errors import WireFormatError
 from agent.plan import SamplingPlan
-from agent.ring import Field, Record, Ring
+from agent.ring import Field, Ring, RingSlice
 from agent.wire import (
     BatchBody,
-    Series,
+    EncodedSeries,
     SeriesKind,
     SignalDef,
     decode_body,
     dictionary_id,
     encode_body,
+    encode_grouped_varints,
+    encode_varints,
 )
 
 CONTENT_TYPE = "application/vnd.edge-agent.batch+cbor+zstd"
@@ -89,7 +92,7 @@ class Batcher:
             lost = self._ring.lost_since(self._cursor)
             self.ring_lost += lost
             end = self._ring.written
-            records = self._ring.read(self._cursor, end)
+            records = self._ring.columns(self._cursor, end)
             self._cursor = end
             seq = self.next_seq
             self.next_seq += 1
@@ -107,10 +110,11 @@ class Batcher:
             health=health,
             dictionary_id=self._dictionary_id,
             dictionary=self._dictionary if include_dictionary else None,
-            series=_series(records, self._kinds),
+            series=(),
         )
-        payload = self._compressor.compress(encode_body(body))
-        return SealedBatch(seq=seq, t0_ms=t0_ms, t1_ms=t1_ms, samples=body.sample_count,
+        encoded, samples = encode_records(records, self._kinds, t0_ms)
+        payload = self._compressor.compress(encode_body(body, encoded))
+        return SealedBatch(seq=seq, t0_ms=t0_ms, t1_ms=t1_ms, samples=samples,
                            envelope=self._signer.sign(payload))
 
 
@@ -133,25 +137,75 @@ def _kind(is_float: bool, mode: str) -> SeriesKind:
     return SeriesKind.FLOAT_LAST if is_float else SeriesKind.INT_LAST
 
 
-def _series(records: Sequence[Record], kinds: Mapping[int, SeriesKind]) -> tuple[Series, ...]:
-    times: dict[int, list[int]] = {}
-    columns: dict[int, list[list[int | float]]] = {}
-    for record in records:
-        kind = kinds.get(record.signal)
-        if kind is None:
-            continue
-        if not kind.is_stats:
-            times.setdefault(record.signal, []).append(record.time_ms)
-            columns.setdefault(record.signal, [[]])[0].append(record.value)
-            continue
-        stats = columns.setdefault(record.signal, [[], [], [], []])
-        if record.field is Field.MIN:
-            times.setdefault(record.signal, []).append(record.time_ms)
-        elif len(stats[record.field - 1]) >= len(times.get(record.signal, ())):
-            continue  # the rest of a group whose MIN the ring overwrote: incomplete, skip
-        stats[record.field - 1].append(record.value)
-    return tuple(
-        Series(signal=signal, kind=kinds[signal], times_ms=tuple(times[signal]),
-               columns=tuple(tuple(column) for column in columns[signal]))
-        for signal in sorted(times)
-    )
+def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind],
+                   t0_ms: int) -> tuple[list[EncodedSeries], int]:
+    """Ring records → wire columns, one series per signal in signal order, vectorised.
+
+    Records of one signal keep their ring order (a stable sort), which is time order. A stats
+    sample is four records MIN, MAX, SUM, COUNT; a group the ring overwrote in part is skipped.
+    """
+    lookup = np.full(65536, -1, dtype=np.int8)
+    for number, kind in kinds.items():
+        lookup[number] = int(kind)
+    record_kinds = lookup[records.signal]
+    known = record_kinds >= 0
+    order = np.argsort(records.signal[known], kind="stable")
+    signal = records.signal[known][order]
+    if not len(signal):
+        return [], 0
+    record_kinds = record_kinds[known][order]
+    times = records.time_ms[known][order] - t0_ms
+    values = records.value[known][order]
+    is_stats = record_kinds >= SeriesKind.INT_STATS
+    encoded: dict[int, EncodedSeries] = {}
+    last = ~is_stats
+    if last.any():
+        last_signal, last_times, last_values = signal[last], times[last], values[last]
+        starts = np.flatnonzero(np.r_[True, last_signal[1:] != last_signal[:-1]])
+        stops = [*starts[1:].tolist(), len(last_signal)]
+        time_columns = encode_grouped_varints(last_times, starts)
+        value_columns = encode_grouped_varints(last_values, starts)
+        numbers = last_signal[starts].tolist()
+        floats = (lookup[last_signal[starts]] == SeriesKind.FLOAT_LAST).tolist()
+        for number, is_float, a, b, time_column, value_column in zip(
+                numbers, floats, starts.tolist(), stops, time_columns, value_columns,
+                strict=True):
+            if is_float:
+                encoded[number] = EncodedSeries(number, SeriesKind.FLOAT_LAST, time_column,
+                                                (last_values[a:b].view("<f8").tobytes(),))
+            else:
+                encoded[number] = EncodedSeries(number, SeriesKind.INT_LAST, time_column,
+                                                (value_column,))
+    samples = int(last.sum())
+    if is_stats.any():
+        stats_signal = signal[is_stats]
+        starts = np.flatnonzero(np.r_[True, stats_signal[1:] != stats_signal[:-1]])
+        stops = [*starts[1:].tolist(), len(stats_signal)]
+        fields = records.field[known][order][is_stats]
+        stats_times, stats_values = times[is_stats], values[is_stats]
+        for a, b in zip(starts.tolist(), stops, strict=True):
+            number = int(stats_signal[a])
+            series, count = _stats_series(number, kinds[number], fields[a:b],
+                                          stats_times[a:b], stats_values[a:b])
+            if count:
+                encoded[number] = series
+                samples += count
+    return [encoded[number] for number in sorted(encoded)], samples
+
+
+def _stats_series(signal: int, kind: SeriesKind, field: np.ndarray, times: np.ndarray,
+                  values: np.ndarray) -> tuple[EncodedSeries, int]:
+    first = np.flatnonzero(field == Field.MIN)
+    complete = [i for i in first.tolist() if i + 3 < len(field)
+                and field[i + 1:i + 4].tolist() == [Field.MAX, Field.SUM, Field.COUNT]]
+    if not complete:
+        return EncodedSeries(signal, kind, b"", ()), 0
+    at = np.array(complete)
+    columns = []
+    for offset in range(3):
+        column = values[at + offset]
+        columns.append(column.view("<f8").tobytes() if kind.is_float
+                       else encode_varints(column.tolist()))
+    columns.append(encode_varints(values[at + 3].tolist()))
+    return EncodedSeries(signal, kind, encode_varints(times[at].tolist()),
+                         tuple(columns)), len(complete)

@@ -13,6 +13,8 @@ from array import array
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
+
 _F64 = struct.Struct("<d")
 _I64 = struct.Struct("<q")
 _BYTES_PER_RECORD = 8 + 2 + 1 + 8
@@ -34,6 +36,16 @@ class Record:
     signal: int
     field: Field
     value: int | float
+
+
+@dataclass(frozen=True)
+class RingSlice:
+    """A run of records as numpy columns; values are raw 64-bit patterns (see `Ring`)."""
+
+    time_ms: np.ndarray
+    signal: np.ndarray
+    field: np.ndarray
+    value: np.ndarray
 
 
 class Ring:
@@ -67,6 +79,20 @@ class Ring:
     def lost_since(self, cursor: int) -> int:
         """How many records a reader at `cursor` can no longer read."""
         return max(0, self.written - self.capacity - cursor)
+
+    def columns(self, cursor: int, end: int) -> RingSlice:
+        """Copies of the columns from `cursor` (or the oldest still held) up to `end`."""
+        start = max(cursor, self.written - self.capacity)
+        end = min(end, self.written)
+        if start >= end:
+            return RingSlice(*(np.zeros(0, dtype) for dtype in ("i8", "u2", "u1", "i8")))
+        first, last = start % self.capacity, (end - 1) % self.capacity + 1
+        columns = [np.frombuffer(column, dtype) for column, dtype in (
+            (self._time, "i8"), (self._signal, "u2"), (self._field, "u1"), (self._value, "i8"))]
+        if first < last:
+            return RingSlice(*(column[first:last].copy() for column in columns))
+        return RingSlice(*(np.concatenate((column[first:], column[:last]))
+                           for column in columns))
 
     def read(self, cursor: int, end: int | None = None) -> list[Record]:
         """Records from `cursor` (or the oldest still held) up to `end` (default: all written)."""

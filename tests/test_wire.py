@@ -2,6 +2,7 @@ import math
 import struct
 
 import cbor2
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from agent.wire import (
     decode_varints,
     dictionary_id,
     encode_body,
+    encode_grouped_varints,
     encode_varints,
 )
 
@@ -112,3 +114,19 @@ def test_series_with_columns_shorter_than_times_is_rejected():
     document["sig"][0][3] = encode_varints([5])
     with pytest.raises(WireFormatError, match="inconsistent columns"):
         decode_body(cbor2.dumps(document))
+
+
+@given(st.lists(st.lists(st.integers(min_value=-(2**62), max_value=2**62), min_size=1,
+                         max_size=30), min_size=1, max_size=12))
+def test_grouped_varints_equal_the_reference_encoder(groups):
+    values = np.array([v for group in groups for v in group], dtype=np.int64)
+    lengths = [len(group) for group in groups]
+    starts = np.cumsum([0, *lengths[:-1]])
+    assert encode_grouped_varints(values, starts) == [encode_varints(g) for g in groups]
+
+
+def test_grouped_varints_fall_back_for_very_wide_ranges():
+    groups = [[-(2**63), 2**63 - 1], [5, 6]]
+    values = np.array([v for group in groups for v in group], dtype=np.int64)
+    assert encode_grouped_varints(values, np.array([0, 2])) == [encode_varints(g)
+                                                                 for g in groups]
