@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.batch import open_batch
+from agent.cose import signed_by
 from agent.errors import AgentError, WireFormatError
 from agent.keys import key_id, load_public_key
 from agent.wire import BatchBody, SignalDef
@@ -38,18 +39,29 @@ ROW_FIELDS = ("vehicle", "boot", "seq", "time", "signal", "value", "unit", "min"
               "count", "label")
 
 
-def load_keyring(paths: Sequence[Path]) -> dict[bytes, Ed25519PublicKey]:
-    """Public keys from files, or from every `*.pub` in the folders given, by key id."""
-    files: list[Path] = []
-    for path in paths:
-        files.extend(sorted(path.glob("*.pub")) if path.is_dir() else [path])
-    if not files:
-        raise AgentError("no vehicle public keys given (--keys FILE_OR_DIR)")
-    keyring = {}
-    for file in files:
-        public_key = load_public_key(file)
-        keyring[key_id(public_key)] = public_key
-    return keyring
+def load_keyring(specs: Sequence[str | Path]) -> tuple[dict[bytes, Ed25519PublicKey],
+                                                     dict[bytes, str]]:
+    """Public keys by key id, and which vehicle each key is bound to.
+
+    A spec is `VEHICLE=FILE` (the key may sign only for that vehicle), a FILE, or a folder of
+    `*.pub` files (keys that may sign for any vehicle: fine for a demo, not for a fleet).
+    """
+    keyring: dict[bytes, Ed25519PublicKey] = {}
+    bindings: dict[bytes, str] = {}
+    for spec in map(str, specs):
+        vehicle, _, location = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        path = Path(location)
+        for file in sorted(path.glob("*.pub")) if path.is_dir() else [path]:
+            public_key = load_public_key(file)
+            keyring[key_id(public_key)] = public_key
+            if vehicle:
+                bindings[key_id(public_key)] = vehicle
+    if not keyring:
+        raise AgentError("no vehicle public keys given (--keys VEHICLE=FILE, FILE or DIR)")
+    if len(bindings) < len(keyring):
+        log.warning("%d keys are not bound to a vehicle: they may sign for any vehicle id "
+                    "(give them as --keys VEHICLE=FILE)", len(keyring) - len(bindings))
+    return keyring, bindings
 
 
 @dataclass
@@ -69,9 +81,10 @@ class DeliveryTracker:
         return True
 
     def gaps(self) -> dict[tuple[str, bytes], list[int]]:
-        """Missing sequence numbers below the highest received, per vehicle and boot."""
+        """Missing sequence numbers between the lowest and highest received, per vehicle and
+        boot (a backend that started late has not missed what came before it)."""
         return {key: missing for key, seqs in self.seen.items()
-                if (missing := sorted(set(range(max(seqs) + 1)) - seqs))}
+                if (missing := sorted(set(range(min(seqs), max(seqs) + 1)) - seqs))}
 
 
 class DictionaryCache:
@@ -98,7 +111,9 @@ def sample_rows(body: BatchBody, dictionary: Sequence[SignalDef]) -> Iterator[di
                    "unit": definition.unit}
             if series.kind.is_stats:
                 low, high, total, count = (column[position] for column in series.columns)
-                row.update(min=definition.physical(low), max=definition.physical(high),
+                # A negative scale turns the raw minimum into the physical maximum.
+                low, high = sorted((definition.physical(low), definition.physical(high)))
+                row.update(min=low, max=high,
                            mean=definition.physical(total / count) if count else None,
                            count=count)
             else:
@@ -123,8 +138,10 @@ class Receipt:
 class Backend:
     """Verification, de-duplication and decoding, independent of MQTT (tests drive it directly)."""
 
-    def __init__(self, keyring: Mapping[bytes, Ed25519PublicKey]) -> None:
+    def __init__(self, keyring: Mapping[bytes, Ed25519PublicKey],
+                 bindings: Mapping[bytes, str] | None = None) -> None:
         self.keyring = keyring
+        self.bindings = bindings or {}
         self.tracker = DeliveryTracker()
         self.dictionaries = DictionaryCache()
         self.verified = 0
@@ -136,6 +153,10 @@ class Backend:
     def receive(self, envelope: bytes) -> Receipt:
         try:
             body = open_batch(envelope, self.keyring)
+            owner = self.bindings.get(signed_by(envelope))
+            if owner is not None and owner != body.vehicle:
+                raise WireFormatError(f"batch claims vehicle {body.vehicle!r} but is signed "
+                                      f"with the key of {owner!r}")
         except WireFormatError as exc:
             self.rejected += 1
             return Receipt(ok=False, size=len(envelope), error=str(exc))
@@ -210,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", type=Path, help="backend client private key")
     parser.add_argument("--plaintext", action="store_true",
                         help="connect without TLS (local tests only)")
-    parser.add_argument("--keys", type=Path, action="append", required=True,
-                        help="vehicle public key file, or folder of *.pub (repeatable)")
+    parser.add_argument("--keys", action="append", required=True, metavar="[VEHICLE=]PATH",
+                        help="vehicle public key: VEHICLE=FILE binds the key to that vehicle; "
+                             "a FILE or a folder of *.pub accepts any vehicle (repeatable)")
     parser.add_argument("--prefix", default="fleet", help="topic prefix (default: fleet)")
     parser.add_argument("--group", default="backend",
                         help="shared-subscription group; instances in one group split the "
@@ -240,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    backend = Backend(load_keyring(args.keys))
+    backend = Backend(*load_keyring(args.keys))
     arrivals: queue.Queue[bytes] = queue.Queue()
     connected = queue.Queue[str]()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

@@ -123,12 +123,27 @@ def open_batch(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Batch
     verified = verify(envelope, keys)
     if verified.content_type != CONTENT_TYPE:
         raise WireFormatError(f"unexpected content type {verified.content_type!r}")
+    return decode_body(decompress_payload(verified.payload))
+
+
+def decompress_payload(payload: bytes) -> bytes:
+    """One zstd frame that declares its size, at most MAX_BODY_BYTES, nothing after it."""
     try:
-        body = zstandard.ZstdDecompressor().decompress(verified.payload,
-                                                       max_output_size=MAX_BODY_BYTES)
+        size = zstandard.frame_content_size(payload)
+        if size < 0:
+            raise WireFormatError("zstd frame does not declare its content size")
+        if size > MAX_BODY_BYTES:
+            raise WireFormatError(f"payload declares {size} bytes; the limit is "
+                                  f"{MAX_BODY_BYTES}")
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        body = decompressor.decompress(payload)
     except zstandard.ZstdError as exc:
         raise WireFormatError(f"payload is not valid zstd: {exc}") from exc
-    return decode_body(body)
+    if decompressor.unused_data:
+        raise WireFormatError(f"{len(decompressor.unused_data)} bytes after the zstd frame")
+    if len(body) != size:
+        raise WireFormatError(f"zstd frame declared {size} bytes but held {len(body)}")
+    return body
 
 
 def _kind(is_float: bool, mode: str) -> SeriesKind:

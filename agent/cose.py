@@ -80,3 +80,9 @@ def verify(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Verified:
 
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
     return cbor2.dumps(["Signature1", protected, b"", payload])
+
+
+def signed_by(envelope: bytes) -> bytes | None:
+    """The kid of an envelope that `verify` accepted (no checks of its own)."""
+    kid = cbor2.loads(envelope).value[1].get(HEADER_KID)
+    return kid if isinstance(kid, bytes) else None

@@ -79,7 +79,7 @@ class Sampler:
         elif abs(now_ms - self.now_ms) > 2 * self._window_ms:
             log.warning("time jumped by %.1f s: sealing the open window and restarting there",
                         (now_ms - self.now_ms) / 1000)
-            self._seal(self.now_ms)
+            self._seal_partial()
             self._start_at(now_ms)
         elif now_ms <= self.now_ms:
             return
@@ -101,19 +101,25 @@ class Sampler:
 
     def seal_now(self) -> bool:
         """Seal the open window at the current event time and carry on with a new one."""
-        if self.now_ms is None or self.now_ms <= self._window_start:
+        if self.now_ms is None:
             return False
-        self._seal(self.now_ms)
+        self._seal(self.now_ms + 1)
         return True
 
     def finish(self) -> None:
         """Seal the open, partial window at the current event time (shutdown, end of replay)."""
         if self.now_ms is None:
             return
+        self._seal_partial()
+        self.now_ms = None
+
+    def _seal_partial(self) -> None:
+        """Emit the statistics of the periods under way, then seal up to now (inclusive:
+        a tick at exactly now was emitted, and a window holds labels below its end)."""
+        assert self.now_ms is not None
         for period, at in self._next_tick.items():
             self._emit_stats(period, at - period)
-        self._seal(self.now_ms)
-        self.now_ms = None
+        self._seal(self.now_ms + 1)
 
     def _start_at(self, now_ms: int) -> None:
         self._next_tick = {period: -(-now_ms // period) * period for period in self._last}

@@ -19,7 +19,7 @@ def test_gaps_and_duplicates_are_tracked_per_vehicle_and_boot():
                                ("b", b"1", 4), ("a", b"1", 5)]:
         tracker.observe(vehicle, boot, seq)
     assert tracker.duplicates == 1
-    assert tracker.gaps() == {("a", b"1"): [1, 3, 4], ("b", b"1"): [0, 1, 2, 3]}
+    assert tracker.gaps() == {("a", b"1"): [1, 3, 4]}  # b started at 4: joined late
 
 
 @pytest.fixture
@@ -67,6 +67,16 @@ def test_dictionary_is_cached_across_batches_and_missing_one_is_reported(batcher
     assert duplicate.duplicate and backend.report()["duplicates"] == 1
 
 
+def test_a_key_bound_to_another_vehicle_is_rejected(batcher_and_keys):
+    _, _, batcher, keyring = batcher_and_keys
+    kid = next(iter(keyring))
+    envelope = batcher.seal(0, 1).envelope
+    assert Backend(keyring, {kid: "v1"}).receive(envelope).ok
+    receipt = Backend(keyring, {kid: "v2"}).receive(envelope)
+    assert not receipt.ok and "claims vehicle 'v1' but is signed with the key of 'v2'" in \
+        receipt.error
+
+
 def test_rejections_are_counted_with_the_reason(batcher_and_keys):
     _, _, batcher, _ = batcher_and_keys
     backend = Backend({})
@@ -80,8 +90,9 @@ def test_rejections_are_counted_with_the_reason(batcher_and_keys):
 def test_keyring_from_files_and_folders(tmp_path):
     generate_key_pair(tmp_path / "a.key")
     generate_key_pair(tmp_path / "b.key")
-    assert len(load_keyring([tmp_path])) == 2
-    assert len(load_keyring([tmp_path / "a.pub"])) == 1
+    assert len(load_keyring([tmp_path])[0]) == 2
+    keys, bindings = load_keyring([f"v1={tmp_path / 'a.pub'}"])
+    assert len(keys) == 1 and list(bindings.values()) == ["v1"]
     with pytest.raises(AgentError, match="no vehicle public keys"):
         load_keyring([tmp_path / "empty"]) if (tmp_path / "empty").mkdir() is None else None
     (tmp_path / "bad.pub").write_text("nope")

@@ -77,7 +77,7 @@ def test_finish_seals_the_partial_window(rig):
     feed(100.5, 1.0)
     feed(102.5, 2.0)
     sampler.finish()
-    assert windows == [(100000, 102500, 2)]
+    assert windows == [(100000, 102501, 2)]
 
 
 def test_a_quiet_bus_still_ticks_and_stale_values_stop(rig):
@@ -94,10 +94,35 @@ def test_clock_jump_restarts_instead_of_ticking_through_the_gap(rig):
     feed(101.5, 2.0)
     feed(5000.2, 3.0)   # an RTC set by NTP
     feed(5001.5, 4.0)
-    assert windows[0] == (100000, 101500, 1)
+    assert windows[0] == (100000, 101501, 1)
     assert [r.time_ms for r in ring.read(0)] == [101000, 5001000]
     feed(4000.0, 5.0)   # and back
     assert len(windows) == 2
+
+
+def test_stats_under_way_are_emitted_before_a_jump_not_merged_after_it(rig):
+    sampler, ring, windows, feed, _ = rig([SignalRule("can0.Engine.Speed", mode="stats")])
+    feed(100.2, 1.0)
+    feed(100.4, 3.0)
+    feed(5000.5, 9.0)
+    feed(5001.2, 0.0)
+    stats = [(r.time_ms, r.field, r.value) for r in ring.read(0)]
+    assert stats[:4] == [(100000, Field.MIN, 100), (100000, Field.MAX, 300),
+                         (100000, Field.SUM, 400), (100000, Field.COUNT, 2)]
+    assert stats[4:] == [(5000000, Field.MIN, 900), (5000000, Field.MAX, 900),
+                         (5000000, Field.SUM, 900), (5000000, Field.COUNT, 1)]
+    assert windows[0][:2] == (100000, 100401)
+
+
+def test_flush_seals_at_now_and_keeps_every_label_below_the_end(rig):
+    sampler, ring, windows, feed, _ = rig()
+    feed(100.5, 1.0)
+    feed(102.0, 2.0)
+    assert sampler.seal_now()
+    assert windows == [(100000, 102001, 2)]
+    assert max(r.time_ms for r in ring.read(0)) < 102001
+    feed(103.5, 3.0)
+    assert [r.time_ms for r in ring.read(windows[0][2])] == [103000]
 
 
 def test_time_going_backwards_a_little_is_ignored(rig):

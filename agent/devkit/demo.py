@@ -75,7 +75,7 @@ def _demo(args: argparse.Namespace, workdir: Path) -> int:
         backend = _spawn([sys.executable, "-m", "agent.backend", "--host", "127.0.0.1",
                           "--port", str(broker.port), "--ca-cert", str(backend_tls.ca_cert),
                           "--cert", str(backend_tls.cert), "--key", str(backend_tls.key),
-                          "--keys", str(workdir / "vehicle.pub"), "--idle", "5",
+                          "--keys", f"{VEHICLE}={workdir / 'vehicle.pub'}", "--idle", "5",
                           "--report", str(workdir / "report.json")])
         echo_backend = _echo(backend.stdout, "backend  ")
         _echo(backend.stderr, "backend  ", only=("error", "ERROR"))

@@ -64,7 +64,7 @@ def run_agent(config: Path, *args: str, timeout: float = 120) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout, env=_env())
 
 
-def start_backend(port: int, tls: TlsFiles, keys: Path, *args: str) -> subprocess.Popen:
+def start_backend(port: int, tls: TlsFiles, keys: Path | str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "agent.backend", "--host", "127.0.0.1", "--port", str(port),
          "--ca-cert", str(tls.ca_cert), "--cert", str(tls.cert), "--key", str(tls.key),

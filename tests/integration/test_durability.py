@@ -124,7 +124,7 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path, mosquitto, 
     finally:
         collector.close()
 
-    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"]))
+    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"])[0])
     delivered = [(body.boot.hex(), body.seq) for body in bodies]
     assert len(committed) > kills
     missing = committed - set(delivered)
@@ -157,7 +157,7 @@ def test_broker_outage_then_everything_arrives_in_order(tmp_path, mosquitto, dev
         collector.close()
     text = log.read_text()
     assert "disconnected" in text and text.count("connected to") >= 2
-    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"]))
+    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"])[0])
     seqs = list(dict.fromkeys(body.seq for body in bodies))
     assert seqs == list(range(sealed))
     assert all(body.health["spool.evicted"] == 0 for body in bodies)
@@ -183,7 +183,7 @@ def test_a_full_spool_evicts_oldest_counts_it_and_stays_in_bound(tmp_path, mosqu
     finally:
         if collector:
             collector.close()
-    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"]))
+    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"])[0])
     sealed = len(SEALED.findall(log.read_text()))
     evicted = max(body.health["spool.evicted"] for body in bodies)
     assert evicted > 0

@@ -61,7 +61,8 @@ def test_bundled_drive_arrives_verified_and_equal_to_cantools(tmp_path, mosquitt
     config = write_agent_config(tmp_path, port=mosquitto.port, tls=vehicle_tls)
     rows_path = tmp_path / "rows.jsonl"
     report_path = tmp_path / "report.json"
-    backend = start_backend(mosquitto.port, dev_pki.client("backend"), tmp_path / "vehicle.pub",
+    backend = start_backend(mosquitto.port, dev_pki.client("backend"),
+                            f"demo-0001={tmp_path / 'vehicle.pub'}",
                             "--format", "jsonl", "--output", str(rows_path), "--idle", "4",
                             "--timeout", "150", "--report", str(report_path))
     time.sleep(1.0)  # the backend subscribes before the agent publishes (no retained telemetry)
