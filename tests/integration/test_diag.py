@@ -21,8 +21,9 @@ from tests.support import require_tool
 
 
 def diag(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", "diag", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/")
+    return subprocess.run([sys.executable, "-m", "agent", "diag", *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          cwd="/")
 
 
 def wait_for(condition, timeout: float = 30.0):
@@ -37,7 +38,7 @@ def wait_for(condition, timeout: float = 30.0):
 
 @pytest.fixture
 def running_agent(tmp_path, mosquitto, dev_pki):
-    """The agent on the bundled drive in real time; its control socket in a folder that
+    """The agent on the bundled drive at 4x; its control socket in a folder that
     other (throwaway) users can reach, as /run/edge-agent would be."""
     control_dir = Path(tempfile.mkdtemp(prefix="edge-agent-control-", dir="/tmp"))
     os.chmod(control_dir, 0o755)
@@ -46,7 +47,7 @@ def running_agent(tmp_path, mosquitto, dev_pki):
     notify.bind(str(notify_path))
     notify.settimeout(0.2)
     config = write_agent_config(tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
-                                speed=1.0, window=5.0,
+                                speed=4.0, window=5.0,
                                 extra=f'\n[control]\nsocket = "{control_dir / "control.sock"}"\n'
                                       f'group = "edge-agent-diag-test"\n')
     config.write_text(config.read_text().replace("rebase = false", "rebase = true\nloop = true"))
@@ -82,19 +83,21 @@ def test_diag_commands_report_real_values(running_agent):
     def status():
         result = diag("status", "--json", *socket_args)
         document = json.loads(result.stdout)
-        return document if document["uplink"]["acked"] >= 1 else None
+        awake = document["sources"][0]["frames_per_s"] > 100  # the drive starts parked
+        return document if document["uplink"]["acked"] >= 1 and awake else None
 
-    document = wait_for(status, 30)
+    document = wait_for(status, 60)
     assert document, diag("status", *socket_args).stdout
     source = document["sources"][0]
-    assert source["name"] == "can0" and source["frames"] > 1000 and source["frames_per_s"] > 100
+    assert source["name"] == "can0" and source["frames"] > 100 and source["frames_per_s"] > 100
     assert document["uplink"]["connected"] and document["uplink"]["tls"]
     assert document["batches"]["signals"] >= 800
 
     buses = json.loads(diag("buses", "--json", *socket_args).stdout)
     assert len(buses[0]["filters"]) > 50 and buses[0]["error_frames"] == 0
 
-    rows = json.loads(diag("signals", "--json", *socket_args, "can0.TPMS_Status.*").stdout)
+    rows = wait_for(lambda: json.loads(diag("signals", "--json", *socket_args,
+                                            "can0.TPMS_Status.*").stdout), 30)
     assert {row["signal"].split(".")[-1] for row in rows} >= {
         "TirePressure_FL", "TirePressure_RR", "TireTemp_FL"}
     assert all(row["age_s"] < 5 for row in rows)
@@ -108,7 +111,7 @@ def test_diag_commands_report_real_values(running_agent):
     assert diag("flush", *socket_args).stdout.strip() == "sealed the open window"
 
     live = diag("live", "--json", "--count", "2", "--interval", "0.5", *socket_args,
-                "can0.ESP_VehicleSpeed.*")
+                "can0.ESP_VehicleSpeed.VehicleSpeed")
     assert [len(json.loads(line)["signals"]) for line in live.stdout.splitlines()] == [1, 1]
 
     selftest = json.loads(diag("selftest", "--json", *socket_args).stdout)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import can
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.backend import load_keyring
