@@ -106,13 +106,15 @@ def demo_config(args: argparse.Namespace, port: int, tls: Any, workdir: Path) ->
     config["uplink"].update(host="127.0.0.1", port=port, ca_cert=str(tls.ca_cert),
                             cert=str(tls.cert), key=str(tls.key))
     config["state"]["directory"] = str(workdir / "state")
+    # The demo runs as the invoking user; no diagnostics group exists on a fresh machine.
+    config.setdefault("control", {})["group"] = ""
     return config
 
 
 def dump_toml(document: dict[str, Any]) -> str:
     """Enough TOML for a config: scalar keys, tables, arrays of tables, one level of nesting."""
     lines = [f"{key} = {_toml_value(value)}" for key, value in document.items()
-             if not isinstance(value, dict | list) or not _is_tables(value)]
+             if not isinstance(value, dict) and not _is_tables(value)]
     for key, value in document.items():
         if isinstance(value, dict):
             lines += ["", f"[{key}]", *_table_lines(value, key)]
