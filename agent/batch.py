@@ -75,6 +75,7 @@ class Batcher:
         self._lock = threading.Lock()
         self.next_seq = 0
         self.ring_lost = 0
+        self._first_seq = 0
 
     @property
     def dictionary(self) -> tuple[SignalDef, ...]:
@@ -87,6 +88,14 @@ class Batcher:
     def clock(self) -> str:
         return self._identity.clock()
 
+    def take_over(self, previous: Batcher) -> None:
+        """Continue after `previous` sealed its last window (a config reload): same sequence,
+        records from now on, and the (new) dictionary in the first batch."""
+        with self._lock:
+            self.next_seq = self._first_seq = previous.next_seq
+            self.ring_lost = previous.ring_lost
+            self._cursor = self._ring.written
+
     def seal(self, t0_ms: int, t1_ms: int) -> SealedBatch:
         with self._lock:
             lost = self._ring.lost_since(self._cursor)
@@ -97,7 +106,7 @@ class Batcher:
             seq = self.next_seq
             self.next_seq += 1
         health = {**self._health(), "ring.lost": self.ring_lost}
-        include_dictionary = seq % self._dictionary_every == 0
+        include_dictionary = seq == self._first_seq or seq % self._dictionary_every == 0
         body = BatchBody(
             vehicle=self._identity.vehicle,
             boot=self._identity.boot,

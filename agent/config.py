@@ -25,9 +25,10 @@ SAMPLING_MODES = ("last", "stats")
 
 @dataclass(frozen=True)
 class VehicleConfig:
-    """Who this vehicle is on the wire."""
+    """Who this vehicle is on the wire, and the fleet groups an OTA update may target."""
 
     id: str
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,19 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class OtaConfig:
+    """Signed config updates over MQTT (agent/ota.py): the backend keys this vehicle trusts.
+
+    Several keys so that a backend key can rotate: pin the next key before signing with it.
+    """
+
+    enabled: bool = True
+    trusted_keys: tuple[Path, ...] = ()
+    grace_period: float = 30.0
+    max_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: Path
     vehicle: VehicleConfig
@@ -132,6 +146,12 @@ class AgentConfig:
     spool: SpoolConfig = SpoolConfig()
     uplink: UplinkConfig = UplinkConfig()
     control: ControlConfig = ControlConfig()
+    ota: OtaConfig = OtaConfig()
+
+
+# Identity and trust stay local: an update may not rename the vehicle, swap its signing key,
+# move its state or change which backend keys it trusts.
+LOCAL_ONLY_SECTIONS = ("vehicle", "keys", "state", "control", "ota")
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -144,15 +164,57 @@ def load_config(path: Path) -> AgentConfig:
 
 
 def parse_config(text: str, path: Path) -> AgentConfig:
+    return _from_document(_parse_toml(text, str(path)), _Builder(path, text))
+
+
+def merge_update(path: Path, update_text: str, version: int, label: str) -> AgentConfig:
+    """The local config file at `path` with a config update laid over it.
+
+    Tables merge key by key; arrays (`[[sources]]`, `[[sampling.signals]]`) and values replace.
+    Relative paths in the update are relative to the local file's folder. The update's own
+    `version`, if it has one, must be `version`. Errors name `label` and the update's lines.
+    """
+    try:
+        local_text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    local = _parse_toml(local_text, str(path))
+    update = _parse_toml(update_text, label)
+    for section in LOCAL_ONLY_SECTIONS:
+        if section in update:
+            raise ConfigError(f"{label}: [{section}] is local to the vehicle and cannot be set "
+                              "by an update")
+    if update.get("version", version) != version:
+        raise ConfigError(f"{label}: version = {update['version']!r} differs from the "
+                          f"update's version {version}")
+    merged = _merge(local, update)
+    merged["version"] = version
+    return _from_document(merged, _Builder(path.resolve(), update_text, label=label))
+
+
+def _parse_toml(text: str, label: str) -> dict[str, Any]:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        raise ConfigError(f"{label}: not valid TOML: {exc}") from exc
     if "path" in document:
-        raise ConfigError(f"{path}: unknown top-level key 'path'")
+        raise ConfigError(f"{label}: unknown top-level key 'path'")
+    return document
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merge(base[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _from_document(document: dict[str, Any], builder: _Builder) -> AgentConfig:
     document.setdefault("state", {"directory": "state"})
-    builder = _Builder(path, text)
-    config = builder.build(AgentConfig, {**document, "path": path.name}, "")
+    config = builder.build(AgentConfig, {**document, "path": builder.path.name}, "")
     _check_consistency(config, builder)
     return config
 
@@ -188,6 +250,10 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
         raise builder.error("spool", "max_mb", "must be a positive number of MB")
     if config.ring.memory_mb <= 0:
         raise builder.error("ring", "memory_mb", "must be a positive number of MB")
+    if config.ota.grace_period <= 0:
+        raise builder.error("ota", "grace_period", "must be a positive number of seconds")
+    if config.ota.max_bytes <= 0:
+        raise builder.error("ota", "max_bytes", "must be a positive number of bytes")
     if config.uplink.tls:
         for name in ("ca_cert", "cert", "key"):
             if getattr(config.uplink, name) is None:
@@ -198,14 +264,15 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
 class _Builder:
     """Turns TOML tables into the dataclasses above, checking keys and types."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, label: str | None = None) -> None:
         self.path = path
         self.base = path.parent
         self.lines = text.splitlines()
+        self.label = label or str(path)
 
     def error(self, section: str, key: str, message: str) -> ConfigError:
         line = self._line_of(section, key)
-        where = f"{self.path}:{line}" if line else str(self.path)
+        where = f"{self.label}:{line}" if line else self.label
         name = (f"[{section}] {key}" if section else f"[{key}]") if key else f"[{section}]"
         return ConfigError(f"{where}: {name}: {message}")
 

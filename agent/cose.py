@@ -23,6 +23,14 @@ HEADER_CONTENT_TYPE = 3
 HEADER_KID = 4
 
 
+class UnknownKeyError(WireFormatError):
+    """The envelope names a key id that is not in the keyring."""
+
+
+class BadSignatureError(WireFormatError):
+    """The signature does not verify with the key the envelope names."""
+
+
 @dataclass(frozen=True)
 class Verified:
     kid: bytes
@@ -68,11 +76,11 @@ def verify(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Verified:
         raise WireFormatError("no key id (kid) in the envelope")
     public_key = keys.get(kid)
     if public_key is None:
-        raise WireFormatError(f"unknown key id {kid.hex()}: no public key for this vehicle")
+        raise UnknownKeyError(f"unknown key id {kid.hex()}: no public key for this vehicle")
     try:
         public_key.verify(signature, _sig_structure(protected, payload))
     except InvalidSignature as exc:
-        raise WireFormatError(f"signature does not verify with key {kid.hex()}: the batch "
+        raise BadSignatureError(f"signature does not verify with key {kid.hex()}: the batch "
                               "was altered or signed by another key") from exc
     return Verified(kid=kid, content_type=str(headers.get(HEADER_CONTENT_TYPE, "")),
                     payload=payload)

@@ -2,29 +2,35 @@
 
 Each source runs in its own thread and hands every frame to its decoder's store; one lock
 serialises the stores and the sampler so that event time moves forward in one place.
+The config-dependent parts (a `Pipeline`) are rebuilt on a config change and swapped in
+while the ring, the spool and the MQTT connection stay (agent/config_updates.py decides when).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import can
 
 from agent import clock, status
 from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, SealedBatch
-from agent.config import AgentConfig, control_socket_path
+from agent.config import AgentConfig, SourceConfig, control_socket_path
+from agent.config_updates import ConfigUpdater
 from agent.control import Command, ControlServer
 from agent.cose import Signer
-from agent.dbc import combined_digest, load_dbc
+from agent.dbc import LoadedDbc, combined_digest, load_dbc
 from agent.decode import FrameStore
+from agent.errors import AgentError
 from agent.health import SourceHealth
+from agent.health_watch import HealthSnapshot, SourceCounters
 from agent.keys import load_private_key
-from agent.plan import build_plan
+from agent.plan import SamplingPlan, build_plan
 from agent.ring import Ring
 from agent.sampler import Sampler
 from agent.sources import Source, open_source
@@ -36,28 +42,60 @@ from agent.watchdog import Liveness
 log = logging.getLogger(__name__)
 
 SHUTDOWN_DELIVERY_TIMEOUT = 5.0
+RELOAD_TIMEOUT = 4.0
 
 
 @dataclass
-class Agent:
-    """A wired agent, ready to `start`. Built by `build_agent`; parts exposed for diagnostics."""
+class Pipeline:
+    """What depends on the config: rebuilt by `build_pipeline` on every config change."""
 
     config: AgentConfig
+    plan: SamplingPlan
     sources: list[Source]
     stores: dict[str, FrameStore]
     sampler: Sampler
     batcher: Batcher
-    spool: Spool
-    uplink: Uplink
-    ring: Ring
-    boot: bytes
-    lock: threading.Lock
-    threads: list[threading.Thread]
-    stop_event: threading.Event
-    liveness: Liveness
-    rates: FrameRates = field(default_factory=FrameRates)
-    started: float = field(default_factory=time.monotonic)
-    control: ControlServer | None = None
+
+
+class Agent:
+    """A wired agent, ready to `start`. Built by `build_agent`; parts exposed for diagnostics."""
+
+    def __init__(self, config: AgentConfig, ring: Ring, spool: Spool, signer: Signer) -> None:
+        self.ring = ring
+        self.spool = spool
+        self.signer = signer
+        self.boot = os.urandom(16)
+        self.lock = threading.Lock()
+        self.liveness = Liveness()
+        self.rates = FrameRates()
+        self.started = time.monotonic()
+        self.control: ControlServer | None = None
+        self.healths: dict[str, SourceHealth] = {}
+        self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self.updater = ConfigUpdater(self, config.path, config.state.directory)
+        self.uplink = self._make_uplink(config)
+        self.pipeline = build_pipeline(config, self, None)
+        ring.set_float_signals(_float_signals(self.pipeline))
+
+    @property
+    def config(self) -> AgentConfig:
+        return self.pipeline.config
+
+    @property
+    def sources(self) -> list[Source]:
+        return self.pipeline.sources
+
+    @property
+    def stores(self) -> dict[str, FrameStore]:
+        return self.pipeline.stores
+
+    @property
+    def sampler(self) -> Sampler:
+        return self.pipeline.sampler
+
+    @property
+    def batcher(self) -> Batcher:
+        return self.pipeline.batcher
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -66,36 +104,47 @@ class Agent:
                                      group=self.config.control.group)
         self.control.start()
         for source in self.sources:
-            thread = threading.Thread(target=self._run_source, args=(source,),
-                                      name=f"source-{source.name}", daemon=True)
-            self.threads.append(thread)
-            thread.start()
-        log.info("agent running: vehicle %s, boot %s, %d sources, %d signals",
-                 self.config.vehicle.id, self.boot.hex(), len(self.sources),
-                 len(self.batcher.dictionary))
+            self._start_source(source)
+        self.updater.start()
+        log.info("agent running: vehicle %s, boot %s, config version %d, %d sources, "
+                 "%d signals", self.config.vehicle.id, self.boot.hex(), self.config.version,
+                 len(self.sources), len(self.batcher.dictionary))
 
-    def _run_source(self, source: Source) -> None:
+    def _start_source(self, source: Source) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=self._run_source, args=(source, stop),
+                                  name=f"source-{source.name}", daemon=True)
+        self._running[source.name] = (thread, stop)
+        thread.start()
+
+    def _stop_source(self, name: str) -> None:
+        thread, stop = self._running.pop(name)
+        stop.set()
+        thread.join(timeout=5)
+        self.liveness.retire(f"source {name}")
+
+    def _run_source(self, source: Source, stop: threading.Event) -> None:
         name = f"source {source.name}"
         self.liveness.beat(name)
         try:
-            source.run(self._frame_handler(source, name), self._idle_handler(name),
-                       self.stop_event)
+            source.run(self._frame_handler(source.name, name), self._idle_handler(name), stop)
         except Exception:
             log.exception("source %s stopped unexpectedly", source.name)
             return
         if source.finished.is_set():
             self.liveness.retire(name)
 
-    def _frame_handler(self, source: Source, name: str) -> Callable[[can.Message], None]:
-        accept = self.stores[source.name].accept
-        advance = self.sampler.advance
+    def _frame_handler(self, source: str, name: str) -> Callable[[can.Message], None]:
         beat = self.liveness.beat
         lock = self.lock
 
         def on_frame(frame: can.Message) -> None:
             with lock:
-                advance(frame.timestamp)
-                accept(frame)
+                pipeline = self.pipeline  # swapped on a config change
+                store = pipeline.stores.get(source)
+                if store is not None:
+                    pipeline.sampler.advance(frame.timestamp)
+                    store.accept(frame)
             beat(name)
 
         return on_frame
@@ -103,7 +152,7 @@ class Agent:
     def _idle_handler(self, name: str) -> Callable[[float], None]:
         def on_idle(now: float) -> None:
             with self.lock:
-                self.sampler.advance(now)
+                self.pipeline.sampler.advance(now)
             self.liveness.beat(name)
 
         return on_idle
@@ -116,6 +165,7 @@ class Agent:
             "queue": Command(lambda args: self._queue(int(args.get("limit", 20)))),
             "flush": Command(lambda args: self.flush(), changes_state=True),
             "reconnect": Command(lambda args: self.uplink.reconnect(), changes_state=True),
+            "reload": Command(lambda args: self.reload(), changes_state=True),
         }
 
     def _queue(self, limit: int) -> dict[str, object]:
@@ -131,6 +181,84 @@ class Agent:
             sealed = self.sampler.seal_now()
         return "sealed the open window" if sealed else "nothing to seal yet"
 
+    def reload(self, timeout: float = RELOAD_TIMEOUT) -> str:
+        """Re-read the local config file (as SIGHUP does) and say how it went."""
+        outcome: queue.Queue[tuple[str | None, str]] = queue.Queue()
+        self.updater.reload_local(lambda error, message: outcome.put((error, message)))
+        try:
+            error, message = outcome.get(timeout=timeout)
+        except queue.Empty:
+            return "reload queued behind a config update under watch; see the log"
+        if error is not None:
+            raise AgentError(f"config rejected, still running version "
+                             f"{self.config.version}: {error}")
+        return message
+
+    # Config changes (called by agent/config_updates.py, one at a time)
+    def prepare(self, config: AgentConfig) -> Pipeline:
+        return build_pipeline(config, self, self.pipeline)
+
+    def switch(self, pipeline: Pipeline) -> None:
+        """Swap in `pipeline`: the open window is sealed with the old config first, so the
+        next batch is the first of the new one; sources whose config is unchanged go on."""
+        old = self.pipeline
+        for source in old.sources:
+            if source not in pipeline.sources:
+                self._stop_source(source.name)
+        with self.lock:
+            now_ms = old.sampler.now_ms
+            old.sampler.finish()
+            self.ring.set_float_signals(_float_signals(pipeline))
+            pipeline.batcher.take_over(old.batcher)
+            if now_ms is not None:
+                pipeline.sampler.resume_after(now_ms)
+            self.pipeline = pipeline
+        for source in pipeline.sources:
+            if source.name not in self._running:
+                self._start_source(source)
+        if pipeline.config.uplink != old.config.uplink:
+            previous, self.uplink = self.uplink, self._make_uplink(pipeline.config)
+            previous.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
+            self.uplink.start()
+        log.info("config version %d running: %d sources, %d signals", pipeline.config.version,
+                 len(pipeline.sources), len(pipeline.batcher.dictionary))
+
+    def health_snapshot(self) -> HealthSnapshot:
+        with self.lock:
+            samples = self.ring.written
+        return HealthSnapshot(
+            sources={s.name: SourceCounters(s.health.frames, s.health.reconnects)
+                     for s in self.sources},
+            samples=samples, uplink_connected=self.uplink.health.connected,
+            uplink_connects=self.uplink.health.connects)
+
+    def publish(self, leaf: str, payload: bytes) -> None:
+        self.uplink.publish(leaf, payload)
+
+    def _make_uplink(self, config: AgentConfig) -> Uplink:
+        return Uplink(config.uplink, config.vehicle.id, self.boot, self.spool,
+                      beat=lambda: self.liveness.beat("uplink"), on_config=self.updater.offer)
+
+    def health_counters(self) -> dict[str, int]:
+        counters = {f"{source.name}.{key}": value for source in self.sources
+                    for key, value in source.health.counters().items()}
+        counters.update({f"uplink.{key}": value
+                         for key, value in self.uplink.health.counters().items()})
+        spooled = self.spool.stats()
+        counters.update({"spool.depth": spooled.depth, "spool.bytes": spooled.bytes,
+                         "spool.evicted": spooled.evicted, "spool.not_kept": spooled.not_kept,
+                         "spool.moved_aside": spooled.moved_aside})
+        return counters
+
+    def on_window(self, batcher: Batcher) -> Callable[[int, int], None]:
+        def seal(t0_ms: int, t1_ms: int) -> None:
+            sealed = batcher.seal(t0_ms, t1_ms)
+            spooled = self.spool.put("telemetry", self.boot, sealed.seq, sealed.envelope)
+            _log_sealed(sealed, on_disk=spooled.id is not None)
+            self.uplink.submit(spooled)
+
+        return seal
+
     def update_rates(self) -> None:
         self.rates.update({source.name: source.health.frames for source in self.sources})
 
@@ -140,9 +268,11 @@ class Agent:
 
     def stop(self) -> None:
         """Seal the open window, deliver what can be delivered in a few seconds, stop."""
-        self.stop_event.set()
-        for thread in self.threads:
-            thread.join(timeout=5)
+        self.updater.stop()
+        for name in list(self._running):
+            self._running[name][1].set()
+        for name in list(self._running):
+            self._stop_source(name)
         with self.lock:
             self.sampler.finish()
         self.uplink.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
@@ -154,57 +284,58 @@ class Agent:
 
 
 def build_agent(config: AgentConfig) -> Agent:
-    loaded = {source.name: load_dbc(source.dbc) for source in config.sources}
-    plan = build_plan(config.sampling, {name: dbc.database for name, dbc in loaded.items()})
-    ring = Ring.for_memory(config.ring.memory_mb,
-                           frozenset(s.index for s in plan.signals if s.is_float))
-    signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
-    boot = os.urandom(16)
-
-    healths = {source.name: SourceHealth() for source in config.sources}
-    stores = {name: FrameStore(loaded[name].database, plan.for_source(name), healths[name])
-              for name in loaded}
-    sources = [open_source(source, stores[source.name].can_filters(), healths[source.name])
-               for source in config.sources]
     spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
-    liveness = Liveness()
-    uplink = Uplink(config.uplink, config.vehicle.id, boot, spool,
-                    beat=lambda: liveness.beat("uplink"))
+    signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
+    return Agent(config, Ring.for_memory(config.ring.memory_mb), spool, signer)
 
+
+def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc], SamplingPlan]:
+    """The DBCs and the sampling plan of `config` (raises AgentError when they do not build)."""
+    loaded = {source.name: load_dbc(source.dbc) for source in config.sources}
+    return loaded, build_plan(config.sampling, {name: dbc.database
+                                                for name, dbc in loaded.items()})
+
+
+def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None) -> Pipeline:
+    """Sources, stores, sampler and batcher for `config`. A source of `previous` whose config
+    and filters are unchanged is kept (a replay goes on playing, a bus stays open)."""
+    loaded, plan = load_plan(config)
+    sources = []
+    stores = {}
+    for source_config in config.sources:
+        name = source_config.name
+        health = agent.healths.setdefault(name, SourceHealth())
+        stores[name] = FrameStore(loaded[name].database, plan.for_source(name), health)
+        filters = stores[name].can_filters()
+        kept = _unchanged_source(previous, source_config, filters)
+        sources.append(kept or open_source(source_config, filters, health))
     replaying = any(source.type == "replay" for source in config.sources)
     identity = BatchIdentity(
         vehicle=config.vehicle.id,
-        boot=boot,
+        boot=agent.boot,
         config_version=config.version,
         dbc_digest=combined_digest([dbc.digest for dbc in loaded.values()]),
         clock=(lambda: clock.REPLAY) if replaying else clock.wall_clock_source,
     )
-
-    def health() -> dict[str, int]:
-        counters = {f"{name}.{key}": value for name, source_health in healths.items()
-                    for key, value in source_health.counters().items()}
-        counters.update({f"uplink.{key}": value
-                         for key, value in uplink.health.counters().items()})
-        spooled = spool.stats()
-        counters.update({"spool.depth": spooled.depth, "spool.bytes": spooled.bytes,
-                         "spool.evicted": spooled.evicted, "spool.not_kept": spooled.not_kept,
-                         "spool.moved_aside": spooled.moved_aside})
-        return counters
-
-    batcher = Batcher(plan, ring, identity, signer, health, zstd_level=config.batch.zstd_level,
+    batcher = Batcher(plan, agent.ring, identity, agent.signer, agent.health_counters,
+                      zstd_level=config.batch.zstd_level,
                       dictionary_every=config.batch.dictionary_every)
+    sampler = Sampler(plan, agent.ring, stores, round(config.batch.window * 1000),
+                      agent.on_window(batcher))
+    return Pipeline(config, plan, sources, stores, sampler, batcher)
 
-    def on_window(t0_ms: int, t1_ms: int) -> None:
-        sealed = batcher.seal(t0_ms, t1_ms)
-        spooled = spool.put("telemetry", boot, sealed.seq, sealed.envelope)
-        _log_sealed(sealed, on_disk=spooled.id is not None)
-        uplink.submit(spooled)
 
-    sampler = Sampler(plan, ring, stores, round(config.batch.window * 1000), on_window)
-    return Agent(config=config, sources=sources, stores=stores, sampler=sampler,
-                 batcher=batcher, spool=spool, uplink=uplink, ring=ring, boot=boot,
-                 lock=threading.Lock(), threads=[], stop_event=threading.Event(),
-                 liveness=liveness)
+def _unchanged_source(previous: Pipeline | None, config: SourceConfig,
+                      filters: list[dict[str, int | bool]]) -> Source | None:
+    if previous is None or config not in previous.config.sources:
+        return None
+    if config.type != "replay" and previous.stores[config.name].can_filters() != filters:
+        return None
+    return next(s for s in previous.sources if s.name == config.name)
+
+
+def _float_signals(pipeline: Pipeline) -> frozenset[int]:
+    return frozenset(s.index for s in pipeline.plan.signals if s.is_float)
 
 
 def _log_sealed(batch: SealedBatch, *, on_disk: bool) -> None:

@@ -106,6 +106,14 @@ class Sampler:
         self._seal(self.now_ms + 1)
         return True
 
+    def resume_after(self, now_ms: int) -> None:
+        """Carry on where another sampler `finish`ed at `now_ms` (a config reload): the next
+        ticks and the next window start after it, so no sample is labelled twice."""
+        self.now_ms = now_ms
+        self._next_tick = {period: (now_ms // period + 1) * period for period in self._last}
+        self._window_start = now_ms + 1
+        self._window_end = ((now_ms + 1) // self._window_ms + 1) * self._window_ms
+
     def finish(self) -> None:
         """Seal the open, partial window at the current event time (shutdown, end of replay)."""
         if self.now_ms is None:

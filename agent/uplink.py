@@ -8,6 +8,10 @@ held across a paho call. Order: batches go out as the spool orders them, at most
 drains in order at `drain_rate` batches/s while batches sealed since keep flowing at once.
 Batches in flight when the link drops are published again; the backend drops duplicates by
 (boot, seq).
+
+Besides batches: with `on_config`, the retained `{prefix}/{vehicle}/config` topic is subscribed
+on every connect and its documents handed over as they arrive (agent/config_updates.py), and
+`publish` sends small messages such as the config acks, keeping a few while offline.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from agent.spool import Spool, SpooledBatch
 log = logging.getLogger(__name__)
 
 WORKER_TICK = 0.5
+MAX_PENDING_MESSAGES = 100
 
 
 @dataclass
@@ -68,9 +73,13 @@ def backoff_delays(minimum: float, maximum: float, rng: random.Random) -> Any:
 
 class Uplink:
     def __init__(self, config: UplinkConfig, vehicle: str, boot: bytes, spool: Spool,
-                 beat: Callable[[], None] = lambda: None) -> None:
+                 beat: Callable[[], None] = lambda: None,
+                 on_config: Callable[[bytes], None] | None = None) -> None:
         self._config = config
         self._beat = beat
+        self._on_config = on_config
+        self._config_topic = topic(config.prefix, vehicle, "config")
+        self._messages: deque[tuple[str, bytes]] = deque(maxlen=MAX_PENDING_MESSAGES)
         self._vehicle = vehicle
         self._status = topic(config.prefix, vehicle, "status")
         self._boot = boot.hex()
@@ -118,6 +127,7 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def start(self) -> None:
@@ -127,6 +137,10 @@ class Uplink:
     def submit(self, batch: SpooledBatch) -> None:
         """Offer a batch that the spool has committed (or could not keep: id None)."""
         self._events.put(("batch", batch))
+
+    def publish(self, leaf: str, payload: bytes) -> None:
+        """Send a small message at QoS 1 (not spooled: kept in memory while offline)."""
+        self._events.put(("message", (self.topic_for(leaf), payload)))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what is pending for up to `timeout` s, say offline, disconnect."""
@@ -178,6 +192,13 @@ class Uplink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Properties | None) -> None:
         self._events.put(("refused" if reason.is_failure else "connected", reason))
+        if not reason.is_failure and self._on_config is not None:
+            client.subscribe(self._config_topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any,
+                    message: mqtt.MQTTMessage) -> None:
+        if self._on_config is not None and message.topic == self._config_topic:
+            self._on_config(bytes(message.payload))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:
@@ -220,6 +241,8 @@ class Uplink:
                     health.dropped += 1
                     log.warning("uplink: %d unspooled batches waiting; dropped batch %d",
                                 len(self._memory), dropped.seq)
+        elif kind == "message":
+            self._messages.append(value)
         elif kind == "acked":
             batch = self._inflight.pop(value, None)
             if batch is not None:
@@ -258,6 +281,11 @@ class Uplink:
             self._inflight.clear()
 
     def _pump(self) -> None:
+        while self.health.connected and self._messages:
+            leaf_topic, payload = self._messages[0]
+            if self._client.publish(leaf_topic, payload, qos=1).rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+            self._messages.popleft()
         while self.health.connected and len(self._inflight) < self._config.max_inflight:
             batch = self._memory.popleft() if self._memory else self._next_from_spool()
             if batch is None:

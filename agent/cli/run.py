@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from agent.config import load_config
-from agent.daemon import build_agent
+from agent.config_updates import startup_config
+from agent.daemon import build_agent, load_plan
 from agent.notify import Notifier
 from agent.watchdog import WatchdogFeeder
 
@@ -22,7 +22,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run", help="run the agent (the daemon)",
         description="Run the agent until SIGTERM/SIGINT: sample the configured sources and "
-                    "publish signed batches. On stop the open window is sealed and sent.")
+                    "publish signed batches. On stop the open window is sealed and sent. "
+                    "SIGHUP reloads the config file without a restart.")
     parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/config.toml"),
                         help="config file (default: %(default)s)")
     parser.add_argument("--exit-after-replay", action="store_true",
@@ -33,15 +34,20 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _do_run(args: argparse.Namespace) -> int:
-    agent = build_agent(load_config(args.config))
+    agent = build_agent(startup_config(args.config, check=load_plan))
     stop = threading.Event()
+    reload = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
         stop.set()
 
+    def request_reload(signum: int, frame: FrameType | None) -> None:
+        reload.set()  # a queue or a lock is not safe in a signal handler: the loop takes it
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     deadline = None if args.duration is None else time.monotonic() + args.duration
     notifier = Notifier()
     agent.start()
@@ -51,6 +57,10 @@ def _do_run(args: argparse.Namespace) -> int:
     next_rates = time.monotonic()
     while not stop.wait(0.2):
         watchdog.tick()
+        if reload.is_set():
+            reload.clear()
+            log.info("received SIGHUP: reloading %s", args.config)
+            agent.updater.reload_local()
         if time.monotonic() >= next_rates:
             agent.update_rates()
             next_rates += 1.0
@@ -62,3 +72,4 @@ def _do_run(args: argparse.Namespace) -> int:
     notifier.stopping()
     agent.stop()
     return 0
+
