@@ -118,8 +118,10 @@ class ConfigUpdater:
         self._thread.join(10)
 
     def offer(self, envelope: bytes) -> None:
-        """An update arrived (MQTT thread: only queue it)."""
-        self._queue.put(_Update(envelope))
+        """An update arrived (MQTT thread: only queue it). An empty message is the backend
+        clearing the retained update: nothing to apply."""
+        if envelope:
+            self._queue.put(_Update(envelope))
 
     def reload_local(self, reply: Reply = lambda error, message: None) -> None:
         """Reload the local config file; `reply` hears the outcome once it is running (the

@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from agent.cli import decode, diag, keys, run
+from agent.cli import config, decode, diag, keys, run
 from agent.errors import AgentError
 
-SUBCOMMANDS = (run, decode, keys, diag)
+SUBCOMMANDS = (run, config, decode, keys, diag)
 
 
 def build_parser() -> argparse.ArgumentParser:

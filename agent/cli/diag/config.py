@@ -25,7 +25,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", parents=[common_options()],
                                help="validate FILE exactly as the agent would, DBCs included")
     check.add_argument("file", type=Path)
-    check.set_defaults(func=_do_check)
+    check.set_defaults(func=do_check)
 
 
 def _do_show(args: argparse.Namespace) -> int:
@@ -41,7 +41,7 @@ def _do_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _do_check(args: argparse.Namespace) -> int:
+def do_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
     except AgentError as exc:
