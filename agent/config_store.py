@@ -116,10 +116,6 @@ class ConfigStore:
             atomic_remove(self._previous)
         atomic_remove(self._pending)
 
-    def forget_current(self) -> None:
-        """`current` cannot be used any more (e.g. its key is no longer trusted)."""
-        self.roll_back()
-
     def keep_only_dbc(self, names: set[str]) -> None:
         """Delete delivered DBC files that neither the current nor the previous update uses."""
         for path in self.dbc_directory.glob("*.dbc"):

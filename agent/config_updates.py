@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 Reply = Callable[[str | None, str], None]  # (error or None, message)
 
 
-class Pipeline(Protocol):
+class Prepared(Protocol):
+    """A pipeline built for a config, not yet running (agent/daemon.py's Pipeline)."""
+
     config: AgentConfig
 
 
@@ -51,9 +53,9 @@ class Reloadable(Protocol):
     @property
     def config(self) -> AgentConfig: ...
 
-    def prepare(self, config: AgentConfig) -> Pipeline: ...
+    def prepare(self, config: AgentConfig) -> Prepared: ...
 
-    def switch(self, pipeline: Pipeline) -> None: ...
+    def switch(self, pipeline: Prepared) -> None: ...
 
     def health_snapshot(self) -> HealthSnapshot: ...
 
@@ -150,6 +152,9 @@ class ConfigUpdater:
             return  # the retained update we run, delivered again on (re)connect
         self._last_offered = envelope
         running = self._agent.config
+        if not ota_active(running):
+            log.warning("config update received but [ota] is disabled or pins no key: ignored")
+            return
         try:
             accepted = check_update(envelope, self._trust(running),
                                     floor=max(self._store.highest(), running.version),
@@ -243,7 +248,7 @@ class ConfigUpdater:
             return local
 
     # Helpers
-    def _prepare(self, config: AgentConfig) -> Pipeline:
+    def _prepare(self, config: AgentConfig) -> Prepared:
         try:
             return self._agent.prepare(config)
         except AgentError as exc:

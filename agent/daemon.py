@@ -227,8 +227,10 @@ class Agent:
         with self.lock:
             samples = self.ring.written
         return HealthSnapshot(
-            sources={s.name: SourceCounters(s.health.frames, s.health.reconnects)
-                     for s in self.sources},
+            sources={s.name: SourceCounters(
+                s.health.frames, s.health.reconnects,
+                s.health.frames - s.health.ignored - s.health.error_frames)
+                for s in self.sources},
             samples=samples, uplink_connected=self.uplink.health.connected,
             uplink_connects=self.uplink.health.connects)
 
