@@ -109,7 +109,7 @@ class ConfigUpdater:
         self._stop = threading.Event()
         self._last_offered: bytes | None = None
         self._thread = threading.Thread(target=self._work, name="config-updates", daemon=True)
-        self.outcomes: list[dict[str, Any]] = []
+        self.last_outcome: dict[str, Any] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -276,7 +276,7 @@ class ConfigUpdater:
         document = {"version": version, "outcome": outcome, "reason": reason and str(reason),
                     "message": message, "running_version": self._agent.config.version,
                     "at": round(time.time(), 3)}
-        self.outcomes.append(document)
+        self.last_outcome = document
         self._agent.publish("config/ack", json.dumps(document).encode())
 
 

@@ -341,3 +341,40 @@ def test_sighup_and_the_control_socket_reload_the_local_file(tmp_path, mosquitto
         if agent.poll() is None:
             agent.kill()
         backend.close()
+
+
+def test_the_backend_tools_deliver_a_dbc_and_report_the_ack(tmp_path, mosquitto, dev_pki):
+    config = agent_config(tmp_path, mosquitto, dev_pki, grace=1.0)
+    replay = re.search(r'path = "(.*)"', config.read_text()).group(1)
+    office = tmp_path / "backend"
+    office.mkdir()
+    (office / "ev-2027.dbc").write_bytes(BUNDLED_DBC.read_bytes())
+    (office / "update.toml").write_text(
+        f'[[sources]]\nname = "can0"\ntype = "replay"\npath = "{replay}"\n'
+        f'dbc = ["ev-2027.dbc"]\nloop = true\n\n{NARROW}')
+    tls = dev_pki.client("backend")
+    tool = [sys.executable, "-m", "agent.ota_tools"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    signed = subprocess.run([*tool, "sign", str(office / "update.toml"), "--key",
+                             str(tmp_path / "backend.key"), "--version", "2", "--vehicle",
+                             VEHICLE, "--embed-dbc"], capture_output=True, text=True, env=env)
+    assert signed.returncode == 0, signed.stderr
+    log = tmp_path / "agent.log"
+    agent = spawn(config, log)
+    try:
+        assert wait_for(lambda: RUNNING.search(log.read_text()), 40)
+        published = subprocess.run(
+            [*tool, "publish", str(office / "update.cose"), "--vehicle", VEHICLE, "--host",
+             "127.0.0.1", "--port", str(mosquitto.port), "--ca-cert", str(tls.ca_cert),
+             "--cert", str(tls.cert), "--key", str(tls.key), "--wait-ack", "60"],
+            capture_output=True, text=True, env=env, timeout=90)
+        assert published.returncode == 0, published.stderr + log.read_text()[-2000:]
+        ack = json.loads(published.stdout.splitlines()[-1])
+        assert (ack["vehicle"], ack["version"], ack["outcome"]) == (VEHICLE, 2, "applied")
+        digest = hashlib.sha256(BUNDLED_DBC.read_bytes()).hexdigest()
+        assert (tmp_path / "state" / "ota" / "dbc" / f"{digest}.dbc").read_bytes() == \
+            BUNDLED_DBC.read_bytes()
+        stop(agent)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
