@@ -204,8 +204,7 @@ def with_dbc_files(config: AgentConfig, update: ConfigUpdate, local_config: Path
     if "sources" not in tomllib.loads(update.config_text):  # parsed by config_of already
         return config
     base = local_config.resolve().parent
-    named = {(base / name).resolve() if not Path(name).is_absolute() else Path(name): name
-             for name in update.dbc}
+    named = {(base / name).resolve(): name for name in update.dbc}
     sources = []
     for source in config.sources:
         paths = []
