@@ -145,6 +145,10 @@ class ControlUnavailable(Exception):
     """The daemon is not running, or its socket cannot be reached."""
 
 
+class ControlRefused(ControlUnavailable):
+    """The daemon answered, and said no (permission, bad request, the command failed)."""
+
+
 def request(path: Path, command: str, args: Mapping[str, Any] | None = None,
             timeout: float = 5.0) -> Any:
     """Client side: send one command, return its result or raise with the daemon's reason."""
@@ -176,5 +180,5 @@ def request(path: Path, command: str, args: Mapping[str, Any] | None = None,
     except ValueError as exc:
         raise ControlUnavailable(f"the agent sent an unreadable answer: {data[:200]!r}") from exc
     if not response.get("ok"):
-        raise ControlUnavailable(response.get("error", "the agent refused the request"))
+        raise ControlRefused(response.get("error", "the agent refused the request"))
     return response["result"]

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from agent.config import control_socket_path, load_config
-from agent.control import ControlUnavailable, request
+from agent.control import ControlRefused, ControlUnavailable, request
 from agent.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/edge-agent/config.toml")
@@ -56,6 +56,12 @@ def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[
     """Ask the daemon; print JSON or render for a person; say clearly when it is not running."""
     try:
         result = ask(args, command, **arguments)
+    except ControlRefused as exc:
+        if args.json:
+            print(json.dumps({"running": True, "error": str(exc)}))
+        else:
+            print(f"edge-agent: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
     except ControlUnavailable as exc:
         if args.json:
             print(json.dumps({"running": False, "error": str(exc)}))
