@@ -150,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Sign and publish vehicle config updates.")
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # tools/config-sign and tools/config-publish call these subcommands directly.
     sign = commands.add_parser(
-        "sign", help="sign a TOML config for a vehicle or a group",
+        "sign", prog="tools/config-sign",
+        help="sign a TOML config for a vehicle or a group",
         description="Sign a TOML config (laid over each vehicle's local config.toml) with a "
                     "backend key. DBC files its [[sources]] name are referenced by SHA-256, "
                     "or delivered inside the update with --embed-dbc.")
@@ -171,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--output", "-o", type=Path, help="default: CONFIG with suffix .cose")
     sign.set_defaults(func=_do_sign)
     publish = commands.add_parser(
-        "publish", help="publish a signed update retained to vehicles' config topics",
+        "publish", prog="tools/config-publish",
+        help="publish a signed update retained to vehicles' config topics",
         description="Publish retained at QoS 1 to {prefix}/{vehicle}/config for each "
                     "--vehicle; with --wait-ack, print each vehicle's ack as JSON and exit 0 "
                     "only if every one says applied.")
