@@ -71,6 +71,7 @@ class Batcher:
         self._dictionary = signal_dictionary(plan)
         self._dictionary_id = dictionary_id(self._dictionary)
         self._kinds = {s.index: _kind(s.is_float, s.mode) for s in plan.signals}
+        self._lookup = kind_lookup(self._kinds)
         self._cursor = ring.written
         self._lock = threading.Lock()
         self.next_seq = 0
@@ -121,7 +122,7 @@ class Batcher:
             dictionary=self._dictionary if include_dictionary else None,
             series=(),
         )
-        encoded, samples = encode_records(records, self._kinds, t0_ms)
+        encoded, samples = encode_records(records, self._kinds, t0_ms, self._lookup)
         payload = self._compressor.compress(encode_body(body, encoded))
         return SealedBatch(seq=seq, t0_ms=t0_ms, t1_ms=t1_ms, samples=samples,
                            envelope=self._signer.sign(payload))
@@ -161,16 +162,22 @@ def _kind(is_float: bool, mode: str) -> SeriesKind:
     return SeriesKind.FLOAT_LAST if is_float else SeriesKind.INT_LAST
 
 
-def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind],
-                   t0_ms: int) -> tuple[list[EncodedSeries], int]:
+def kind_lookup(kinds: Mapping[int, SeriesKind]) -> np.ndarray:
+    """Series kind by signal number (-1: not in the plan), for `encode_records`."""
+    lookup = np.full(65536, -1, dtype=np.int8)
+    lookup[list(kinds)] = [int(kind) for kind in kinds.values()]
+    return lookup
+
+
+def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: int,
+                   lookup: np.ndarray | None = None) -> tuple[list[EncodedSeries], int]:
     """Ring records → wire columns, one series per signal in signal order, vectorised.
 
     Records of one signal keep their ring order (a stable sort), which is time order. A stats
     sample is four records MIN, MAX, SUM, COUNT; a group the ring overwrote in part is skipped.
     """
-    lookup = np.full(65536, -1, dtype=np.int8)
-    for number, kind in kinds.items():
-        lookup[number] = int(kind)
+    if lookup is None:
+        lookup = kind_lookup(kinds)
     record_kinds = lookup[records.signal]
     known = record_kinds >= 0
     order = np.argsort(records.signal[known], kind="stable")
@@ -188,7 +195,10 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind],
         starts = np.flatnonzero(np.r_[True, last_signal[1:] != last_signal[:-1]])
         stops = [*starts[1:].tolist(), len(last_signal)]
         time_columns = encode_grouped_varints(last_times, starts)
-        value_columns = encode_grouped_varints(last_values, starts)
+        # Float series go out as IEEE bytes; their bit patterns (spanning all of int64) left
+        # in the varint pass would push every series onto the slow, unvectorised path.
+        float_records = lookup[last_signal] == SeriesKind.FLOAT_LAST
+        value_columns = encode_grouped_varints(np.where(float_records, 0, last_values), starts)
         numbers = last_signal[starts].tolist()
         floats = (lookup[last_signal[starts]] == SeriesKind.FLOAT_LAST).tolist()
         for number, is_float, a, b, time_column, value_column in zip(

@@ -65,6 +65,8 @@ class Sampler:
         self._next_tick: dict[int, int] = {}
         self._window_start = 0
         self._window_end = 0
+        # The earliest tick or window end still ahead: frames before it only move time on.
+        self._next_moment = 0
         self.now_ms: int | None = None
 
     @property
@@ -74,6 +76,12 @@ class Sampler:
     def advance(self, now: float) -> None:
         """Move event time to `now` (seconds), emitting every tick and window end passed."""
         now_ms = int(now * 1000)
+        last = self.now_ms
+        # The per-frame fast path: nothing falls due between the last frame and this one.
+        if last is not None and last < now_ms < self._next_moment \
+                and now_ms - last <= 2 * self._window_ms:
+            self.now_ms = now_ms
+            return
         if self.now_ms is None:
             self._start_at(now_ms)
         elif abs(now_ms - self.now_ms) > 2 * self._window_ms:
@@ -89,6 +97,7 @@ class Sampler:
             tick = min(next_tick.values())
             moment = min(tick, self._window_end)
             if moment > now_ms:
+                self._next_moment = moment
                 return
             due = [period for period, at in next_tick.items() if at == moment]
             for period in due:
@@ -110,6 +119,7 @@ class Sampler:
         """Carry on where another sampler `finish`ed at `now_ms` (a config reload): the next
         ticks and the next window start after it, so no sample is labelled twice."""
         self.now_ms = now_ms
+        self._next_moment = 0
         self._next_tick = {period: (now_ms // period + 1) * period for period in self._last}
         self._window_start = now_ms + 1
         self._window_end = ((now_ms + 1) // self._window_ms + 1) * self._window_ms
@@ -130,11 +140,13 @@ class Sampler:
         self._seal(self.now_ms + 1)
 
     def _start_at(self, now_ms: int) -> None:
+        self._next_moment = 0
         self._next_tick = {period: -(-now_ms // period) * period for period in self._last}
         self._window_start = now_ms // self._window_ms * self._window_ms
         self._window_end = self._window_start + self._window_ms
 
     def _seal(self, end_ms: int) -> None:
+        self._next_moment = 0
         start = self._window_start
         self._window_start = end_ms
         self._window_end = (end_ms // self._window_ms + 1) * self._window_ms
