@@ -69,7 +69,7 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class RingConfig:
-    memory_mb: float = 16.0
+    memory_mb: float = 4.0
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,15 @@ class LoadedDbc:
     paths: tuple[Path, ...]
 
 
+# Parsed databases by content digest: buses that share a DBC (and a config reload that keeps
+# it) share one cantools object instead of ~4 MB each. Nothing mutates a loaded database.
+_PARSED: dict[bytes, Database] = {}
+_PARSED_LIMIT = 8
+
+
 def load_dbc(paths: Sequence[Path]) -> LoadedDbc:
     """Load and merge DBC files; errors name the file and what cantools disliked."""
-    database = Database(strict=True)
+    contents = []
     sha = hashlib.sha256()
     for path in paths:
         try:
@@ -31,6 +37,20 @@ def load_dbc(paths: Sequence[Path]) -> LoadedDbc:
         except OSError as exc:
             raise DbcError(f"{path}: cannot read DBC file ({exc.strerror})") from exc
         sha.update(hashlib.sha256(content).digest())
+        contents.append((path, content))
+    digest = sha.digest()
+    database = _PARSED.get(digest)
+    if database is None:
+        database = _parse(contents)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[digest] = database
+    return LoadedDbc(database=database, digest=digest, paths=tuple(paths))
+
+
+def _parse(contents: Sequence[tuple[Path, bytes]]) -> Database:
+    database = Database(strict=True)
+    for path, content in contents:
         before = len(database.messages)
         try:
             database.add_dbc_string(content.decode("cp1252"))
@@ -38,7 +58,7 @@ def load_dbc(paths: Sequence[Path]) -> LoadedDbc:
             raise DbcError(f"{path}: cantools rejects this DBC: {exc}") from exc
         if len(database.messages) == before:
             raise DbcError(f"{path}: defines no CAN messages (BO_ lines); is it a DBC file?")
-    return LoadedDbc(database=database, digest=sha.digest(), paths=tuple(paths))
+    return database
 
 
 def combined_digest(digests: Sequence[bytes]) -> bytes:

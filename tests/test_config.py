@@ -38,7 +38,7 @@ def test_the_documented_default_config_loads():
 def test_defaults_and_relative_paths(tmp_path):
     config = parse_config(MINIMAL, tmp_path / "c.toml")
     assert config.sources[0].dbc == (tmp_path / "a.dbc",)
-    assert config.sampling.period == 1.0 and config.ring.memory_mb == 16.0
+    assert config.sampling.period == 1.0 and config.ring.memory_mb == 4.0
     assert config.version == 1
 
 
