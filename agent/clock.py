@@ -2,7 +2,11 @@
 
 A telematics unit often boots with no network and a drifting or unset RTC, so every batch says
 which clock stamped it: `ntp` (kernel clock synchronised), `rtc` (not synchronised: timestamps
-may be far off), `gps` (corrected from GPS time), or `replay` (time taken from a recorded log).
+may be far off), `gps` (not synchronised, but a recent GPS fix confirmed the system clock), or
+`replay` (time taken from a recorded log).
+
+A gpsd source reports the GPS time of each fix to `GPS_TIME`; the system clock is one per
+process, and so is the reference that vouches for it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -41,5 +47,43 @@ def kernel_clock_synchronised() -> bool | None:
     return state != _TIME_ERROR
 
 
+GPS_AGREEMENT = 1.0  # seconds: GPS and system time closer than this confirm the clock
+GPS_FRESH_FOR = 300.0  # seconds: how long one fix vouches for the (drifting) system clock
+
+
+class GpsTimeReference:
+    """The offset of the system clock from GPS time at the newest fix."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._observed: tuple[float, float] | None = None  # (monotonic, gps - system seconds)
+
+    def observe(self, gps_time: float, system_time: float) -> None:
+        with self._lock:
+            self._observed = (time.monotonic(), gps_time - system_time)
+
+    def offset(self) -> float | None:
+        """GPS minus system time in seconds, if a fix was seen in the last GPS_FRESH_FOR s."""
+        with self._lock:
+            observed = self._observed
+        if observed is None or time.monotonic() - observed[0] > GPS_FRESH_FOR:
+            return None
+        return observed[1]
+
+    def forget(self) -> None:
+        with self._lock:
+            self._observed = None
+
+
+GPS_TIME = GpsTimeReference()
+
+
 def wall_clock_source() -> str:
-    return NTP if kernel_clock_synchronised() else RTC
+    """`ntp` when the kernel says so; else `gps` when a recent fix agrees with the system
+    clock; else `rtc` (a fix that disagrees says the clock is wrong: see `gps_offset`)."""
+    if kernel_clock_synchronised():
+        return NTP
+    offset = GPS_TIME.offset()
+    if offset is not None and abs(offset) <= GPS_AGREEMENT:
+        return GPS
+    return RTC

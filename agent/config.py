@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.sensor_protocols import PROTOCOLS
 
 SAMPLING_MODES = ("last", "stats")
+VALUE_SOURCE_TYPES = ("gpsd", "serial")  # sources described by a catalogue, not a DBC
+GPSD_PORT = 2947
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class VehicleConfig:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One data source. `type` is `replay` or the name of a python-can interface."""
+    """One data source. `type` is `replay`, `gpsd`, `serial` (sensor lines, docs/sensors.md)
+    or the name of a python-can interface."""
 
     name: str
     type: str
@@ -48,6 +52,16 @@ class SourceConfig:
     speed: float = 1.0
     loop: bool = False
     rebase: bool = True
+    # gpsd (host, port) and serial sensors (port, baudrate, protocol)
+    host: str = "127.0.0.1"
+    port: int | str | None = None
+    baudrate: int = 9600
+    protocol: str = "nmea"
+    stale_after: float = 10.0
+
+    @property
+    def gpsd_port(self) -> int:
+        return self.port if isinstance(self.port, int) else GPSD_PORT
 
 
 @dataclass(frozen=True)
@@ -228,6 +242,9 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
         raise builder.error("sources", "name", f"source names must be unique: {duplicates}")
     for source in config.sources:
         where = f"sources.{source.name}"
+        if source.type in VALUE_SOURCE_TYPES:
+            _check_value_source(source, builder, where)
+            continue
         if not source.dbc:
             raise builder.error(where, "dbc", "list the DBC file(s) that describe this bus")
         if source.type == "replay" and source.path is None:
@@ -259,6 +276,25 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
             if getattr(config.uplink, name) is None:
                 raise builder.error("uplink", name, "TLS needs ca_cert, cert and key (or set "
                                     "tls = false explicitly to publish in plaintext)")
+
+
+def _check_value_source(source: SourceConfig, builder: _Builder, where: str) -> None:
+    if source.dbc:
+        raise builder.error(where, "dbc", f"a {source.type} source has no DBC: its signals "
+                            "are listed in docs/sensors.md")
+    if source.stale_after <= 0:
+        raise builder.error(where, "stale_after", "must be a positive number of seconds")
+    if source.type == "gpsd" and not (source.port is None or (isinstance(source.port, int)
+                                      and 0 < source.port < 65536)):
+        raise builder.error(where, "port", "gpsd's TCP port, an integer (default 2947)")
+    if source.type == "serial":
+        if not isinstance(source.port, str) or not source.port:
+            raise builder.error(where, "port", "the serial device, e.g. \"/dev/ttyUSB0\"")
+        if source.baudrate <= 0:
+            raise builder.error(where, "baudrate", "must be a positive number")
+        if source.protocol not in PROTOCOLS:
+            raise builder.error(where, "protocol", f"unknown protocol {source.protocol!r}; "
+                                f"known: {', '.join(sorted(PROTOCOLS))}")
 
 
 class _Builder:
@@ -315,7 +351,8 @@ class _Builder:
         origin = typing.get_origin(hint)
         if origin in (types.UnionType, typing.Union):
             options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-            return self._convert(options[0], value, section, key)
+            matching = [option for option in options if _matches(option, value)]
+            return self._convert((matching or options)[0], value, section, key)
         if origin is tuple:
             item = typing.get_args(hint)[0]
             if not isinstance(value, list):
@@ -344,6 +381,12 @@ class _Builder:
     def _build_item(self, cls: type, entry: Any, where: str, index: int) -> Any:
         label = entry.get("name", index) if isinstance(entry, dict) else index
         return self.build(cls, entry, f"{where}.{label}")
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    """Whether `value` is of the plain type `hint` (picks the member of a union to convert to)."""
+    return isinstance(hint, type) and isinstance(value, hint) and not (
+        isinstance(value, bool) and hint is not bool)
 
 
 def _describe(value: Any) -> str:

@@ -33,10 +33,11 @@ from agent.keys import load_private_key
 from agent.plan import SamplingPlan, build_plan
 from agent.ring import Ring
 from agent.sampler import Sampler
-from agent.sources import Source, open_source
+from agent.sources import Source, catalogue_for, is_value_source, open_source
 from agent.spool import Spool
 from agent.status import FrameRates
 from agent.uplink import Uplink
+from agent.values import Reading, ValueStore
 from agent.watchdog import Liveness
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class Pipeline:
     config: AgentConfig
     plan: SamplingPlan
     sources: list[Source]
-    stores: dict[str, FrameStore]
+    stores: dict[str, FrameStore | ValueStore]
     sampler: Sampler
     batcher: Batcher
 
@@ -86,7 +87,7 @@ class Agent:
         return self.pipeline.sources
 
     @property
-    def stores(self) -> dict[str, FrameStore]:
+    def stores(self) -> dict[str, FrameStore | ValueStore]:
         return self.pipeline.stores
 
     @property
@@ -134,11 +135,11 @@ class Agent:
         if source.finished.is_set():
             self.liveness.retire(name)
 
-    def _frame_handler(self, source: str, name: str) -> Callable[[can.Message], None]:
+    def _frame_handler(self, source: str, name: str) -> Callable[[can.Message | Reading], None]:
         beat = self.liveness.beat
         lock = self.lock
 
-        def on_frame(frame: can.Message) -> None:
+        def on_frame(frame: can.Message | Reading) -> None:
             with lock:
                 pipeline = self.pipeline  # swapped on a config change
                 store = pipeline.stores.get(source)
@@ -293,9 +294,11 @@ def build_agent(config: AgentConfig) -> Agent:
 
 def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc], SamplingPlan]:
     """The DBCs and the sampling plan of `config` (raises AgentError when they do not build)."""
-    loaded = {source.name: load_dbc(source.dbc) for source in config.sources}
-    return loaded, build_plan(config.sampling, {name: dbc.database
-                                                for name, dbc in loaded.items()})
+    loaded = {source.name: load_dbc(source.dbc) for source in config.sources
+              if not is_value_source(source)}
+    return loaded, build_plan(config.sampling, {
+        source.name: loaded[source.name].database if source.name in loaded
+        else catalogue_for(source) for source in config.sources})
 
 
 def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None) -> Pipeline:
@@ -307,7 +310,8 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
     for source_config in config.sources:
         name = source_config.name
         health = agent.healths.setdefault(name, SourceHealth())
-        stores[name] = FrameStore(loaded[name].database, plan.for_source(name), health)
+        stores[name] = (ValueStore(plan.for_source(name), health) if name not in loaded
+                        else FrameStore(loaded[name].database, plan.for_source(name), health))
         filters = stores[name].can_filters()
         kept = _unchanged_source(previous, source_config, filters)
         sources.append(kept or open_source(source_config, filters, health))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
 class SourceHealth:
-    """Counters of one source; only its own thread writes them."""
+    """Counters of one source; only its own thread writes them.
+
+    `rejected` counts input that a non-CAN source dropped, by reason (bad checksum, out of
+    range, ...); `state` holds the gauges a source reports about itself (gpsd `fix_mode`,
+    `connected`, `stale`). Both are flattened into the counters as `rejected.<reason>` and
+    `<gauge>`, so a CAN source reports exactly what it did before.
+    """
 
     frames: int = 0
     ignored: int = 0
@@ -16,6 +22,17 @@ class SourceHealth:
     decode_errors: int = 0
     reconnects: int = 0
     last_frame_time: float = 0.0
+    rejected: dict[str, int] = field(default_factory=dict)
+    state: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def counters(self) -> dict[str, int]:
-        return {name: value for name, value in asdict(self).items() if isinstance(value, int)}
+        counters = {f.name: getattr(self, f.name) for f in fields(self)
+                    if f.type == "int"}
+        # dict() copies in one step under the GIL while the source thread may add keys.
+        counters.update({f"rejected.{reason}": count
+                         for reason, count in dict(self.rejected).items()})
+        counters.update(dict(self.state))
+        return counters

@@ -9,16 +9,19 @@ from collections.abc import Callable
 import can
 
 from agent.health import SourceHealth
+from agent.values import Reading
 
-OnFrame = Callable[[can.Message], None]
+OnFrame = Callable[[can.Message | Reading], None]
 OnIdle = Callable[[float], None]
 
 
 class Source(ABC):
     """A producer of timestamped frames, run in its own thread until `stop` is set.
 
-    `on_frame` gets every frame; `on_idle` gets the source's notion of "now" (seconds since the
-    epoch) when nothing arrived for a while, so that sampling continues on a quiet bus.
+    `on_frame` gets every frame (a `Reading` from gpsd and serial sensors, whose signals are
+    declared by a catalogue instead of a DBC); `on_idle` gets the source's notion of "now"
+    (seconds since the epoch) when nothing arrived for a while, so that sampling continues on
+    a quiet bus.
     """
 
     def __init__(self, name: str, health: SourceHealth) -> None:

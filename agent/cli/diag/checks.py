@@ -23,6 +23,7 @@ from agent.dbc import load_dbc
 from agent.errors import AgentError
 from agent.keys import load_private_key
 from agent.plan import build_plan
+from agent.sources import catalogue_for, is_value_source
 
 CERT_WARN_DAYS = 30
 MIN_FREE_BYTES = 50 * 2**20
@@ -56,6 +57,9 @@ def dbc_checks(config: AgentConfig) -> list[Check]:
     checks = []
     databases = {}
     for source in config.sources:
+        if is_value_source(source):
+            databases[source.name] = catalogue_for(source)
+            continue
         try:
             loaded = load_dbc(source.dbc)
         except AgentError as exc:

@@ -1,0 +1,120 @@
+"""GPS from gpsd over its JSON socket protocol (the plain protocol, so nothing between us and
+gpsd can hide a reconnect or a malformed report).
+
+gpsd may be missing at start, restart, or lose its receiver (USB unplugged: it keeps the
+socket open but reports no fix). The connection is retried with back-off, each attempt counted
+in `health.reconnects`; gauges `connected`, `fix_mode` and `stale` tell the state, and every
+dropped report is counted by reason. The GPS time of each fix goes to clock.GPS_TIME.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from agent import clock
+from agent.gpsd_json import MAX_REPORT, POSITION, GpsUpdate, parse_report
+from agent.health import SourceHealth
+from agent.sensor_protocols import Rejected
+from agent.sources.base import OnFrame, OnIdle, Source
+from agent.sources.link import Backoff, Staleness
+from agent.values import Reading
+
+log = logging.getLogger(__name__)
+
+WATCH = b'?WATCH={"enable":true,"json":true};\n'
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 0.25
+
+
+class GpsdSource(Source):
+    def __init__(self, name: str, health: SourceHealth, host: str, port: int,
+                 stale_after: float) -> None:
+        super().__init__(name, health)
+        self.host = host
+        self.port = port
+        self._stale_after = stale_after
+
+    def run(self, on_frame: OnFrame, on_idle: OnIdle, stop: threading.Event) -> None:
+        backoff = Backoff()
+        staleness = Staleness(self.health, self._stale_after)
+        state = self.health.state
+        state.update(connected=0, fix_mode=0)
+        logged_outage = False
+        while not stop.is_set():
+            try:
+                connection = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
+            except OSError as exc:
+                if not logged_outage:
+                    log.error("%s: cannot reach gpsd at %s:%d: %s; retrying with back-off",
+                              self.name, self.host, self.port, exc)
+                    logged_outage = True
+                self.health.reconnects += 1
+                staleness.check()
+                backoff.wait(on_idle, stop)
+                continue
+            log.info("%s: connected to gpsd at %s:%d", self.name, self.host, self.port)
+            logged_outage = False
+            state["connected"] = 1
+            try:
+                connection.settimeout(READ_TIMEOUT)
+                connection.sendall(WATCH)
+                self._receive(connection, staleness, on_frame, on_idle, stop, backoff)
+            except OSError as exc:
+                log.error("%s: gpsd connection failed: %s; reconnecting", self.name, exc)
+            finally:
+                connection.close()
+                state.update(connected=0, fix_mode=0)
+            if not stop.is_set():
+                self.health.reconnects += 1
+                self._withdraw_position(on_frame)
+                backoff.wait(on_idle, stop)
+
+    def _receive(self, connection: socket.socket, staleness: Staleness, on_frame: OnFrame,
+                 on_idle: OnIdle, stop: threading.Event, backoff: Backoff) -> None:
+        buffer = bytearray()
+        while not stop.is_set():
+            try:
+                data = connection.recv(65536)
+            except TimeoutError:
+                staleness.check()
+                on_idle(time.time())
+                continue
+            if not data:
+                log.warning("%s: gpsd closed the connection", self.name)
+                return
+            buffer += data
+            *lines, rest = buffer.split(b"\n")
+            buffer = bytearray(rest)
+            if len(buffer) > MAX_REPORT:
+                self.health.reject("too_long")
+                buffer.clear()
+            now = time.time()
+            for line in lines:
+                if line.strip():
+                    self._handle(parse_report(line), now, staleness, on_frame, backoff)
+            staleness.check()
+
+    def _handle(self, parsed: GpsUpdate | Rejected | None, now: float, staleness: Staleness,
+                on_frame: OnFrame, backoff: Backoff) -> None:
+        if parsed is None:
+            return
+        if isinstance(parsed, Rejected):
+            self.health.reject(parsed.reason)
+            return
+        backoff.reset()  # gpsd is talking sense: a later outage starts with short waits
+        if parsed.fix_mode is not None:
+            self.health.state["fix_mode"] = parsed.fix_mode
+        if parsed.fix_mode is not None and parsed.fix_mode >= 2:
+            staleness.fresh()
+        if parsed.gps_time is not None:
+            clock.GPS_TIME.observe(parsed.gps_time, now)
+        for quantity, value in parsed.values:
+            on_frame(Reading(now, quantity, value))
+
+    def _withdraw_position(self, on_frame: OnFrame) -> None:
+        now = time.time()
+        for quantity in POSITION:
+            on_frame(Reading(now, quantity, None))
