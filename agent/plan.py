@@ -4,8 +4,7 @@ Rules in config select signals by glob over `<source>.<Message>.<Signal>` (CAN s
 their DBC) or `<source>.<quantity>` (gpsd and serial sources, from their catalogue); the last
 rule that matches a signal decides its period and mode, and `exclude = true` drops it. With no
 rules at all every signal of every source is sampled at the default period. Multiplexer
-selector signals are
-structure, not data, and are never sampled.
+selector signals are structure, not data, and are never sampled.
 """
 
 from __future__ import annotations

@@ -30,3 +30,15 @@ def require_mosquitto() -> str:
     if found is None:
         _missing("mosquitto", "apt-get install mosquitto")
     return found
+
+
+def wait_until(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll `condition` until it is true or `timeout` seconds pass; return its last verdict."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
