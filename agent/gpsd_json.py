@@ -72,15 +72,14 @@ def _tpv(report: dict[str, object]) -> GpsUpdate | Rejected:
     mode = report.get("mode", 0)
     if isinstance(mode, bool) or not isinstance(mode, int) or mode not in FIX_NAMES:
         return Rejected("malformed")
-    if mode < 2:
+    if mode < 2 or _number(report, "lat") is None or _number(report, "lon") is None:
+        # gpsd leaves out what it does not know (a first 2D report may have no position yet)
         return GpsUpdate((("mode", mode), *((name, None) for name in POSITION)), fix_mode=mode)
     altitude = "altMSL" if "altMSL" in report else "alt"
     values: dict[str, float | None] = {
         "lat": _number(report, "lat"), "lon": _number(report, "lon"),
         "alt": _number(report, altitude) if mode == 3 else None,
         "speed": _number(report, "speed"), "track": _number(report, "track")}
-    if values["lat"] is None or values["lon"] is None:
-        return Rejected("malformed")
     for name, value in values.items():
         if value is not None and not (math.isfinite(value)
                                       and _LIMITS[name][0] <= value <= _LIMITS[name][1]):

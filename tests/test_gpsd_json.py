@@ -58,7 +58,8 @@ def test_other_reports_carry_nothing_and_bad_ones_are_rejected_by_reason():
         Rejected("out_of_range")
     assert parse_report(b'{"class":"TPV","mode":3,"lat":NaN,"lon":1}') == \
         Rejected("out_of_range")
-    assert parse_report(b'{"class":"TPV","mode":2,"lat":1}') == Rejected("malformed")
+    assert parse_report(b'{"class":"TPV","mode":2,"lat":1}') == GpsUpdate(
+        (("mode", 2), *((name, None) for name in POSITION)), fix_mode=2)  # no position yet
     assert parse_report(b"[" * 100_000) == Rejected("too_long")
     assert parse_report(b"[" * 10_000) == Rejected("bad_json")  # too deep for json
 

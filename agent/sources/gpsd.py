@@ -15,7 +15,7 @@ import threading
 import time
 
 from agent import clock
-from agent.gpsd_json import MAX_REPORT, POSITION, GpsUpdate, parse_report
+from agent.gpsd_json import MAX_REPORT, POSITION, parse_report
 from agent.health import SourceHealth
 from agent.sensor_protocols import Rejected
 from agent.sources.base import OnFrame, OnIdle, Source
@@ -94,14 +94,18 @@ class GpsdSource(Source):
             now = time.time()
             for line in lines:
                 if line.strip():
-                    self._handle(parse_report(line), now, staleness, on_frame, backoff)
+                    self._handle(line, now, staleness, on_frame, backoff)
             staleness.check()
 
-    def _handle(self, parsed: GpsUpdate | Rejected | None, now: float, staleness: Staleness,
-                on_frame: OnFrame, backoff: Backoff) -> None:
+    def _handle(self, line: bytes, now: float, staleness: Staleness, on_frame: OnFrame,
+                backoff: Backoff) -> None:
+        parsed = parse_report(line)
         if parsed is None:
             return
         if isinstance(parsed, Rejected):
+            if parsed.reason not in self.health.rejected:
+                log.warning("%s: dropped a gpsd report (%s): %.200r (further ones are counted, "
+                            "not logged)", self.name, parsed.reason, line)
             self.health.reject(parsed.reason)
             return
         backoff.reset()  # gpsd is talking sense: a later outage starts with short waits
