@@ -283,7 +283,8 @@ def _check_value_source(source: SourceConfig, builder: _Builder, where: str) -> 
         raise builder.error(where, "dbc", f"a {source.type} source has no DBC: its signals "
                             "are listed in docs/sensors.md")
     if source.stale_after <= 0:
-        raise builder.error(where, "stale_after", "must be a positive number of seconds")
+        raise builder.error(where, "stale_after", "must be positive (seconds without data "
+                            "before the source is reported stale)")
     if source.type == "gpsd" and not (source.port is None or (isinstance(source.port, int)
                                       and 0 < source.port < 65536)):
         raise builder.error(where, "port", "gpsd's TCP port, an integer (default 2947)")

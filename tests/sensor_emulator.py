@@ -15,9 +15,12 @@ and unplugs and exits at the end of its input.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tty
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class PtySensor:
@@ -46,6 +49,42 @@ class PtySensor:
         view = memoryview(data)
         while view:
             view = view[os.write(self.master, view):]
+
+
+class Emulator:
+    """The emulator process, from the test's side: one method per command."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.sensor_emulator", str(link)], cwd=REPO,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._answer()
+
+    def _answer(self) -> None:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.strip() == "ok", f"emulator said {line!r}"
+
+    def command(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+        self._answer()
+
+    def send(self, data: bytes) -> None:
+        self.command(f"send {data.hex()}")
+
+    def unplug(self) -> None:
+        self.command("unplug")
+
+    def plug(self) -> None:
+        self.command("plug")
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # end of commands: the emulator unplugs and exits
+        assert self.process.wait(timeout=10) == 0
 
 
 def main() -> None:

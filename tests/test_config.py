@@ -67,3 +67,45 @@ def test_sampling_rules_are_checked(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "nope.toml")
+
+
+VALUE_SOURCES = MINIMAL + """
+[[sources]]
+name = "gps"
+type = "gpsd"
+
+[[sources]]
+name = "tpms"
+type = "serial"
+port = "/dev/ttyTPMS"
+baudrate = 19200
+protocol = "tpms-binary"
+stale_after = 30
+"""
+
+
+def test_gpsd_and_serial_sources_need_no_dbc(tmp_path):
+    config = parse_config(VALUE_SOURCES, tmp_path / "c.toml")
+    gps, tpms = config.sources[1:]
+    assert (gps.type, gps.host, gps.port, gps.gpsd_port, gps.dbc) == (
+        "gpsd", "127.0.0.1", None, 2947, ())
+    assert (tpms.port, tpms.baudrate, tpms.protocol, tpms.stale_after) == (
+        "/dev/ttyTPMS", 19200, "tpms-binary", 30.0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (('protocol = "tpms-binary"', 'protocol = "modbus"'),
+     r"c.toml:\d+: \[sources.tpms\] protocol: unknown protocol 'modbus'; known: nmea, "
+     r"tpms-binary"),
+    (('port = "/dev/ttyTPMS"', ""), r"\[sources.tpms\] port: the serial device"),
+    (('port = "/dev/ttyTPMS"', "port = 5"), r"\[sources.tpms\] port: the serial device"),
+    (('type = "gpsd"', 'type = "gpsd"\nport = "x"'), r"\[sources.gps\] port: gpsd's TCP port"),
+    (('type = "gpsd"', 'type = "gpsd"\nport = 70000'), r"\[sources.gps\] port: gpsd's TCP port"),
+    (('type = "gpsd"', 'type = "gpsd"\ndbc = ["a.dbc"]'), r"\[sources.gps\] dbc: a gpsd source "
+     r"has no DBC"),
+    (("stale_after = 30", "stale_after = 0"), r"\[sources.tpms\] stale_after: must be positive"),
+    (("baudrate = 19200", "baudrate = true"), r"\[sources.tpms\] baudrate: must be a number"),
+])
+def test_value_source_mistakes_are_named(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(VALUE_SOURCES.replace(*change), tmp_path / "c.toml")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,46 +9,9 @@ import pytest
 from agent.health import SourceHealth
 from agent.sensor_protocols import PROTOCOLS, encode_tpms_frame, nmea_sentence
 from agent.sources.serial_sensors import SerialSensorSource
+from tests.sensor_emulator import Emulator
 from tests.source_harness import RunningSource
 from tests.support import wait_until
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-class Emulator:
-    """The sensor emulator process (tests/sensor_emulator.py) behind a symlinked pty."""
-
-    def __init__(self, link: Path) -> None:
-        self.link = link
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.sensor_emulator", str(link)], cwd=REPO,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._answer()
-
-    def _answer(self) -> None:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.strip() == "ok", f"emulator said {line!r}"
-
-    def command(self, text: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(text + "\n")
-        self.process.stdin.flush()
-        self._answer()
-
-    def send(self, data: bytes) -> None:
-        self.command(f"send {data.hex()}")
-
-    def unplug(self) -> None:
-        self.command("unplug")
-
-    def plug(self) -> None:
-        self.command("plug")
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()  # end of commands: the emulator unplugs and exits
-        assert self.process.wait(timeout=10) == 0
 
 
 @pytest.fixture

@@ -109,10 +109,10 @@ class GpsdSource(Source):
             self.health.reject(parsed.reason)
             return
         backoff.reset()  # gpsd is talking sense: a later outage starts with short waits
-        if parsed.fix_mode is not None:
-            self.health.state["fix_mode"] = parsed.fix_mode
         if parsed.fix_mode is not None and parsed.fix_mode >= 2:
             staleness.fresh()
+        if parsed.fix_mode is not None:
+            self.health.state["fix_mode"] = parsed.fix_mode
         if parsed.gps_time is not None:
             clock.GPS_TIME.observe(parsed.gps_time, now)
         for quantity, value in parsed.values:
