@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import can
 
-from agent import clock, status
+from agent import clock, sensor_status, status
 from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, SealedBatch
 from agent.config import AgentConfig, SourceConfig, control_socket_path
 from agent.config_updates import ConfigUpdater
@@ -163,6 +163,8 @@ class Agent:
             "status": Command(lambda args: status.status(self)),
             "buses": Command(lambda args: status.buses(self, int(args.get("top", 10)))),
             "signals": Command(lambda args: status.signal_values(self, args.get("glob", "*"))),
+            "gps": Command(lambda args: sensor_status.gps(self)),
+            "sensors": Command(lambda args: sensor_status.sensors(self)),
             "queue": Command(lambda args: self._queue(int(args.get("limit", 20)))),
             "flush": Command(lambda args: self.flush(), changes_state=True),
             "reconnect": Command(lambda args: self.uplink.reconnect(), changes_state=True),

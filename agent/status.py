@@ -12,6 +12,8 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from agent import clock
+from agent.config import VALUE_SOURCE_TYPES
+from agent.sensor_status import location, value_source_warnings
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -76,7 +78,8 @@ def _source_status(agent: Agent, name: str, now: float) -> dict[str, Any]:
     health = source.health
     config = next(c for c in agent.config.sources if c.name == name)
     age = None if not health.last_frame_time else round(now - health.last_frame_time, 1)
-    return {"name": name, "type": config.type, "channel": config.channel or str(config.path),
+    return {"name": name, "type": config.type,
+            "channel": config.channel or (str(config.path) if config.path else location(config)),
             "frames_per_s": round(agent.rates.rates.get(name, 0.0), 1),
             **health.counters(), "last_frame_age_s": age,
             "finished": source.finished.is_set()}
@@ -88,6 +91,9 @@ def warnings(document: Mapping[str, Any]) -> list[str]:
     for source in document["sources"]:
         age = source["last_frame_age_s"]
         if source["finished"]:
+            continue
+        if source["type"] in VALUE_SOURCE_TYPES:
+            found += value_source_warnings(source)
             continue
         if age is None:
             found.append(f"bus {source['name']} ({source['channel']}): no frame received yet")

@@ -9,15 +9,18 @@ from agent.cli.diag import (
     bundle,
     buses,
     config,
+    gps,
     live,
     queue,
     selftest,
+    sensors,
     signals,
     status,
     uplink,
 )
 
-SUBCOMMANDS = (status, buses, signals, live, queue, uplink, config, selftest, bundle, actions)
+SUBCOMMANDS = (status, buses, signals, gps, sensors, live, queue, uplink, config, selftest,
+               bundle, actions)
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
