@@ -79,11 +79,15 @@ GPS_TIME = GpsTimeReference()
 
 
 def wall_clock_source() -> str:
+    return choose_clock(kernel_clock_synchronised(), GPS_TIME.offset())
+
+
+def choose_clock(synchronised: bool | None, gps_offset: float | None) -> str:
     """`ntp` when the kernel says so; else `gps` when a recent fix agrees with the system
-    clock; else `rtc` (a fix that disagrees says the clock is wrong: see `gps_offset`)."""
-    if kernel_clock_synchronised():
+    clock; else `rtc` (a fix that disagrees says the clock is wrong: `diag gps` shows by
+    how much)."""
+    if synchronised:
         return NTP
-    offset = GPS_TIME.offset()
-    if offset is not None and abs(offset) <= GPS_AGREEMENT:
+    if gps_offset is not None and abs(gps_offset) <= GPS_AGREEMENT:
         return GPS
     return RTC

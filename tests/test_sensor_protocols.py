@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from agent.errors import ConfigError
@@ -138,6 +138,9 @@ def test_any_binary_frame_is_measured_or_rejected_and_truncation_loses_only_itse
     payload = bytes([wheel]) + pressure.to_bytes(2, "big") + bytes([temperature, battery, flags])
     frame = b"\x55\xaa" + payload + crc16_ccitt(payload).to_bytes(2, "big")
     follower = encode_tpms_frame("FR", 200.0, 20, 3.0)
+    # A frame missing only its last byte, when that byte was 0x55, is completed by the
+    # follower's first sync byte into a valid frame: no fixed-frame protocol can tell.
+    assume(not (cut == 9 and frame[9] == 0x55))
     decoded = TpmsBinaryFrames().feed(noise + frame[:cut] + follower)
     _check_decoded(decoded, TpmsBinaryFrames.catalogue)
     assert measurements(decoded)[-3:] == [("FR.pressure", 200.0), ("FR.temperature", 20),

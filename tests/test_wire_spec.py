@@ -532,5 +532,6 @@ def test_topics_status_payload_and_health_names_match_the_doc():
     stand_in = types.SimpleNamespace(_boot=bytes(range(16)).hex())
     online = Uplink._status_payload(stand_in, "online")  # type: ignore[arg-type]
     assert online.decode() in text
-    assert set(re.findall(r"`\{source\}\.(\w+)`", text)) == set(SourceHealth().counters())
+    gpsd_source = SourceHealth(state={"connected": 1, "stale": 0, "fix_mode": 3})  # gauges
+    assert set(re.findall(r"`\{source\}\.(\w+)`", text)) == set(gpsd_source.counters())
     assert set(re.findall(r"`uplink\.(\w+)`", text)) == set(UplinkHealth().counters())

@@ -82,5 +82,8 @@ class SerialSensorSource(Source):
                     staleness.fresh()
                     on_frame(Reading(now, decoded.quantity, decoded.value))
                 else:
+                    if decoded.reason not in health.rejected:
+                        log.warning("%s: dropped input from %s (%s); further ones are counted, "
+                                    "not logged", self.name, self._port, decoded.reason)
                     health.reject(decoded.reason)
             staleness.check()
