@@ -16,6 +16,7 @@ from agent.cli.diag.common import (
     run_against_daemon,
     size,
 )
+from agent.sensor_status import rejected
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +38,8 @@ def render(document: dict[str, Any]) -> int:
     table = Table("source", "type", "channel", "frames/s", "frames", "errors", "reopened",
                   "last frame", title="sources", title_justify="left")
     for source in document["sources"]:
-        errors = source["error_frames"] + source["short_frames"] + source["decode_errors"]
+        errors = source["error_frames"] + source["short_frames"] + source["decode_errors"] \
+            + sum(rejected(source).values())
         table.add_row(source["name"], source["type"], source["channel"],
                       f"{source['frames_per_s']:.0f}", str(source["frames"]), str(errors),
                       str(source["reconnects"]),
