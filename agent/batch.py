@@ -10,6 +10,7 @@ import numpy as np
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.clock import GPS
 from agent.cose import Signer, verify
 from agent.errors import WireFormatError
 from agent.plan import SamplingPlan
@@ -48,6 +49,9 @@ class BatchIdentity:
     config_version: int
     dbc_digest: bytes
     clock: Callable[[], str]
+    # ms to add to every time of a batch, or None: set from GPS while the system clock is
+    # not synchronised (agent/clock.py); such a batch names its clock `gps`.
+    gps_correction: Callable[[], int | None] = lambda: None
 
 
 def signal_dictionary(plan: SamplingPlan) -> tuple[SignalDef, ...]:
@@ -108,13 +112,16 @@ class Batcher:
             self.next_seq += 1
         health = {**self._health(), "ring.lost": self.ring_lost}
         include_dictionary = seq == self._first_seq or seq % self._dictionary_every == 0
+        correction = self._identity.gps_correction()
+        # Sample times travel relative to t0 (wire-format §4.5): moving t0 moves them all.
+        shift = correction or 0
         body = BatchBody(
             vehicle=self._identity.vehicle,
             boot=self._identity.boot,
             seq=seq,
-            t0_ms=t0_ms,
-            t1_ms=t1_ms,
-            clock=self._identity.clock(),
+            t0_ms=t0_ms + shift,
+            t1_ms=t1_ms + shift,
+            clock=GPS if correction is not None else self._identity.clock(),
             config_version=self._identity.config_version,
             dbc_digest=self._identity.dbc_digest,
             health=health,

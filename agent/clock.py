@@ -2,8 +2,8 @@
 
 A telematics unit often boots with no network and a drifting or unset RTC, so every batch says
 which clock stamped it: `ntp` (kernel clock synchronised), `rtc` (not synchronised: timestamps
-may be far off), `gps` (not synchronised, but a recent GPS fix confirmed the system clock), or
-`replay` (time taken from a recorded log).
+may be far off), `gps` (not synchronised, so the batch's times were corrected by the offset of
+the system clock from GPS time at a recent fix), or `replay` (time taken from a recorded log).
 
 A gpsd source reports the GPS time of each fix to `GPS_TIME`; the system clock is one per
 process, and so is the reference that vouches for it.
@@ -47,7 +47,6 @@ def kernel_clock_synchronised() -> bool | None:
     return state != _TIME_ERROR
 
 
-GPS_AGREEMENT = 1.0  # seconds: GPS and system time closer than this confirm the clock
 GPS_FRESH_FOR = 300.0  # seconds: how long one fix vouches for the (drifting) system clock
 
 
@@ -82,12 +81,20 @@ def wall_clock_source() -> str:
     return choose_clock(kernel_clock_synchronised(), GPS_TIME.offset())
 
 
+def gps_correction_ms() -> int | None:
+    """Milliseconds to add to system times to get GPS time, while the kernel clock is not
+    synchronised and a fix is recent; None otherwise (no correction)."""
+    if kernel_clock_synchronised():
+        return None
+    offset = GPS_TIME.offset()
+    return None if offset is None else round(offset * 1000)
+
+
 def choose_clock(synchronised: bool | None, gps_offset: float | None) -> str:
-    """`ntp` when the kernel says so; else `gps` when a recent fix agrees with the system
-    clock; else `rtc` (a fix that disagrees says the clock is wrong: `diag gps` shows by
-    how much)."""
+    """`ntp` when the kernel says so; else `gps` when a recent fix gives the correction; else
+    `rtc`."""
     if synchronised:
         return NTP
-    if gps_offset is not None and abs(gps_offset) <= GPS_AGREEMENT:
+    if gps_offset is not None:
         return GPS
     return RTC

@@ -324,6 +324,7 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
         config_version=config.version,
         dbc_digest=combined_digest([dbc.digest for dbc in loaded.values()]),
         clock=(lambda: clock.REPLAY) if replaying else clock.wall_clock_source,
+        gps_correction=(lambda: None) if replaying else clock.gps_correction_ms,
     )
     batcher = Batcher(plan, agent.ring, identity, agent.signer, agent.health_counters,
                       zstd_level=config.batch.zstd_level,

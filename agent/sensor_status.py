@@ -122,8 +122,8 @@ def gps_warnings(document: Mapping[str, Any]) -> list[str]:
     offset = document["gps_minus_system_s"]
     if offset is not None and abs(offset) > CLOCK_DISAGREEMENT_WARNING \
             and document["clock"] != clock.NTP:
-        found.append(f"system clock is {offset:+.1f} s off GPS time and not synchronised: "
-                     "batch timestamps are off by as much")
+        found.append(f"system clock is {offset:+.1f} s off GPS time and not synchronised "
+                     "(batches are corrected from GPS; check the RTC and NTP)")
     return found
 
 

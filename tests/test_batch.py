@@ -23,13 +23,15 @@ def keyring(key):
     return {key_id(key.public_key()): key.public_key()}
 
 
-def make_batcher(tmp_path, key, ring, dictionary_every=60):
+def make_batcher(tmp_path, key, ring, dictionary_every=60, clock="ntp",
+                 gps_correction=lambda: None):
     database = load_dbc([write_small_dbc(tmp_path)]).database
     plan = build_plan(SamplingConfig(signals=(
         SignalRule("can0.Engine.*"), SignalRule("can0.Motor.Torque", mode="stats"))),
         {"can0": database})
     identity = BatchIdentity(vehicle="v1", boot=bytes(range(16)), config_version=4,
-                             dbc_digest=b"d" * 32, clock=lambda: "ntp")
+                             dbc_digest=b"d" * 32, clock=lambda: clock,
+                             gps_correction=gps_correction)
     return plan, Batcher(plan, ring, identity, Signer(key, CONTENT_TYPE),
                          lambda: {"can0.frames": 42}, dictionary_every=dictionary_every)
 
@@ -102,3 +104,19 @@ def test_dictionary_travels_every_nth_batch(tmp_path, key, keyring):
     present = [open_batch(batcher.seal(i, i + 1).envelope, keyring).dictionary is not None
                for i in range(7)]
     assert present == [True, False, False, True, False, False, True]
+
+
+def test_gps_correction_moves_every_time_and_names_the_clock(tmp_path, key, keyring):
+    ring = Ring(1000)
+    corrections = iter([None, 86_400_123])  # no fix yet; then the RTC is a day and 123 ms slow
+    plan, batcher = make_batcher(tmp_path, key, ring, clock="rtc",
+                                 gps_correction=lambda: next(corrections))
+    speed = plan.signals[0].index
+    ring.append(500, speed, Field.VALUE, 7)
+    before = open_batch(batcher.seal(0, 1000).envelope, keyring)
+    ring.append(1500, speed, Field.VALUE, 8)
+    after = open_batch(batcher.seal(1000, 2000).envelope, keyring)
+    assert (before.clock, before.t0_ms, before.t1_ms, before.series[0].times_ms) == (
+        "rtc", 0, 1000, (500,))
+    assert (after.clock, after.t0_ms, after.t1_ms, after.series[0].times_ms) == (
+        "gps", 86_401_123, 86_402_123, (86_401_623,))

@@ -4,9 +4,11 @@ replay: the verified batches at the backend carry the gps.* and tpms.* signals."
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
+from agent.clock import kernel_clock_synchronised
 from agent.devkit.broker import free_port
 from agent.sensor_protocols import nmea_sentence
 from tests.gps_fixtures import DATA
@@ -95,3 +97,41 @@ def test_gps_and_tpms_signals_arrive_in_verified_batches(tmp_path, mosquitto, de
     heights = by_signal["tpms.FL.height"]
     assert all(100.0 <= row["min"] <= row["max"] <= 120.0 for row in heights)
     assert any(row["signal"] == "can0.ESP_VehicleSpeed.VehicleSpeed" for row in rows)
+
+
+def test_without_ntp_batch_times_are_corrected_from_gps(tmp_path, mosquitto, dev_pki):
+    """No replay: the batches' clock is the system's. This machine's kernel clock is not
+    synchronised, so the agent shifts batch times to the NMEA log's GPS time (2026-01-15)."""
+    gpsd_port = free_port()
+    emulator = Emulator(tmp_path / "ttyTPMS")
+    config = write_agent_config(
+        tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"), window=3.0,
+        extra=sensor_sources(gpsd_port, str(emulator.link)))
+    text = config.read_text()
+    can_source = text[text.index("[[sources]]"):text.index("[batch]")]
+    config.write_text(text.replace(can_source, ""))  # gps and tpms only: no replay clock
+    report_path = tmp_path / "report.json"
+    backend = start_backend(mosquitto.port, dev_pki.client("backend"),
+                            f"demo-0001={tmp_path / 'vehicle.pub'}", "--idle", "12",
+                            "--timeout", "150", "--report", str(report_path))
+    try:
+        with GpsFake(DATA / "drive_with_stop.nmea", gpsd_port, once=False):
+            time.sleep(1.0)
+            agent = run_agent(config, "--duration", "14")
+    finally:
+        emulator.close()
+    assert agent.returncode == 0, agent.stderr[-3000:]
+    out, err = backend.communicate(timeout=60)
+    assert backend.returncode == 0, err[-3000:]
+    clocks = re.findall(r"verified demo-0001 boot \w+ seq \d+: (\S+)-\S+ UTC.*clock (\w+)", out)
+    assert len(clocks) >= 3
+    if kernel_clock_synchronised():
+        assert {clk for _, clk in clocks} == {"ntp"}
+    else:
+        # the first window may close before gpsd's first fix: `rtc`, then `gps` for good
+        names = [clk for _, clk in clocks]
+        assert names[-1] == "gps" and set(names) <= {"rtc", "gps"}
+        assert names == sorted(names, key=("rtc", "gps").index)
+        # the log runs 12:00:00-12:00:23 UTC and loops; times follow it, not this machine
+        starts = [start for start, clk in clocks if clk == "gps"]
+        assert all(start.startswith("12:00:") or start.startswith("11:59:") for start in starts)
