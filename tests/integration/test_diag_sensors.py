@@ -48,7 +48,7 @@ def sensor_agent(tmp_path, plain_mosquitto, dev_pki):
                                env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert wait_until(socket_path.exists), (tmp_path / "agent.log").read_text()[-3000:]
-        yield str(socket_path), emulator, fake
+        yield str(socket_path), emulator, fake, config
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -57,7 +57,7 @@ def sensor_agent(tmp_path, plain_mosquitto, dev_pki):
 
 
 def test_diag_gps_and_sensors_show_state_and_exit_non_zero_on_problems(sensor_agent):
-    socket_path, emulator, fake = sensor_agent
+    socket_path, emulator, fake, _ = sensor_agent
     assert wait_until(lambda: diag_json("gps", "--socket", socket_path)[1]["sources"][0]
                       .get("fix_mode") == 3, timeout=60)
     code, gps = diag_json("gps", "--socket", socket_path)
@@ -102,3 +102,26 @@ def test_diag_gps_and_sensors_show_state_and_exit_non_zero_on_problems(sensor_ag
         "gps", "--socket", socket_path)[1]["warnings"]))
     assert diag("gps", "--socket", socket_path).returncode == 1
     emulator.plug()  # for the fixture's clean exit
+
+
+def test_a_reload_keeps_unchanged_sensor_sources_open(sensor_agent):
+    socket_path, emulator, _, config = sensor_agent
+    assert wait_until(lambda: diag_json("sensors", "--socket", socket_path)[1]["sources"][0]
+                      .get("connected") == 1)
+    assert wait_until(lambda: diag_json("gps", "--socket", socket_path)[1]["sources"][0]
+                      .get("fix_mode") == 3, timeout=60)
+    before = {name: diag_json(name, "--socket", socket_path)[1]["sources"][0]["reconnects"]
+              for name in ("gps", "sensors")}
+    config.write_text("version = 2\n" + config.read_text()
+                      + '\n[[sampling.signals]]\nmatch = "tpms.*.battery"\nexclude = true\n')
+    reload = diag("reload", "--socket", socket_path)
+    assert reload.returncode == 0, reload.stdout + reload.stderr
+    assert "version 2" in reload.stdout
+    emulator.send(nmea_sentence("TPMS,RL,228.0,-5.5,2.80"))
+    assert wait_until(lambda: any(row["signal"] == "tpms.RL.pressure" for row in diag_json(
+        "signals", "tpms.*", "--socket", socket_path)[1]))
+    rows = diag_json("signals", "tpms.*", "--socket", socket_path)[1]
+    assert not any(row["signal"].endswith(".battery") for row in rows)  # the new plan
+    after = {name: diag_json(name, "--socket", socket_path)[1]["sources"][0]["reconnects"]
+             for name in ("gps", "sensors")}
+    assert after == before  # the port and the gpsd connection stayed open
