@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 PRIORITY_EVENT = 0
 PRIORITY_TELEMETRY = 1
+# The consent rank a batch was sealed under (agent/privacy.py: 0 off .. 2 full); a consent
+# downgrade drops what was sealed under a higher one (`drop_above`).
+CONSENT_FULL = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -39,7 +42,8 @@ CREATE TABLE IF NOT EXISTS batches (
     boot BLOB NOT NULL,
     seq INTEGER NOT NULL,
     created REAL NOT NULL,
-    envelope BLOB NOT NULL
+    envelope BLOB NOT NULL,
+    consent INTEGER NOT NULL DEFAULT 2
 );
 CREATE INDEX IF NOT EXISTS batches_order ON batches (priority, id);
 """
@@ -114,10 +118,14 @@ class Spool:
         db.execute(f"PRAGMA wal_autocheckpoint={pages}")
         db.execute(f"PRAGMA journal_size_limit={self._reserve_bytes}")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+        if "consent" not in columns:  # a spool from before consent levels
+            db.execute(f"ALTER TABLE batches ADD COLUMN consent INTEGER NOT NULL "
+                       f"DEFAULT {CONSENT_FULL}")
         return db
 
     def put(self, topic: str, boot: bytes, seq: int, envelope: bytes,
-            priority: int = PRIORITY_TELEMETRY) -> SpooledBatch:
+            priority: int = PRIORITY_TELEMETRY, consent: int = CONSENT_FULL) -> SpooledBatch:
         """Commit a batch; evict old bulk batches to stay in bound; survive a full disk."""
         size = len(envelope)
         with self._lock:
@@ -125,9 +133,9 @@ class Spool:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._make_room(size)
                 cursor = self._db.execute(
-                    "INSERT INTO batches (priority, topic, boot, seq, created, envelope) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", (priority, topic, boot, seq, time.time(),
-                                                  envelope))
+                    "INSERT INTO batches (priority, topic, boot, seq, created, envelope, "
+                    "consent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (priority, topic, boot, seq, time.time(), envelope, consent))
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 self._rollback()
@@ -230,6 +238,22 @@ class Spool:
                     reason, self._reserve_bytes)
         self._reserve.unlink(missing_ok=True)
         return True
+
+    def drop_above(self, consent: int) -> int:
+        """Delete every batch sealed under a consent rank above `consent`; how many went."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                freed, count = self._db.execute(
+                    "SELECT COALESCE(SUM(LENGTH(envelope)), 0), COUNT(*) FROM batches "
+                    "WHERE consent > ?", (consent,)).fetchone()
+                self._db.execute("DELETE FROM batches WHERE consent > ?", (consent,))
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError:
+                self._rollback()
+                raise
+            self._bytes -= freed
+            return count
 
     def stats(self) -> SpoolStats:
         with self._lock:
