@@ -220,7 +220,7 @@ class LoadEventConfig:
     height_threshold_mm: float = 10.0
     pressure_threshold_kpa: float = 3.0
     settle: float = 2.0
-    window: float = 5.0
+    window: float = 10.0
     guard: float = 2.0
     min_samples: int = 3
 

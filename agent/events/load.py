@@ -100,12 +100,15 @@ class LoadChangeDetector:
             if value is None:
                 continue
             temperature_key = self._temperature.get(key)
-            temperature = now.value(temperature_key) if temperature_key else None
+            if temperature_key is None:
+                sample[key] = value
+                continue
+            temperature = now.value(temperature_key)
+            if temperature is None:  # a compensated series takes no uncompensated sample
+                continue
             # Absolute pressure over absolute temperature: constant for a tire of fixed load.
-            sample[key] = ((value + ATMOSPHERE_KPA) / (temperature + KELVIN)
-                           if temperature is not None else value)
-            if temperature is not None:
-                sample[f"{key}@T"] = temperature
+            sample[key] = (value + ATMOSPHERE_KPA) / (temperature + KELVIN)
+            sample[f"{key}@T"] = temperature
         return sample
 
     def _verdict(self, arrived: int, departed: int, first: Sequence[dict[str, float]],
@@ -116,7 +119,7 @@ class LoadChangeDetector:
             change = _median_change(key, first, last, self._load.min_samples)
             if change is None:
                 continue
-            if key in self._temperature and f"{key}@T" in last[-1]:
+            if key in self._temperature:
                 # Back to kPa at the departure temperature.
                 temperature = statistics.median(s[f"{key}@T"] for s in last if f"{key}@T" in s)
                 change *= temperature + KELVIN

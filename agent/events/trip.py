@@ -59,17 +59,17 @@ class TripDetector:
     def step(self, now: Readings) -> list[Event]:
         running = self._running(now)
         events: list[Event] = []
-        if self.active:
-            self._accumulate(now)
-        if running is None:
-            return events
-        if self._candidate is None or self._candidate[0] != running:
+        if running is not None and (self._candidate is None or self._candidate[0] != running):
             self._candidate = (running, now.time_ms)
+            if running and not self.active:
+                self._reset(now.time_ms)  # count from the first moment, confirmed or not
+        if self.active or (self._candidate is not None and self._candidate[0]):
+            self._accumulate(now)
+        if running is None or self._candidate is None:
+            return events
         held = now.time_ms - self._candidate[1]
         if not self.active and running and held >= self._start_after_ms:
             self.active = True
-            self._reset(self._candidate[1])
-            self._accumulate(now)
             positions = {"start": self._start_position} if self._start_position else {}
             events.append(Event("trip_start", self._start_ms, "driving", {}, positions))
         elif self.active and not running and held >= self._end_after_ms:
