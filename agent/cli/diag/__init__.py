@@ -10,6 +10,7 @@ from agent.cli.diag import (
     buses,
     config,
     live,
+    privacy,
     queue,
     selftest,
     signals,
@@ -17,7 +18,8 @@ from agent.cli.diag import (
     uplink,
 )
 
-SUBCOMMANDS = (status, buses, signals, live, queue, uplink, config, selftest, bundle, actions)
+SUBCOMMANDS = (status, buses, signals, live, queue, uplink, config, selftest, bundle, actions,
+               privacy)
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
