@@ -5,12 +5,20 @@ instances split a fleet between them; verifies each COSE_Sign1 envelope against 
 public keys it is given; tracks (vehicle, boot, seq) to report gaps and duplicates; decodes to
 physical values and prints a summary line per batch, or writes one row per sample as JSON Lines
 or CSV.
+
+Pseudonymous vehicles (`[privacy.pseudonym]` on the vehicle, docs/privacy.md): a batch names
+the vehicle `p-...`, an HMAC of its id and the rotation period of the window start under a
+secret the backend shares. Given the secret (`--pseudonym-key`), the backend maps the name back
+for keys bound to a vehicle (`--keys VEHICLE=FILE`): it computes that vehicle's pseudonym for
+the batch's period and accepts the batch only if they are equal. Without the secret it keeps
+the pseudonym (an analytics store that should not know who is who).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import queue
@@ -31,6 +39,7 @@ from agent.batch import open_batch
 from agent.cose import signed_by
 from agent.errors import AgentError, WireFormatError
 from agent.keys import key_id, load_public_key
+from agent.privacy import pseudonym, rotation_period
 from agent.wire import BatchBody, SignalDef
 
 log = logging.getLogger("agent.backend")
@@ -62,6 +71,17 @@ def load_keyring(specs: Sequence[str | Path]) -> tuple[dict[bytes, Ed25519Public
         log.warning("%d keys are not bound to a vehicle: they may sign for any vehicle id "
                     "(give them as --keys VEHICLE=FILE)", len(keyring) - len(bindings))
     return keyring, bindings
+
+
+@dataclass(frozen=True)
+class Pseudonyms:
+    """Maps a vehicle's rotating pseudonym back to its id (the secret stays at the backend)."""
+
+    secret: bytes
+    rotation: float
+
+    def name_of(self, vehicle: str, time_ms: int) -> str:
+        return pseudonym(self.secret, vehicle, rotation_period(time_ms, self.rotation))
 
 
 @dataclass
@@ -139,9 +159,11 @@ class Backend:
     """Verification, de-duplication and decoding, independent of MQTT (tests drive it directly)."""
 
     def __init__(self, keyring: Mapping[bytes, Ed25519PublicKey],
-                 bindings: Mapping[bytes, str] | None = None) -> None:
+                 bindings: Mapping[bytes, str] | None = None,
+                 pseudonyms: Pseudonyms | None = None) -> None:
         self.keyring = keyring
         self.bindings = bindings or {}
+        self.pseudonyms = pseudonyms
         self.tracker = DeliveryTracker()
         self.dictionaries = DictionaryCache()
         self.verified = 0
@@ -154,6 +176,9 @@ class Backend:
         try:
             body = open_batch(envelope, self.keyring)
             owner = self.bindings.get(signed_by(envelope))
+            if (owner is not None and self.pseudonyms is not None
+                    and body.vehicle == self.pseudonyms.name_of(owner, body.t0_ms)):
+                body = dataclasses.replace(body, vehicle=owner)
             if owner is not None and owner != body.vehicle:
                 raise WireFormatError(f"batch claims vehicle {body.vehicle!r} but is signed "
                                       f"with the key of {owner!r}")
@@ -199,7 +224,9 @@ def summary_line(receipt: Receipt) -> str:
     return (f"verified {body.vehicle} boot {body.boot.hex()[:8]} seq {body.seq}{flag}: "
             f"{start}-{end} UTC, {len(body.series)} signals, {samples} samples, "
             f"{receipt.size} bytes ({receipt.size / max(1, samples):.3f} bytes/sample), "
-            f"clock {body.clock}")
+            f"clock {body.clock}"
+            + (f", consent {body.privacy['consent']} v{body.privacy['ver']}"
+               if body.privacy else ""))
 
 
 class RowWriter:
@@ -247,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit when no batch has arrived for this many seconds")
     parser.add_argument("--report", type=Path,
                         help="write the delivery report (gaps, duplicates) as JSON here")
+    parser.add_argument("--pseudonym-key", type=Path, metavar="FILE",
+                        help="the secret shared with pseudonymous vehicles: map their "
+                             "pseudonyms back to the ids of --keys VEHICLE=FILE")
+    parser.add_argument("--pseudonym-rotation", type=float, default=86400.0, metavar="S",
+                        help="the vehicles' [privacy.pseudonym] rotation (default: 86400)")
     return parser
 
 
@@ -262,7 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    backend = Backend(*load_keyring(args.keys))
+    pseudonyms = None
+    if args.pseudonym_key is not None:
+        try:
+            pseudonyms = Pseudonyms(args.pseudonym_key.read_bytes(), args.pseudonym_rotation)
+        except OSError as exc:
+            raise AgentError(f"--pseudonym-key: cannot read {args.pseudonym_key}") from exc
+    backend = Backend(*load_keyring(args.keys), pseudonyms=pseudonyms)
     arrivals: queue.Queue[bytes] = queue.Queue()
     connected = queue.Queue[str]()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

@@ -52,6 +52,9 @@ class BatchIdentity:
     # ms to add to every time of a batch, or None: set from GPS while the system clock is
     # not synchronised (agent/clock.py); such a batch names its clock `gps`.
     gps_correction: Callable[[], int | None] = lambda: None
+    # Privacy (agent/privacy.py): the consent in force, and the name on the wire per window.
+    privacy: Mapping[str, object] | None = None
+    name_at: Callable[[int], str] | None = None
 
 
 def signal_dictionary(plan: SamplingPlan) -> tuple[SignalDef, ...]:
@@ -65,7 +68,8 @@ class Batcher:
 
     def __init__(self, plan: SamplingPlan, ring: Ring, identity: BatchIdentity, signer: Signer,
                  health: Callable[[], Mapping[str, int]], *, zstd_level: int = 3,
-                 dictionary_every: int = 60) -> None:
+                 dictionary_every: int = 60,
+                 transform: Callable[[RingSlice], RingSlice] | None = None) -> None:
         self._ring = ring
         self._identity = identity
         self._signer = signer
@@ -77,6 +81,7 @@ class Batcher:
         self._kinds = {s.index: _kind(s.is_float, s.mode) for s in plan.signals}
         self._lookup = kind_lookup(self._kinds)
         self._cursor = ring.written
+        self._transform = transform
         self._lock = threading.Lock()
         self.next_seq = 0
         self.ring_lost = 0
@@ -112,11 +117,12 @@ class Batcher:
             self.next_seq += 1
         health = {**self._health(), "ring.lost": self.ring_lost}
         include_dictionary = seq == self._first_seq or seq % self._dictionary_every == 0
-        correction = self._identity.gps_correction()
+        identity = self._identity
+        correction = identity.gps_correction()
         # Sample times travel relative to t0 (wire-format §4.5): moving t0 moves them all.
         shift = correction or 0
         body = BatchBody(
-            vehicle=self._identity.vehicle,
+            vehicle=identity.vehicle if identity.name_at is None else identity.name_at(t0_ms),
             boot=self._identity.boot,
             seq=seq,
             t0_ms=t0_ms + shift,
@@ -128,7 +134,10 @@ class Batcher:
             dictionary_id=self._dictionary_id,
             dictionary=self._dictionary if include_dictionary else None,
             series=(),
+            privacy=identity.privacy,
         )
+        if self._transform is not None:
+            records = self._transform(records)
         encoded, samples = encode_records(records, self._kinds, t0_ms, self._lookup)
         payload = self._compressor.compress(encode_body(body, encoded))
         return SealedBatch(seq=seq, t0_ms=t0_ms, t1_ms=t1_ms, samples=samples,

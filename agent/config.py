@@ -9,6 +9,7 @@ because a typo in a fleet config must never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import os
 import re
 import tomllib
@@ -146,6 +147,145 @@ class OtaConfig:
     max_bytes: int = 1_048_576
 
 
+CONSENT_LEVELS = ("off", "vehicle-health", "full")
+PRIVACY_CLASSES = ("technical", "driving", "occupant", "location")
+
+
+@dataclass(frozen=True)
+class PrivacyClassRule:
+    """Gives the signals whose key matches the glob `match` the privacy class `class`."""
+
+    match: str
+    class_: str
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    """A privacy zone: a circle (`center` = [lat, lon], `radius_m`) or a `polygon` of
+    [lat, lon] corners. Inside it, position is never sent and trips are cut."""
+
+    name: str
+    center: tuple[float, ...] = ()
+    radius_m: float = 0.0
+    polygon: tuple[tuple[float, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class LocationConfig:
+    """Which signals are the position (any source), and how precisely it may leave."""
+
+    latitude: str = "gps.lat"
+    longitude: str = "gps.lon"
+    precision_m: float = 0.0
+    tracks: bool = True
+
+
+@dataclass(frozen=True)
+class PseudonymConfig:
+    """A rotating pseudonym instead of the vehicle id inside batches and events."""
+
+    enabled: bool = False
+    key: Path | None = None
+    rotation: float = 86400.0
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """The owner's consent and what each signal reveals (agent/privacy.py, docs/privacy.md)."""
+
+    consent: str = "full"
+    consent_version: int = 0
+    on_downgrade: str = "drop"
+    builtin_classes: bool = True
+    default_class: str = "technical"
+    classes: tuple[PrivacyClassRule, ...] = ()
+    location: LocationConfig = LocationConfig()
+    zones: tuple[ZoneConfig, ...] = ()
+    pseudonym: PseudonymConfig = PseudonymConfig()
+
+
+@dataclass(frozen=True)
+class TripEventConfig:
+    enabled: bool = True
+    start_after: float = 2.0
+    end_after: float = 5.0
+    odometer: str = "can0.IC_Odometer.Odometer"
+    pack_voltage: str = "can0.BMS_Pack.PackVoltage"
+    pack_current: str = "can0.BMS_Pack.PackCurrent"
+
+
+@dataclass(frozen=True)
+class StopEventConfig:
+    enabled: bool = True
+    stopped_below: float = 0.5
+    moving_above: float = 3.0
+    min_dwell: float = 30.0
+    depart_after: float = 2.0
+
+
+@dataclass(frozen=True)
+class LoadEventConfig:
+    enabled: bool = True
+    heights: tuple[str, ...] = ("can0.SUS_Height.SuspHeight_RL", "can0.SUS_Height.SuspHeight_RR")
+    pressures: tuple[str, ...] = ("can0.TPMS_Status.TirePressure_RL",
+                                  "can0.TPMS_Status.TirePressure_RR")
+    tire_temperatures: tuple[str, ...] = ("can0.TPMS_Status.TireTemp_RL",
+                                          "can0.TPMS_Status.TireTemp_RR")
+    height_threshold_mm: float = 10.0
+    pressure_threshold_kpa: float = 3.0
+    settle: float = 2.0
+    window: float = 10.0
+    guard: float = 2.0
+    min_samples: int = 3
+
+
+@dataclass(frozen=True)
+class BatteryEventConfig:
+    enabled: bool = True
+    cell_spread: str = "can0.BMS_CellStats.CellVoltageDelta"
+    max_temperature: str = "can0.BMS_CellStats.MaxModuleTemp"
+    min_temperature: str = "can0.BMS_CellStats.MinModuleTemp"
+    soc: str = "can0.BMS_Pack.SOC"
+    spread_max_mv: float = 50.0
+    temperature_max: float = 55.0
+    temperature_min: float = -20.0
+    soc_drop_parked: float = 2.0
+    hysteresis: float = 0.1
+    hold: float = 5.0
+    min_interval: float = 600.0
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    """A condition on one signal that captures the ring's look-back and a post window."""
+
+    name: str
+    signal: str
+    above: float | None = None
+    below: float | None = None
+    equals: str | None = None
+    capture: tuple[str, ...] = ()
+    lookback: float = 30.0
+    post: float = 10.0
+    hold: float = 0.0
+    min_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """On-vehicle events (agent/events/, docs/events.md), sent on {prefix}/{vehicle}/events."""
+
+    enabled: bool = False
+    ignition: str = "can0.VCU_Status.IgnitionState"
+    ignition_on: tuple[str, ...] = ("On", "Start")
+    speed: str = "can0.ESP_VehicleSpeed.VehicleSpeed"
+    trip: TripEventConfig = TripEventConfig()
+    stop: StopEventConfig = StopEventConfig()
+    load: LoadEventConfig = LoadEventConfig()
+    battery: BatteryEventConfig = BatteryEventConfig()
+    triggers: tuple[TriggerConfig, ...] = ()
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     path: Path
@@ -161,6 +301,8 @@ class AgentConfig:
     uplink: UplinkConfig = UplinkConfig()
     control: ControlConfig = ControlConfig()
     ota: OtaConfig = OtaConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    events: EventsConfig = EventsConfig()
 
 
 # Identity and trust stay local: an update may not rename the vehicle, swap its signing key,
@@ -271,6 +413,7 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
         raise builder.error("ota", "grace_period", "must be a positive number of seconds")
     if config.ota.max_bytes <= 0:
         raise builder.error("ota", "max_bytes", "must be a positive number of bytes")
+    _check_privacy(config.privacy, builder)
     if config.uplink.tls:
         for name in ("ca_cert", "cert", "key"):
             if getattr(config.uplink, name) is None:
@@ -296,6 +439,33 @@ def _check_value_source(source: SourceConfig, builder: _Builder, where: str) -> 
         if source.protocol not in PROTOCOLS:
             raise builder.error(where, "protocol", f"unknown protocol {source.protocol!r}; "
                                 f"known: {', '.join(sorted(PROTOCOLS))}")
+
+
+def _check_privacy(privacy: PrivacyConfig, builder: _Builder) -> None:
+    if privacy.consent not in CONSENT_LEVELS:
+        raise builder.error("privacy", "consent", f"{privacy.consent!r} is not one of "
+                            f"{', '.join(CONSENT_LEVELS)}")
+    if privacy.on_downgrade != "drop":
+        raise builder.error("privacy", "on_downgrade", "only \"drop\" is supported "
+                            "(docs/privacy.md says why)")
+    for name in (privacy.default_class, *(rule.class_ for rule in privacy.classes)):
+        if name not in PRIVACY_CLASSES:
+            raise builder.error("privacy.classes", "class", f"{name!r} is not one of "
+                                f"{', '.join(PRIVACY_CLASSES)}")
+    if privacy.location.precision_m < 0:
+        raise builder.error("privacy.location", "precision_m", "must be 0 (full) or more")
+    for zone in privacy.zones:
+        where = f"privacy.zones.{zone.name}"
+        circle = len(zone.center) == 2 and zone.radius_m > 0
+        polygon = len(zone.polygon) >= 3 and all(len(p) == 2 for p in zone.polygon)
+        if circle == polygon:
+            raise builder.error(where, "center", "give either center = [lat, lon] with "
+                                "radius_m > 0, or polygon = [[lat, lon], ...] (3+ corners)")
+    if privacy.pseudonym.enabled and privacy.pseudonym.key is None:
+        raise builder.error("privacy.pseudonym", "key", "a pseudonym needs the secret the "
+                            "backend shares: a file of 32+ random bytes (docs/privacy.md)")
+    if privacy.pseudonym.rotation <= 0:
+        raise builder.error("privacy.pseudonym", "rotation", "must be a positive number of s")
 
 
 class _Builder:
@@ -333,6 +503,8 @@ class _Builder:
         if not isinstance(table, dict):
             raise self.error(section, "", f"must be a table, got {type(table).__name__}")
         hints = typing.get_type_hints(cls)
+        # TOML keys that are Python keywords (`class`) are fields with a trailing underscore.
+        table = {f"{k}_" if keyword.iskeyword(k) else k: v for k, v in table.items()}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(table) - set(fields))
         if unknown:

@@ -44,6 +44,10 @@ class Signer:
         self.kid = key_id(private_key.public_key())
         self._protected = cbor2.dumps({HEADER_ALG: ALG_EDDSA, HEADER_CONTENT_TYPE: content_type})
 
+    def for_content(self, content_type: str) -> Signer:
+        """The same key, for documents of another content type (events)."""
+        return Signer(self._key, content_type)
+
     def sign(self, payload: bytes) -> bytes:
         signature = self._key.sign(_sig_structure(self._protected, payload))
         return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import can
+from cantools.database.can import Database
 
-from agent import clock, sensor_status, status
+from agent import clock, privacy, sensor_status, status
 from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, SealedBatch
+from agent.catalogue import Catalogue
 from agent.config import AgentConfig, SourceConfig, control_socket_path
 from agent.config_updates import ConfigUpdater
 from agent.control import Command, ControlServer
@@ -27,9 +29,13 @@ from agent.cose import Signer
 from agent.dbc import LoadedDbc, combined_digest, load_dbc
 from agent.decode import FrameStore
 from agent.errors import AgentError
+from agent.events.codec import EVENT_CONTENT_TYPE
+from agent.events.engine import EventEngine, event_inputs
+from agent.events.sink import EventCounters, EventIdentity, EventSequence, EventSink
 from agent.health import SourceHealth
 from agent.health_watch import HealthSnapshot, SourceCounters
 from agent.keys import load_private_key
+from agent.location import LocationPolicy, TelemetryLocationFilter
 from agent.plan import SamplingPlan, build_plan
 from agent.ring import Ring
 from agent.sampler import Sampler
@@ -56,6 +62,10 @@ class Pipeline:
     stores: dict[str, FrameStore | ValueStore]
     sampler: Sampler
     batcher: Batcher
+    # Privacy and events: what may leave (wire_plan is the prefix of plan the batcher sends).
+    consent: privacy.Consent
+    wire_plan: SamplingPlan
+    events: EventEngine
 
 
 class Agent:
@@ -72,11 +82,15 @@ class Agent:
         self.started = time.monotonic()
         self.control: ControlServer | None = None
         self.healths: dict[str, SourceHealth] = {}
+        self.event_counters = EventCounters()
+        self.event_seq = EventSequence()
+        self.dropped_on_downgrade = 0
         self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.updater = ConfigUpdater(self, config.path, config.state.directory)
         self.uplink = self._make_uplink(config)
         self.pipeline = build_pipeline(config, self, None)
         ring.set_float_signals(_float_signals(self.pipeline))
+        self._enforce_consent(self.pipeline.consent)
 
     @property
     def config(self) -> AgentConfig:
@@ -169,6 +183,9 @@ class Agent:
             "flush": Command(lambda args: self.flush(), changes_state=True),
             "reconnect": Command(lambda args: self.uplink.reconnect(), changes_state=True),
             "reload": Command(lambda args: self.reload(), changes_state=True),
+            "privacy": Command(lambda args: status.privacy(self)),
+            "consent": Command(lambda args: self.set_consent(str(args.get("level", ""))),
+                               changes_state=True),
         }
 
     def _queue(self, limit: int) -> dict[str, object]:
@@ -197,6 +214,27 @@ class Agent:
                              f"{self.config.version}: {error}")
         return message
 
+    def set_consent(self, level: str) -> str:
+        """The owner's local decision: recorded in the state folder with a version above the
+        one in force, then applied like any config change (a reload), window by window."""
+        decided = privacy.write_local_consent(self.config.state.directory, level,
+                                              self.pipeline.consent)
+        outcome = self.reload()
+        return f"consent {decided.level} (version {decided.version}) recorded; {outcome}"
+
+    def _enforce_consent(self, consent: privacy.Consent) -> None:
+        """Nothing sealed under a wider consent may still leave: drop it from the spool."""
+        try:
+            dropped = self.spool.drop_above(consent.rank)
+        except Exception:
+            log.exception("privacy: cannot drop spooled batches above consent %s",
+                          consent.level)
+            return
+        if dropped:
+            self.dropped_on_downgrade += dropped
+            log.warning("privacy: consent is now %s: dropped %d spooled batches and events "
+                        "sealed under a wider consent", consent.level, dropped)
+
     # Config changes (called by agent/config_updates.py, one at a time)
     def prepare(self, config: AgentConfig) -> Pipeline:
         return build_pipeline(config, self, self.pipeline)
@@ -213,9 +251,12 @@ class Agent:
             old.sampler.finish()
             self.ring.set_float_signals(_float_signals(pipeline))
             pipeline.batcher.take_over(old.batcher)
+            pipeline.events.take_over(old.events)
             if now_ms is not None:
                 pipeline.sampler.resume_after(now_ms)
             self.pipeline = pipeline
+            if pipeline.consent.rank < old.consent.rank:
+                self._enforce_consent(pipeline.consent)
         for source in pipeline.sources:
             if source.name not in self._running:
                 self._start_source(source)
@@ -255,10 +296,11 @@ class Agent:
                          "spool.moved_aside": spooled.moved_aside})
         return counters
 
-    def on_window(self, batcher: Batcher) -> Callable[[int, int], None]:
+    def on_window(self, batcher: Batcher, consent: privacy.Consent) -> Callable[[int, int], None]:
         def seal(t0_ms: int, t1_ms: int) -> None:
             sealed = batcher.seal(t0_ms, t1_ms)
-            spooled = self.spool.put("telemetry", self.boot, sealed.seq, sealed.envelope)
+            spooled = self.spool.put("telemetry", self.boot, sealed.seq, sealed.envelope,
+                                     consent=consent.rank)
             _log_sealed(sealed, on_disk=spooled.id is not None)
             self.uplink.submit(spooled)
 
@@ -294,19 +336,27 @@ def build_agent(config: AgentConfig) -> Agent:
     return Agent(config, Ring.for_memory(config.ring.memory_mb), spool, signer)
 
 
-def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc], SamplingPlan]:
-    """The DBCs and the sampling plan of `config` (raises AgentError when they do not build)."""
+def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc],
+                                            dict[str, Database | Catalogue], SamplingPlan]:
+    """The DBCs, every source's database or catalogue, and the sampling plan of `config`
+    (raises AgentError when they do not build)."""
     loaded = {source.name: load_dbc(source.dbc) for source in config.sources
               if not is_value_source(source)}
-    return loaded, build_plan(config.sampling, {
-        source.name: loaded[source.name].database if source.name in loaded
-        else catalogue_for(source) for source in config.sources})
+    databases = {source.name: loaded[source.name].database if source.name in loaded
+                 else catalogue_for(source) for source in config.sources}
+    return loaded, databases, build_plan(config.sampling, databases)
 
 
 def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None) -> Pipeline:
     """Sources, stores, sampler and batcher for `config`. A source of `previous` whose config
     and filters are unchanged is kept (a replay goes on playing, a bus stays open)."""
-    loaded, plan = load_plan(config)
+    loaded, databases, configured = load_plan(config)
+    consent = privacy.effective_consent(config.privacy, config.state.directory)
+    classify = privacy.classifier_for(config.privacy)
+    wire_plan = privacy.filter_plan(configured, consent, classify,
+                                    tracks=config.privacy.location.tracks)
+    plan = privacy.with_local_inputs(wire_plan, event_inputs(config.events, databases,
+                                                             config.sampling))
     sources = []
     stores = {}
     for source_config in config.sources:
@@ -318,6 +368,8 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
         kept = _unchanged_source(previous, source_config, filters)
         sources.append(kept or open_source(source_config, filters, health))
     replaying = any(source.type == "replay" for source in config.sources)
+    wire_identity = privacy.Identity(config.vehicle.id, config.privacy.pseudonym)
+    name_at = wire_identity.at if wire_identity.pseudonymous else None
     identity = BatchIdentity(
         vehicle=config.vehicle.id,
         boot=agent.boot,
@@ -325,13 +377,24 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
         dbc_digest=combined_digest([dbc.digest for dbc in loaded.values()]),
         clock=(lambda: clock.REPLAY) if replaying else clock.wall_clock_source,
         gps_correction=(lambda: None) if replaying else clock.gps_correction_ms,
+        privacy=consent.wire(),
+        name_at=name_at,
     )
-    batcher = Batcher(plan, agent.ring, identity, agent.signer, agent.health_counters,
+    location = LocationPolicy(config.privacy.location, config.privacy.zones)
+    location_filter = TelemetryLocationFilter(location, wire_plan)
+    batcher = Batcher(wire_plan, agent.ring, identity, agent.signer, agent.health_counters,
                       zstd_level=config.batch.zstd_level,
-                      dictionary_every=config.batch.dictionary_every)
+                      dictionary_every=config.batch.dictionary_every,
+                      transform=location_filter if location_filter.active else None)
+    sink = EventSink(consent, classify, location,
+                     EventIdentity(agent.boot, config.version, wire_identity.at, identity.clock),
+                     agent.signer.for_content(EVENT_CONTENT_TYPE), agent.spool,
+                     lambda spooled: agent.uplink.submit(spooled), agent.event_counters,
+                     agent.event_seq)
+    events = EventEngine(config.events, config.privacy.location, plan, agent.ring, sink)
     sampler = Sampler(plan, agent.ring, stores, round(config.batch.window * 1000),
-                      agent.on_window(batcher))
-    return Pipeline(config, plan, sources, stores, sampler, batcher)
+                      agent.on_window(batcher, consent), on_tick=events.on_tick)
+    return Pipeline(config, plan, sources, stores, sampler, batcher, consent, wire_plan, events)
 
 
 def _unchanged_source(previous: Pipeline | None, config: SourceConfig,

@@ -40,12 +40,14 @@ class _StatsGroup:
 
 
 OnWindow = Callable[[int, int], None]
+OnTick = Callable[[int], None]
 
 
 class Sampler:
     def __init__(self, plan: SamplingPlan, ring: Ring, readers: Mapping[str, SignalReader],
-                 window_ms: int, on_window: OnWindow) -> None:
+                 window_ms: int, on_window: OnWindow, on_tick: OnTick | None = None) -> None:
         self._ring = ring
+        self._on_tick = on_tick
         self._window_ms = window_ms
         self._on_window = on_window
         self._stale_after = plan.stale_after_ms / 1000
@@ -94,7 +96,8 @@ class Sampler:
         self.now_ms = now_ms
         next_tick = self._next_tick
         while True:
-            tick = min(next_tick.values())
+            # No signal at all (consent off) still seals windows of health counters.
+            tick = min(next_tick.values(), default=self._window_end)
             moment = min(tick, self._window_end)
             if moment > now_ms:
                 self._next_moment = moment
@@ -107,6 +110,8 @@ class Sampler:
             for period in due:
                 self._emit_last(period, moment)
                 next_tick[period] = moment + period
+            if due and self._on_tick is not None:
+                self._on_tick(moment)
 
     def seal_now(self) -> bool:
         """Seal the open window at the current event time and carry on with a new one."""

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 PRIORITY_EVENT = 0
 PRIORITY_TELEMETRY = 1
+# The consent rank a batch was sealed under (agent/privacy.py: 0 off .. 2 full); a consent
+# downgrade drops what was sealed under a higher one (`drop_above`).
+CONSENT_FULL = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -39,7 +42,8 @@ CREATE TABLE IF NOT EXISTS batches (
     boot BLOB NOT NULL,
     seq INTEGER NOT NULL,
     created REAL NOT NULL,
-    envelope BLOB NOT NULL
+    envelope BLOB NOT NULL,
+    consent INTEGER NOT NULL DEFAULT 2
 );
 CREATE INDEX IF NOT EXISTS batches_order ON batches (priority, id);
 """
@@ -79,6 +83,8 @@ class Spool:
         self._lock = threading.Lock()
         self._bytes = 0
         self._undeleted: set[int] = set()
+        # Published, awaiting PUBACK: evicted last, since they are probably delivered already.
+        self._in_flight: set[int] = set()
         self._reserve = path.with_name(path.name + ".reserve")
         self._reserve_bytes = reserve_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,10 +120,14 @@ class Spool:
         db.execute(f"PRAGMA wal_autocheckpoint={pages}")
         db.execute(f"PRAGMA journal_size_limit={self._reserve_bytes}")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+        if "consent" not in columns:  # a spool from before consent levels
+            db.execute(f"ALTER TABLE batches ADD COLUMN consent INTEGER NOT NULL "
+                       f"DEFAULT {CONSENT_FULL}")
         return db
 
     def put(self, topic: str, boot: bytes, seq: int, envelope: bytes,
-            priority: int = PRIORITY_TELEMETRY) -> SpooledBatch:
+            priority: int = PRIORITY_TELEMETRY, consent: int = CONSENT_FULL) -> SpooledBatch:
         """Commit a batch; evict old bulk batches to stay in bound; survive a full disk."""
         size = len(envelope)
         with self._lock:
@@ -125,9 +135,9 @@ class Spool:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._make_room(size)
                 cursor = self._db.execute(
-                    "INSERT INTO batches (priority, topic, boot, seq, created, envelope) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", (priority, topic, boot, seq, time.time(),
-                                                  envelope))
+                    "INSERT INTO batches (priority, topic, boot, seq, created, envelope, "
+                    "consent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (priority, topic, boot, seq, time.time(), envelope, consent))
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 self._rollback()
@@ -142,14 +152,30 @@ class Spool:
 
     def _make_room(self, size: int) -> None:
         while self._bytes + size > self.max_bytes:
-            row = self._db.execute(
-                "SELECT id, LENGTH(envelope) FROM batches WHERE priority = ? ORDER BY id "
-                "LIMIT 1", (PRIORITY_TELEMETRY,)).fetchone()
+            row = self._oldest_bulk(skip=self._in_flight) or self._oldest_bulk(skip=())
             if row is None:
                 return
             self._db.execute("DELETE FROM batches WHERE id = ?", (row[0],))
+            self._in_flight.discard(row[0])
             self._bytes -= row[1]
             self.evicted += 1
+
+    def _oldest_bulk(self, skip: Collection[int]) -> tuple[int, int] | None:
+        marks = ",".join("?" * len(skip))
+        return self._db.execute(
+            "SELECT id, LENGTH(envelope) FROM batches WHERE priority = ? "
+            f"AND id NOT IN ({marks}) ORDER BY id LIMIT 1",
+            (PRIORITY_TELEMETRY, *skip)).fetchone()
+
+    def sending(self, batch_id: int) -> None:
+        """`batch_id` was published: evict others before it while its PUBACK is due."""
+        with self._lock:
+            self._in_flight.add(batch_id)
+
+    def not_sending(self) -> None:
+        """The link dropped: nothing is in flight any more."""
+        with self._lock:
+            self._in_flight.clear()
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
@@ -183,6 +209,7 @@ class Spool:
     def delete(self, batch_id: int) -> None:
         """Forget an acknowledged batch (kept aside in memory while the disk is full)."""
         with self._lock:
+            self._in_flight.discard(batch_id)
             self._undeleted.add(batch_id)
             self._delete_acknowledged()
 
@@ -230,6 +257,22 @@ class Spool:
                     reason, self._reserve_bytes)
         self._reserve.unlink(missing_ok=True)
         return True
+
+    def drop_above(self, consent: int) -> int:
+        """Delete every batch sealed under a consent rank above `consent`; how many went."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                freed, count = self._db.execute(
+                    "SELECT COALESCE(SUM(LENGTH(envelope)), 0), COUNT(*) FROM batches "
+                    "WHERE consent > ?", (consent,)).fetchone()
+                self._db.execute("DELETE FROM batches WHERE consent > ?", (consent,))
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError:
+                self._rollback()
+                raise
+            self._bytes -= freed
+            return count
 
     def stats(self) -> SpoolStats:
         with self._lock:

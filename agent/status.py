@@ -69,8 +69,33 @@ def status(agent: Agent) -> dict[str, Any]:
                    "last_puback_age_s": None if not uplink.last_puback
                    else round(now - uplink.last_puback, 1)},
     }
+    document["privacy"] = privacy(agent)
     document["warnings"] = warnings(document)
     return document
+
+
+def privacy(agent: Agent) -> dict[str, Any]:
+    """The consent in force and what it keeps on the vehicle (and the events found)."""
+    pipeline = agent.pipeline
+    consent = pipeline.consent
+    settings = agent.config.privacy
+    counters = agent.event_counters
+    return {
+        "consent": consent.level, "version": consent.version, "decided_by": consent.source,
+        "classes_allowed": sorted(consent.allowed),
+        "signals_sent": len(pipeline.wire_plan.signals),
+        "signals_kept_local": len(pipeline.plan.signals) - len(pipeline.wire_plan.signals),
+        "position": {"signals": [settings.location.latitude, settings.location.longitude],
+                     "precision_m": settings.location.precision_m,
+                     "tracks": settings.location.tracks,
+                     "zones": [zone.name for zone in settings.zones]},
+        "pseudonym": settings.pseudonym.enabled,
+        "dropped_on_downgrade": agent.dropped_on_downgrade,
+        "events": {"detectors": [d.name for d in pipeline.events.detectors],
+                   "found": dict(pipeline.events.found), "sent": counters.sent,
+                   "withheld": dict(counters.withheld),
+                   "positions_withheld": counters.positions_withheld},
+    }
 
 
 def _source_status(agent: Agent, name: str, now: float) -> dict[str, Any]:

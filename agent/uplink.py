@@ -279,6 +279,7 @@ class Uplink:
                 if batch.id is None:
                     self._memory.appendleft(batch)
             self._inflight.clear()
+            self._spool.not_sending()
 
     def _pump(self) -> None:
         while self.health.connected and self._messages:
@@ -296,6 +297,8 @@ class Uplink:
                     self._memory.appendleft(batch)
                 return
             self._inflight[info.mid] = batch
+            if batch.id is not None:
+                self._spool.sending(batch.id)
             self.health.published += 1
 
     def _next_from_spool(self) -> SpooledBatch | None:

@@ -81,6 +81,7 @@ class BatchBody:
     dictionary: tuple[SignalDef, ...] | None
     series: tuple[Series, ...]
     schema: int = SCHEMA_VERSION
+    privacy: Mapping[str, Any] | None = None
 
     @property
     def sample_count(self) -> int:
@@ -135,6 +136,8 @@ def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None)
     }
     if body.dictionary is not None:
         document["dict"] = _dictionary_to_cbor(body.dictionary)
+    if body.privacy is not None:
+        document["prv"] = dict(body.privacy)
     return cbor2.dumps(document)
 
 
@@ -175,12 +178,21 @@ def decode_body(data: bytes) -> BatchBody:
             dictionary_id=bytes(document["did"]),
             dictionary=None if dictionary is None else _dictionary_from_cbor(dictionary),
             series=tuple(series),
+            privacy=_privacy(document.get("prv")),
         )
     except WireFormatError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, struct.error) as exc:
         raise WireFormatError(f"batch body does not follow schema {SCHEMA_VERSION}: "
                               f"{type(exc).__name__}: {exc}") from exc
+
+
+def _privacy(value: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("consent"), str):
+        raise WireFormatError("privacy field (prv) must be a map with a consent level")
+    return {"consent": value["consent"], "ver": int(value.get("ver", 0))}
 
 
 def encode_varints(values: Sequence[int]) -> bytes:

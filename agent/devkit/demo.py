@@ -112,7 +112,7 @@ def demo_config(args: argparse.Namespace, port: int, tls: Any, workdir: Path) ->
 
 
 def dump_toml(document: dict[str, Any]) -> str:
-    """Enough TOML for a config: scalar keys, tables, arrays of tables, one level of nesting."""
+    """Enough TOML for a config: scalar keys, tables, arrays of tables, nested tables."""
     lines = [f"{key} = {_toml_value(value)}" for key, value in document.items()
              if not isinstance(value, dict) and not _is_tables(value)]
     for key, value in document.items():
@@ -126,9 +126,11 @@ def dump_toml(document: dict[str, Any]) -> str:
 
 def _table_lines(table: dict[str, Any], prefix: str) -> list[str]:
     lines = [f"{key} = {_toml_value(value)}" for key, value in table.items()
-             if not _is_tables(value)]
+             if not _is_tables(value) and not isinstance(value, dict)]
     for key, value in table.items():
-        if _is_tables(value):
+        if isinstance(value, dict):
+            lines += ["", f"[{prefix}.{key}]", *_table_lines(value, f"{prefix}.{key}")]
+        elif _is_tables(value):
             for item in value:
                 lines += ["", f"[[{prefix}.{key}]]", *_table_lines(item, f"{prefix}.{key}")]
     return lines

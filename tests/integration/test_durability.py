@@ -24,10 +24,12 @@ from paho.mqtt.properties import Properties
 
 from agent.backend import load_keyring
 from agent.batch import open_batch
+from agent.config import UplinkConfig
 from tests.integration.agent_setup import BUNDLED_DRIVE, REPO, write_agent_config
 
 SEALED = re.compile(r"sealed batch (\d+): .* (spooled|in memory only)")
 BOOT = re.compile(r"boot ([0-9a-f]{32})")
+MAX_INFLIGHT = UplinkConfig().max_inflight
 
 
 class Collector:
@@ -215,5 +217,8 @@ def test_a_full_spool_evicts_oldest_counts_it_and_stays_in_bound(tmp_path, mosqu
     assert evicted > 0
     assert all(body.health["spool.bytes"] <= max_bytes for body in bodies)
     delivered = sorted({body.seq for body in bodies})
+    missing = sorted(set(range(sealed)) - set(delivered))
     report = json.dumps({"sealed": sealed, "evicted": evicted, "delivered": delivered})
-    assert delivered == list(range(evicted, sealed)), report  # exactly the oldest went
+    assert len(missing) == evicted, report  # every loss counted, nothing else lost
+    # The oldest went, except batches already published when the link returned (evicted last).
+    assert len([seq for seq in delivered if seq < missing[-1]]) <= MAX_INFLIGHT, report

@@ -11,6 +11,7 @@ from agent.cli.diag import (
     config,
     gps,
     live,
+    privacy,
     queue,
     selftest,
     sensors,
@@ -20,7 +21,7 @@ from agent.cli.diag import (
 )
 
 SUBCOMMANDS = (status, buses, signals, gps, sensors, live, queue, uplink, config, selftest,
-               bundle, actions)
+               bundle, actions, privacy)
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
