@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,15 +167,23 @@ class Spool:
             f"AND id NOT IN ({marks}) ORDER BY id LIMIT 1",
             (PRIORITY_TELEMETRY, *skip)).fetchone()
 
-    def sending(self, batch_id: int) -> None:
-        """`batch_id` was published: evict others before it while its PUBACK is due."""
+    def sending(self, batch_id: int) -> bool:
+        """Claim `batch_id` for publishing: it is evicted after the others while its PUBACK is
+        due. False when it was evicted since it was read (then it is not to be sent)."""
         with self._lock:
+            if self._db.execute("SELECT 1 FROM batches WHERE id = ?",
+                                (batch_id,)).fetchone() is None:
+                return False
             self._in_flight.add(batch_id)
+            return True
 
-    def not_sending(self) -> None:
-        """The link dropped: nothing is in flight any more."""
+    def not_sending(self, batch_ids: Iterable[int] | None = None) -> None:
+        """These batches (None: all, the link dropped) are no longer in flight."""
         with self._lock:
-            self._in_flight.clear()
+            if batch_ids is None:
+                self._in_flight.clear()
+            else:
+                self._in_flight.difference_update(batch_ids)
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open

@@ -295,13 +295,20 @@ class Uplink:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 if batch.id is None:
                     self._memory.appendleft(batch)
+                else:
+                    self._spool.not_sending((batch.id,))
                 return
             self._inflight[info.mid] = batch
-            if batch.id is not None:
-                self._spool.sending(batch.id)
             self.health.published += 1
 
     def _next_from_spool(self) -> SpooledBatch | None:
+        while True:
+            batch = self._pick_from_spool()
+            # A batch evicted between reading and claiming it is lost and counted: skip it.
+            if batch is None or batch.id is None or self._spool.sending(batch.id):
+                return batch
+
+    def _pick_from_spool(self) -> SpooledBatch | None:
         skip = [b.id for b in self._inflight.values() if b.id is not None]
         backlog = self._spool.next_batches(1, skip, up_to=self._backlog_mark)
         if backlog and self._take_token():

@@ -50,18 +50,18 @@ def test_full_spool_evicts_oldest_bulk_first_and_counts_it(tmp_path):
 
 def test_eviction_spares_batches_in_flight_until_only_they_are_left(tmp_path):
     spool = Spool(tmp_path / "s.sqlite", 450)
-    first = put(spool, 0)
-    put(spool, 1)
-    spool.sending(first.id)
+    first, second = put(spool, 0), put(spool, 1)
+    assert spool.sending(first.id)
     for seq in range(2, 6):
         put(spool, seq)
+    assert not spool.sending(second.id)  # evicted after it was read: not to be sent
     assert [b.seq for b in spool.next_batches(10)] == [0, 3, 4, 5]  # 1 and 2 went, not 0
     assert spool.stats().evicted == 2
     spool.delete(first.id)  # acknowledged: the count stays what was lost
     assert spool.stats().evicted == 2
     lone = Spool(tmp_path / "t.sqlite", 150)
     spool_id = put(lone, 0).id
-    lone.sending(spool_id)
+    assert lone.sending(spool_id)
     put(lone, 1)  # the bound wins over a batch in flight
     assert [b.seq for b in lone.next_batches(10)] == [1] and lone.stats().evicted == 1
 
