@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from agent.devkit.bench.common import REPO, VEHICLE_DBC, Figure, median
-from agent.devkit.bench.startup import spawn, stop, write_config
+from agent.devkit.bench.startup import log_tail, spawn, stop, write_config
 
 TARGET_MB = 60.0
 TARGET_DRIFT = 0.05
@@ -84,7 +84,8 @@ def _soak(config: Path, seconds: float) -> tuple[list[tuple[float, float]], floa
         started = time.monotonic()
         while (at := time.monotonic() - started) < seconds:
             if process.poll() is not None:
-                raise RuntimeError(f"the agent exited with {process.returncode} during the soak")
+                raise RuntimeError(f"the agent exited with {process.returncode} during the "
+                                   f"soak:\n{log_tail(log)}")
             samples.append((at, rss_mb(process.pid)))
             time.sleep(0.5)
     finally:

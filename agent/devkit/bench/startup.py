@@ -78,9 +78,20 @@ enabled = false
     return config
 
 
+def unit_environment() -> dict[str, str]:
+    """The Environment= settings of the shipped systemd unit: the agent as installed runs so."""
+    settings = {}
+    for line in (REPO / "systemd" / "edge-agent.service").read_text().splitlines():
+        if line.startswith("Environment="):
+            name, _, value = line.removeprefix("Environment=").partition("=")
+            settings[name] = value
+    return settings
+
+
 def spawn(config: Path, notify_path: Path | None = None,
           log: Path | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    """`python -m agent run` with the environment the systemd unit gives it."""
+    env = {**os.environ, **unit_environment(), "PYTHONPATH": str(REPO)}
     if notify_path is not None:
         env["NOTIFY_SOCKET"] = str(notify_path)
     stderr = log.open("wb") if log is not None else subprocess.DEVNULL
@@ -98,7 +109,8 @@ def time_to_ready(config: Path, scratch: Path, timeout: float = 60.0) -> float:
         notify.bind(str(notify_path))
         notify.settimeout(0.05)
         started = time.perf_counter()
-        process = spawn(config, notify_path)
+        log = scratch / "agent-startup.log"
+        process = spawn(config, notify_path, log=log)
         try:
             while True:
                 try:
@@ -108,13 +120,17 @@ def time_to_ready(config: Path, scratch: Path, timeout: float = 60.0) -> float:
                     pass
                 if process.poll() is not None:
                     raise RuntimeError(f"the agent exited with {process.returncode} before "
-                                       f"READY=1")
+                                       f"READY=1:\n{log_tail(log)}")
                 if time.perf_counter() - started > timeout:
                     raise RuntimeError(f"no READY=1 within {timeout:g} s")
         finally:
             process.kill()  # how it stops is not timed; the spool survives a SIGKILL
             process.wait()
             notify_path.unlink(missing_ok=True)
+
+
+def log_tail(log: Path, lines: int = 15) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
