@@ -191,47 +191,53 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: i
 
     Records of one signal keep their ring order (a stable sort), which is time order. A stats
     sample is four records MIN, MAX, SUM, COUNT; a group the ring overwrote in part is skipped.
+    `lookup` is `kind_lookup(kinds)`, passed in by callers that seal many times.
     """
     if lookup is None:
         lookup = kind_lookup(kinds)
     record_kinds = lookup[records.signal]
     known = record_kinds >= 0
-    order = np.argsort(records.signal[known], kind="stable")
-    signal = records.signal[known][order]
-    if not len(signal):
+    everything_known = bool(known.all())
+    order = np.argsort(records.signal if everything_known else records.signal[known],
+                       kind="stable")
+    if not len(order):
         return [], 0
-    record_kinds = record_kinds[known][order]
-    times = records.time_ms[known][order] - t0_ms
-    values = records.value[known][order]
+    if not everything_known:
+        order = np.flatnonzero(known)[order]
+    signal = records.signal[order]
+    record_kinds = record_kinds[order]
+    times = records.time_ms[order] - t0_ms
+    values = records.value[order]
     is_stats = record_kinds >= SeriesKind.INT_STATS
     encoded: dict[int, EncodedSeries] = {}
+    any_stats = bool(is_stats.any())
     last = ~is_stats
-    if last.any():
-        last_signal, last_times, last_values = signal[last], times[last], values[last]
+    samples = len(signal) - int(is_stats.sum())
+    if samples:
+        if any_stats:
+            last_signal, last_times, last_values = signal[last], times[last], values[last]
+        else:
+            last_signal, last_times, last_values = signal, times, values
         starts = np.flatnonzero(np.r_[True, last_signal[1:] != last_signal[:-1]])
         stops = [*starts[1:].tolist(), len(last_signal)]
-        time_columns = encode_grouped_varints(last_times, starts)
-        # Float series go out as IEEE bytes; their bit patterns (spanning all of int64) left
-        # in the varint pass would push every series onto the slow, unvectorised path.
-        float_records = lookup[last_signal] == SeriesKind.FLOAT_LAST
-        value_columns = encode_grouped_varints(np.where(float_records, 0, last_values), starts)
+        float_groups = lookup[last_signal[starts]] == SeriesKind.FLOAT_LAST
+        time_columns = _shared_time_columns(last_times, starts)
+        value_columns = encode_grouped_varints(last_values, starts, skip=float_groups)
         numbers = last_signal[starts].tolist()
-        floats = (lookup[last_signal[starts]] == SeriesKind.FLOAT_LAST).tolist()
         for number, is_float, a, b, time_column, value_column in zip(
-                numbers, floats, starts.tolist(), stops, time_columns, value_columns,
-                strict=True):
+                numbers, float_groups.tolist(), starts.tolist(), stops, time_columns,
+                value_columns, strict=True):
             if is_float:
                 encoded[number] = EncodedSeries(number, SeriesKind.FLOAT_LAST, time_column,
                                                 (last_values[a:b].view("<f8").tobytes(),))
             else:
                 encoded[number] = EncodedSeries(number, SeriesKind.INT_LAST, time_column,
                                                 (value_column,))
-    samples = int(last.sum())
-    if is_stats.any():
+    if any_stats:
         stats_signal = signal[is_stats]
         starts = np.flatnonzero(np.r_[True, stats_signal[1:] != stats_signal[:-1]])
         stops = [*starts[1:].tolist(), len(stats_signal)]
-        fields = records.field[known][order][is_stats]
+        fields = records.field[order][is_stats]
         stats_times, stats_values = times[is_stats], values[is_stats]
         for a, b in zip(starts.tolist(), stops, strict=True):
             number = int(stats_signal[a])
@@ -241,6 +247,32 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: i
                 encoded[number] = series
                 samples += count
     return [encoded[number] for number in sorted(encoded)], samples
+
+
+def _shared_time_columns(times: np.ndarray, starts: np.ndarray) -> list[bytes]:
+    """`encode_grouped_varints(times, starts)`, encoding each distinct time column once.
+
+    Signals sampled on the same ticks have identical time columns (800 signals at 1 Hz: one
+    column, 800 times); the wire format stores each once anyway, so only one is encoded.
+    """
+    bounds = np.r_[starts, len(times)]
+    lengths = np.diff(bounds)
+    columns: list[bytes] = [b""] * len(starts)
+    for length in np.unique(lengths).tolist():
+        groups = np.flatnonzero(lengths == length)
+        rows = times[starts[groups][:, None] + np.arange(length)]
+        if (rows == rows[0]).all():  # the usual case: one sampling period, one column
+            shared = encode_varints(rows[0].tolist())
+            for group in groups.tolist():
+                columns[group] = shared
+            continue
+        distinct: dict[bytes, int] = {}
+        which = [distinct.setdefault(row.tobytes(), len(distinct)) for row in rows]
+        firsts = np.array(list(dict.fromkeys(which)))  # the first row of each distinct one
+        encoded = encode_grouped_varints(rows[firsts].ravel(), np.arange(len(firsts)) * length)
+        for group, index in zip(groups.tolist(), which, strict=True):
+            columns[group] = encoded[index]
+    return columns
 
 
 def _stats_series(signal: int, kind: SeriesKind, field: np.ndarray, times: np.ndarray,

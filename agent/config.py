@@ -84,7 +84,7 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class RingConfig:
-    memory_mb: float = 4.0
+    memory_mb: float = 4.0  # 3.7 one-minute windows of 1,000 signals at 1 Hz
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from agent.keys import load_private_key
 from agent.location import LocationPolicy, TelemetryLocationFilter
 from agent.plan import SamplingPlan, build_plan
 from agent.ring import Ring
-from agent.sampler import Sampler
+from agent.sampler import Sampler, check_ring_size
 from agent.sources import Source, catalogue_for, is_value_source, open_source
 from agent.spool import Spool
 from agent.status import FrameRates
@@ -392,8 +392,10 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
                      lambda spooled: agent.uplink.submit(spooled), agent.event_counters,
                      agent.event_seq)
     events = EventEngine(config.events, config.privacy.location, plan, agent.ring, sink)
-    sampler = Sampler(plan, agent.ring, stores, round(config.batch.window * 1000),
-                      agent.on_window(batcher, consent), on_tick=events.on_tick)
+    window_ms = round(config.batch.window * 1000)
+    check_ring_size(agent.ring, plan, window_ms)
+    sampler = Sampler(plan, agent.ring, stores, window_ms, agent.on_window(batcher, consent),
+                      on_tick=events.on_tick)
     return Pipeline(config, plan, sources, stores, sampler, batcher, consent, wire_plan, events)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 _F64 = struct.Struct("<d")
 _I64 = struct.Struct("<q")
-_BYTES_PER_RECORD = 8 + 2 + 1 + 8
+BYTES_PER_RECORD = 8 + 2 + 1 + 8
 
 
 class Field(IntEnum):
@@ -62,7 +62,7 @@ class Ring:
 
     @classmethod
     def for_memory(cls, memory_mb: float, float_signals: frozenset[int] = frozenset()) -> Ring:
-        return cls(max(1, int(memory_mb * 1024 * 1024 // _BYTES_PER_RECORD)), float_signals)
+        return cls(max(1, int(memory_mb * 1024 * 1024 // BYTES_PER_RECORD)), float_signals)
 
     def set_float_signals(self, float_signals: frozenset[int]) -> None:
         self._float_signals = float_signals

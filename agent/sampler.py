@@ -20,9 +20,25 @@ from typing import Protocol
 
 from agent.decode import Emit, EmitStats
 from agent.plan import SamplingPlan
-from agent.ring import Field, Ring
+from agent.ring import BYTES_PER_RECORD, Field, Ring
 
 log = logging.getLogger(__name__)
+
+
+def records_per_window(plan: SamplingPlan, window_ms: int) -> int:
+    """Ring records the plan writes in one window: a value 1, a stats sample 4."""
+    return sum(-(-window_ms // s.period_ms) * (4 if s.mode == "stats" else 1)
+               for s in plan.signals)
+
+
+def check_ring_size(ring: Ring, plan: SamplingPlan, window_ms: int) -> None:
+    """Warn when a window's records would fill more than half of the ring."""
+    needed = records_per_window(plan, window_ms)
+    if 2 * needed > ring.capacity:
+        log.warning("the sampling plan writes %d ring records per %.0f s window; the ring "
+                    "holds %d: raise [ring] memory_mb to at least %.1f or records will be lost",
+                    needed, window_ms / 1000, ring.capacity,
+                    2 * needed * BYTES_PER_RECORD / 2**20)
 
 
 class SignalReader(Protocol):

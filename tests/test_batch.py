@@ -120,3 +120,21 @@ def test_gps_correction_moves_every_time_and_names_the_clock(tmp_path, key, keyr
         "rtc", 0, 1000, (500,))
     assert (after.clock, after.t0_ms, after.t1_ms, after.series[0].times_ms) == (
         "gps", 86_401_123, 86_402_123, (86_401_623,))
+
+
+def test_time_columns_shared_or_not_open_to_each_signals_own_times(tmp_path, key, keyring):
+    ring = Ring(1000)
+    plan, batcher = make_batcher(tmp_path, key, ring)
+    a, b, c = (s.index for s in plan.signals[:3])
+    times = {a: (0, 1000, 2000), b: (0, 1000, 2000), c: (500, 1500, 2500)}  # c: same length
+    for second in range(3):
+        for signal, at in times.items():
+            ring.append(at[second], signal, Field.VALUE, signal * 10 + second)
+    ring.append(2700, a, Field.VALUE, 7)  # a now has four samples, b still three
+    body = open_batch(batcher.seal(0, 3000).envelope, keyring)
+    by_signal = {s.signal: s for s in body.series}
+    assert by_signal[a].times_ms == (0, 1000, 2000, 2700)
+    assert by_signal[a].columns == ((a * 10, a * 10 + 1, a * 10 + 2, 7),)
+    assert by_signal[b].times_ms == (0, 1000, 2000)
+    assert by_signal[c].times_ms == (500, 1500, 2500)
+    assert by_signal[c].columns == ((c * 10, c * 10 + 1, c * 10 + 2),)

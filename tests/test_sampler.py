@@ -132,3 +132,17 @@ def test_time_going_backwards_a_little_is_ignored(rig):
     feed(101.2, 3.0)
     feed(102.5, 4.0)
     assert [(r.time_ms, r.value) for r in ring.read(0)] == [(101000, 100), (102000, 300)]
+
+
+def test_ring_too_small_for_a_window_is_warned_about(tmp_path, caplog):
+    from agent.sampler import check_ring_size, records_per_window
+
+    dbc = load_dbc([write_small_dbc(tmp_path)])
+    plan = build_plan(SamplingConfig(signals=(
+        SignalRule("can0.Engine.Speed", period=0.1),
+        SignalRule("can0.Motor.Torque", mode="stats"))), {"can0": dbc.database})
+    assert records_per_window(plan, 60_000) == 600 + 60 * 4
+    check_ring_size(Ring(2 * 840), plan, 60_000)
+    assert "raise [ring] memory_mb" not in caplog.text
+    check_ring_size(Ring(2 * 840 - 1), plan, 60_000)
+    assert "raise [ring] memory_mb" in caplog.text

@@ -130,3 +130,13 @@ def test_grouped_varints_fall_back_for_very_wide_ranges():
     values = np.array([v for group in groups for v in group], dtype=np.int64)
     assert encode_grouped_varints(values, np.array([0, 2])) == [encode_varints(g)
                                                                  for g in groups]
+
+
+def test_grouped_varints_fall_back_only_for_the_wide_group_and_skip_floats():
+    groups = [[1, 2, 3], [-(2**63), 2**63 - 1], [2**62, 2**62 + 5], [7, 7]]
+    values = np.array([v for group in groups for v in group], dtype=np.int64)
+    starts = np.array([0, 3, 5, 7])
+    assert encode_grouped_varints(values, starts) == [encode_varints(g) for g in groups]
+    skip = np.array([False, True, False, True])
+    assert encode_grouped_varints(values, starts, skip=skip) == [
+        encode_varints(groups[0]), b"", encode_varints(groups[2]), b""]
