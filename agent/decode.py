@@ -24,6 +24,30 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[int, int | float], None]
 EmitStats = Callable[[int, int | float, int | float, int | float, int], None]
+
+
+class StatsAccumulator:
+    """min, max, sum and count of `stats` signals between two takes, by plan index."""
+
+    def __init__(self) -> None:
+        self._stats: dict[int, list[int | float]] = {}
+
+    def add(self, index: int, value: int | float) -> None:
+        stats = self._stats.get(index)
+        if stats is None:
+            self._stats[index] = [value, value, value, 1]
+        else:
+            stats[0] = min(stats[0], value)
+            stats[1] = max(stats[1], value)
+            stats[2] += value
+            stats[3] += 1
+
+    def take(self, indices: Iterable[int], emit: EmitStats) -> None:
+        """Emit and reset the statistics accumulated for these signals since the last take."""
+        for index in indices:
+            stats = self._stats.pop(index, None)
+            if stats is not None:
+                emit(index, stats[0], stats[1], stats[2], int(stats[3]))
 MAX_IGNORED_IDS = 256
 # A multiplexed page is keyed (frame_id, selector); a plain message by its frame_id.
 PayloadKey = int | tuple[int, int]
@@ -76,7 +100,7 @@ class FrameStore:
         self._messages: dict[int, _MessagePlan] = {}
         self._groups: dict[int, list[tuple[_MessagePlan, list[_Page]]]] = {}
         self._latest: dict[PayloadKey, tuple[float, bytes]] = {}
-        self._stats: dict[int, list[int | float]] = {}
+        self._stats = StatsAccumulator()
         self._warned: set[tuple[str, int]] = set()
         self.ignored_ids: Counter[int] = Counter()
         self._signals = tuple(signals)
@@ -158,14 +182,7 @@ class FrameStore:
             value = decoded.get(name)
             if value is None:
                 continue
-            stats = self._stats.get(index)
-            if stats is None:
-                self._stats[index] = [value, value, value, 1]
-            else:
-                stats[0] = min(stats[0], value)
-                stats[1] = max(stats[1], value)
-                stats[2] += value
-                stats[3] += 1
+            self._stats.add(index, value)
 
     def sample_last(self, period_ms: int, at: float, stale_after: float, emit: Emit) -> None:
         """Emit the raw value of every `last` signal of this period from payloads before `at`."""
@@ -185,10 +202,7 @@ class FrameStore:
 
     def take_stats(self, indices: Iterable[int], emit: EmitStats) -> None:
         """Emit and reset the statistics accumulated for these signals since the last take."""
-        for index in indices:
-            stats = self._stats.pop(index, None)
-            if stats is not None:
-                emit(index, stats[0], stats[1], stats[2], int(stats[3]))
+        self._stats.take(indices, emit)
 
     def current_values(self) -> list[tuple[PlannedSignal, int | float, float]]:
         """(signal, raw value, frame timestamp) of every planned signal received so far."""

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.decode import Emit, EmitStats
+from agent.decode import Emit, EmitStats, StatsAccumulator
 from agent.health import SourceHealth
 from agent.plan import PlannedSignal
 
@@ -46,7 +46,7 @@ class ValueStore:
                 self._last_by_period[planned.period_ms] = (
                     *self._last_by_period.get(planned.period_ms, ()), planned)
         self._latest: dict[int, tuple[float, int | float]] = {}
-        self._stats: dict[int, list[int | float]] = {}
+        self._stats = StatsAccumulator()
 
     def can_filters(self) -> list[dict[str, int | bool]]:
         return []
@@ -70,14 +70,7 @@ class ValueStore:
         raw = _to_raw(planned, reading.value)
         self._latest[planned.index] = (reading.timestamp, raw)
         if planned.mode == "stats":
-            stats = self._stats.get(planned.index)
-            if stats is None:
-                self._stats[planned.index] = [raw, raw, raw, 1]
-            else:
-                stats[0] = min(stats[0], raw)
-                stats[1] = max(stats[1], raw)
-                stats[2] += raw
-                stats[3] += 1
+            self._stats.add(planned.index, raw)
 
     def sample_last(self, period_ms: int, at: float, stale_after: float, emit: Emit) -> None:
         latest = self._latest
@@ -87,10 +80,7 @@ class ValueStore:
                 emit(planned.index, value[1])
 
     def take_stats(self, indices: Iterable[int], emit: EmitStats) -> None:
-        for index in indices:
-            stats = self._stats.pop(index, None)
-            if stats is not None:
-                emit(index, stats[0], stats[1], stats[2], int(stats[3]))
+        self._stats.take(indices, emit)
 
     def current_values(self) -> list[tuple[PlannedSignal, int | float, float]]:
         """(signal, raw value, reading timestamp) of every planned quantity received so far."""

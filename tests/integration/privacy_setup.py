@@ -4,54 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import can
 import cantools
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.batch import decompress_payload, open_batch
 from agent.cose import verify
 from agent.events.codec import EventBody, open_event
 from agent.keys import key_id, load_public_key
 from agent.wire import BatchBody, SignalDef
-
-
-class Capture:
-    """Subscribes to `fleet/#` with a persistent session, so what is published while the
-    broker restarts is queued for it; keeps (topic, payload) in arrival order."""
-
-    def __init__(self, port: int, tls) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=f"capture-{os.getpid()}-{id(self)}")
-        self.client.tls_set(ca_certs=str(tls.ca_cert), certfile=str(tls.cert),
-                            keyfile=str(tls.key))
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe("fleet/#", qos=1)
-        self.client.on_subscribe = lambda *args: self._subscribed.set()
-        self.client.reconnect_delay_set(0.2, 1)
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, clean_start=False, properties=session)
-        self.client.loop_start()
-        assert self._subscribed.wait(10), "the capture could not subscribe"
-
-    def _on_message(self, client, userdata, message) -> None:
-        with self._lock:
-            self.messages.append((message.topic, bytes(message.payload)))
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 @dataclass

@@ -10,62 +10,22 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import can
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.backend import load_keyring
 from agent.batch import open_batch
 from agent.config import UplinkConfig
 from tests.integration.agent_setup import BUNDLED_DRIVE, REPO, write_agent_config
+from tests.integration.capture import Capture
 
 SEALED = re.compile(r"sealed batch (\d+): .* (spooled|in memory only)")
 BOOT = re.compile(r"boot ([0-9a-f]{32})")
 MAX_INFLIGHT = UplinkConfig().max_inflight
-
-
-class Collector:
-    """A backend that keeps every envelope in arrival order. Its session persists on the
-    broker (as a real backend's does), so what is published while it reconnects after a
-    broker restart is queued for it rather than lost."""
-
-    def __init__(self, port: int, tls) -> None:
-        self.envelopes: list[bytes] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=f"collector-{os.getpid()}-{id(self)}")
-        self.client.tls_set(ca_certs=str(tls.ca_cert), certfile=str(tls.cert),
-                            keyfile=str(tls.key))
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe("fleet/+/telemetry", qos=1)
-        self.client.on_subscribe = lambda *args: self._subscribed.set()
-        self.client.reconnect_delay_set(0.2, 1)
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, clean_start=False, properties=session)
-        self.client.loop_start()
-        assert self._subscribed.wait(10), "the collector could not subscribe"
-
-    def _on_message(self, client, userdata, message) -> None:
-        with self._lock:
-            self.envelopes.append(bytes(message.payload))
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.envelopes)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def short_drive(directory: Path, seconds: float) -> Path:
@@ -116,7 +76,7 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path, mosquitto, 
         log=short_drive(tmp_path, 120), window=2.0, speed=10.0,
         extra="drain_rate = 0\n\n[state]\ndirectory = \"state\"\n")
     config.write_text(config.read_text().replace("rebase = false", "rebase = true\nloop = true"))
-    collector = Collector(mosquitto.port, dev_pki.client("backend"))
+    collector = Capture(mosquitto.port, dev_pki.client("backend"), "fleet/+/telemetry")
     committed: set[tuple[str, int]] = set()
     try:
         for run in range(kills):
@@ -169,7 +129,7 @@ def test_broker_outage_then_everything_arrives_in_order(tmp_path, mosquitto, dev
         tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
         log=short_drive(tmp_path, 240), window=2.0, speed=20.0,
         extra=f"drain_rate = {drain_rate}\nreconnect_max = 2\n")
-    collector = Collector(mosquitto.port, dev_pki.client("backend"))
+    collector = Capture(mosquitto.port, dev_pki.client("backend"), "fleet/+/telemetry")
     log = tmp_path / "agent.log"
     agent = spawn_agent(config, log, "--exit-after-replay")
     try:
@@ -199,7 +159,7 @@ def test_a_full_spool_evicts_oldest_counts_it_and_stays_in_bound(tmp_path, mosqu
         tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
         log=short_drive(tmp_path, 240), window=2.0, speed=20.0,
         extra=f"reconnect_max = 2\n\n[spool]\nmax_mb = {max_bytes / 2**20!r}\n")
-    collector = Collector(mosquitto.port, dev_pki.client("backend"))
+    collector = Capture(mosquitto.port, dev_pki.client("backend"), "fleet/+/telemetry")
     mosquitto.stop()
     log = tmp_path / "agent.log"
     agent = spawn_agent(config, log, "--exit-after-replay")
