@@ -1,10 +1,11 @@
 """The backend side (`tools/backend`): receive, verify, de-duplicate and decode batches.
 
-Subscribes with an MQTT v5 shared subscription (`$share/GROUP/PREFIX/+/telemetry`) so several
-instances split a fleet between them; verifies each COSE_Sign1 envelope against the vehicle
-public keys it is given; tracks (vehicle, boot, seq) to report gaps and duplicates; decodes to
-physical values and prints a summary line per batch, or writes one row per sample as JSON Lines
-or CSV.
+Subscribes with MQTT v5 shared subscriptions (`$share/GROUP/PREFIX/+/telemetry` and
+`.../+/events`) so several instances split a fleet between them; verifies each COSE_Sign1
+envelope against the vehicle public keys it is given; tracks (vehicle, boot, seq) to report
+gaps and duplicates, for batches and events apart; decodes to physical values and prints a
+summary line per batch and event, or writes one row per sample (and one per event) as JSON
+Lines or CSV.
 
 Pseudonymous vehicles (`[privacy.pseudonym]` on the vehicle, docs/privacy.md): a batch names
 the vehicle `p-...`, an HMAC of its id and the rotation period of the window start under a
@@ -38,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.batch import open_batch
 from agent.cose import signed_by
 from agent.errors import AgentError, WireFormatError
+from agent.events.codec import EventBody, open_event
 from agent.keys import key_id, load_public_key
 from agent.privacy import pseudonym, rotation_period
 from agent.wire import BatchBody, SignalDef
@@ -153,6 +155,7 @@ class Receipt:
     size: int = 0
     duplicate: bool = False
     error: str = ""
+    event: EventBody | None = None
 
 
 class Backend:
@@ -165,23 +168,21 @@ class Backend:
         self.bindings = bindings or {}
         self.pseudonyms = pseudonyms
         self.tracker = DeliveryTracker()
+        self.event_tracker = DeliveryTracker()
         self.dictionaries = DictionaryCache()
         self.verified = 0
+        self.events = 0
         self.rejected = 0
         self.undecodable = 0
         self.samples = 0
         self.bytes = 0
 
     def receive(self, envelope: bytes) -> Receipt:
+        """A telemetry batch: verified, its vehicle checked, de-duplicated."""
         try:
             body = open_batch(envelope, self.keyring)
-            owner = self.bindings.get(signed_by(envelope))
-            if (owner is not None and self.pseudonyms is not None
-                    and body.vehicle == self.pseudonyms.name_of(owner, body.t0_ms)):
-                body = dataclasses.replace(body, vehicle=owner)
-            if owner is not None and owner != body.vehicle:
-                raise WireFormatError(f"batch claims vehicle {body.vehicle!r} but is signed "
-                                      f"with the key of {owner!r}")
+            body = dataclasses.replace(body, vehicle=self._vehicle(envelope, body.vehicle,
+                                                                   body.t0_ms))
         except WireFormatError as exc:
             self.rejected += 1
             return Receipt(ok=False, size=len(envelope), error=str(exc))
@@ -192,6 +193,32 @@ class Backend:
             self.samples += body.sample_count
             self.bytes += len(envelope)
         return Receipt(ok=True, body=body, size=len(envelope), duplicate=not fresh)
+
+    def receive_event(self, envelope: bytes) -> Receipt:
+        """An event (`{prefix}/{vehicle}/events`): verified, checked, de-duplicated."""
+        try:
+            event = open_event(envelope, self.keyring)
+            event = dataclasses.replace(event, vehicle=self._vehicle(envelope, event.vehicle,
+                                                                     event.time_ms))
+        except WireFormatError as exc:
+            self.rejected += 1
+            return Receipt(ok=False, size=len(envelope), error=str(exc))
+        self.events += 1
+        fresh = self.event_tracker.observe(event.vehicle, event.boot, event.seq)
+        return Receipt(ok=True, size=len(envelope), duplicate=not fresh, event=event)
+
+    def _vehicle(self, envelope: bytes, named: str, time_ms: int) -> str:
+        """The vehicle a payload names, mapped back from its pseudonym when this backend can;
+        WireFormatError when the signing key belongs to another vehicle."""
+        owner = self.bindings.get(signed_by(envelope))
+        if owner is None:
+            return named
+        if self.pseudonyms is not None and named == self.pseudonyms.name_of(owner, time_ms):
+            return owner
+        if owner != named:
+            raise WireFormatError(f"payload claims vehicle {named!r} but is signed with the "
+                                  f"key of {owner!r}")
+        return named
 
     def rows(self, body: BatchBody) -> Iterator[dict[str, Any]] | None:
         dictionary = self.dictionaries.lookup(body)
@@ -208,9 +235,35 @@ class Backend:
             "undecodable": self.undecodable,
             "samples": self.samples,
             "bytes": self.bytes,
-            "gaps": [{"vehicle": vehicle, "boot": boot.hex(), "missing": missing}
-                     for (vehicle, boot), missing in self.tracker.gaps().items()],
+            "gaps": _gaps(self.tracker),
+            "events": self.events,
+            "event_duplicates": self.event_tracker.duplicates,
+            "event_gaps": _gaps(self.event_tracker),
         }
+
+
+def _gaps(tracker: DeliveryTracker) -> list[dict[str, Any]]:
+    return [{"vehicle": vehicle, "boot": boot.hex(), "missing": missing}
+            for (vehicle, boot), missing in tracker.gaps().items()]
+
+
+def event_line(receipt: Receipt) -> str:
+    event = receipt.event
+    assert event is not None
+    at = datetime.fromtimestamp(event.time_ms / 1000, UTC).strftime("%H:%M:%S")
+    flag = " DUPLICATE" if receipt.duplicate else ""
+    where = "".join(f", {name} {lat:.5f},{lon:.5f}" for name, (lat, lon)
+                    in event.positions.items())
+    return (f"event {event.vehicle} boot {event.boot.hex()[:8]} seq {event.seq}{flag}: "
+            f"{event.type} at {at} UTC {json.dumps(event.data, sort_keys=True)}{where}")
+
+
+def event_row(event: EventBody) -> dict[str, Any]:
+    """An event as one JSON Lines row (the sample rows' vehicle/boot/seq/time keys, and the
+    event's own)."""
+    return {"vehicle": event.vehicle, "boot": event.boot.hex(), "seq": event.seq,
+            "time": event.time_ms / 1000, "event": event.type, "data": event.data,
+            "positions": {name: list(at) for name, at in event.positions.items()}}
 
 
 def summary_line(receipt: Receipt) -> str:
@@ -266,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shared-subscription group; instances in one group split the "
                              "fleet (default: backend)")
     parser.add_argument("--format", choices=("summary", "jsonl", "csv"), default="summary",
-                        help="summary line per batch, or one row per sample (default: summary)")
+                        help="summary line per batch and event, or one row per sample (and, "
+                             "in jsonl, one per event; CSV prints events on stderr) "
+                             "(default: summary)")
     parser.add_argument("--output", "-o", type=Path, help="write rows here (default: stdout)")
     parser.add_argument("--count", type=int, help="exit after this many batches")
     parser.add_argument("--timeout", type=float, help="exit after this many seconds")
@@ -301,7 +356,7 @@ def _serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise AgentError(f"--pseudonym-key: cannot read {args.pseudonym_key}") from exc
     backend = Backend(*load_keyring(args.keys), pseudonyms=pseudonyms)
-    arrivals: queue.Queue[bytes] = queue.Queue()
+    arrivals: queue.Queue[tuple[str, bytes]] = queue.Queue()
     connected = queue.Queue[str]()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if not args.plaintext:
@@ -309,18 +364,20 @@ def _serve(args: argparse.Namespace) -> int:
             raise AgentError("TLS needs --ca-cert, --cert and --key (or --plaintext)")
         client.tls_set(ca_certs=str(args.ca_cert), certfile=str(args.cert),
                        keyfile=str(args.key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    subscription = f"$share/{args.group}/{args.prefix}/+/telemetry"
+    subscriptions = [f"$share/{args.group}/{args.prefix}/+/{leaf}"
+                     for leaf in ("telemetry", "events")]
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
         if reason.is_failure:
             connected.put(f"refused: {reason}")
             return
-        client.subscribe(subscription, qos=1)
+        client.subscribe([(topic, 1) for topic in subscriptions])
         connected.put("")
 
     client.on_connect = on_connect
-    client.on_message = lambda client, userdata, message: arrivals.put(bytes(message.payload))
+    client.on_message = lambda client, userdata, message: arrivals.put(
+        (message.topic, bytes(message.payload)))
     client.connect(args.host, args.port, keepalive=30)
     client.loop_start()
     try:
@@ -330,7 +387,7 @@ def _serve(args: argparse.Namespace) -> int:
     if problem:
         client.loop_stop()
         raise AgentError(f"cannot connect to {args.host}:{args.port}: {problem}")
-    log.info("subscribed to %s", subscription)
+    log.info("subscribed to %s", " and ".join(subscriptions))
     out = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
     writer = RowWriter(out, args.format) if args.format != "summary" else None
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
@@ -342,13 +399,16 @@ def _serve(args: argparse.Namespace) -> int:
             if wait <= 0:
                 break
             try:
-                envelope = arrivals.get(timeout=min(wait, 0.5))
+                topic, envelope = arrivals.get(timeout=min(wait, 0.5))
             except queue.Empty:
                 if args.idle is not None and time.monotonic() - last_arrival > args.idle:
                     break
                 continue
-            received += 1
             last_arrival = time.monotonic()
+            if topic.endswith("/events"):
+                _show_event(backend.receive_event(envelope), writer, args.format)
+                continue
+            received += 1
             receipt = backend.receive(envelope)
             if writer is None or not receipt.ok:
                 print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,
@@ -372,6 +432,16 @@ def _serve(args: argparse.Namespace) -> int:
     if args.report:
         args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 1 if backend.rejected else 0
+
+
+def _show_event(receipt: Receipt, writer: RowWriter | None, fmt: str) -> None:
+    if not receipt.ok or receipt.event is None:
+        print(summary_line(receipt), file=sys.stderr if writer else sys.stdout, flush=True)
+    elif fmt == "jsonl" and writer is not None:
+        if not receipt.duplicate:
+            writer.write(iter([event_row(receipt.event)]))
+    else:  # summary, or CSV (whose rows are samples): a line per event
+        print(event_line(receipt), file=sys.stderr if writer else sys.stdout, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.backend import Backend, DeliveryTracker, load_keyring, summary_line
+from agent.backend import (
+    Backend,
+    DeliveryTracker,
+    event_line,
+    event_row,
+    load_keyring,
+    summary_line,
+)
 from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity
 from agent.config import SamplingConfig, SignalRule
 from agent.cose import Signer
 from agent.dbc import load_dbc
 from agent.errors import AgentError, KeyFileError
+from agent.events.codec import EVENT_CONTENT_TYPE, EventBody, encode_event
 from agent.keys import generate_key_pair, key_id
 from agent.plan import build_plan
 from agent.ring import Field, Ring
@@ -98,3 +106,31 @@ def test_keyring_from_files_and_folders(tmp_path):
     (tmp_path / "bad.pub").write_text("nope")
     with pytest.raises(KeyFileError, match="not a PEM public key"):
         load_keyring([tmp_path / "bad.pub"])
+
+
+def _event(vehicle: str, seq: int) -> EventBody:
+    return EventBody(vehicle=vehicle, boot=bytes(16), seq=seq, type="stop", time_ms=60_000,
+                     clock="rtc", config_version=1, privacy={"consent": "full", "ver": 1},
+                     data={"dwell_s": 600}, positions={"at": (48.1, 11.5)})
+
+
+def test_events_are_verified_checked_against_the_key_and_tracked_apart_from_batches():
+    key = Ed25519PrivateKey.generate()
+    kid = key_id(key.public_key())
+    signer = Signer(key, EVENT_CONTENT_TYPE)
+    backend = Backend({kid: key.public_key()}, {kid: "v1"})
+    for seq in (0, 2, 2):
+        receipt = backend.receive_event(signer.sign(encode_event(_event("v1", seq))))
+        assert receipt.ok and receipt.event is not None and receipt.event.data["dwell_s"] == 600
+    assert receipt.duplicate and "DUPLICATE" in event_line(receipt)
+    assert "stop at 00:01:00 UTC" in event_line(receipt) and "48.10000,11.50000" in \
+        event_line(receipt)
+    assert event_row(receipt.event)["event"] == "stop"
+    stolen = backend.receive_event(signer.sign(encode_event(_event("v2", 3))))
+    assert not stolen.ok and "signed with the key of 'v1'" in stolen.error
+    not_an_event = backend.receive_event(Signer(key, CONTENT_TYPE).sign(b"x"))
+    assert not not_an_event.ok
+    report = backend.report()
+    assert (report["events"], report["event_duplicates"], report["rejected"]) == (3, 1, 2)
+    assert report["event_gaps"] == [{"vehicle": "v1", "boot": "00" * 16, "missing": [1]}]
+    assert report["gaps"] == [] and report["verified"] == 0

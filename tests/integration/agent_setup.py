@@ -12,6 +12,8 @@ from agent.keys import generate_key_pair
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED_DBC = REPO / "dbc" / "vehicle.dbc"
+# What the events engine finds on the bundled drive (trip, a stop at a shop, the loaded trunk).
+BUNDLED_EVENTS = ["trip_start", "stop", "load_change", "trip_end"]
 BUNDLED_DRIVE = REPO / "dbc" / "drive.log.gz"
 
 

@@ -17,6 +17,7 @@ from agent.dbc import load_dbc
 from tests.integration.agent_setup import (
     BUNDLED_DBC,
     BUNDLED_DRIVE,
+    BUNDLED_EVENTS,
     run_agent,
     start_backend,
     write_agent_config,
@@ -58,7 +59,8 @@ def reference_samples(log_path, dbc_path):
 
 def test_bundled_drive_arrives_verified_and_equal_to_cantools(tmp_path, mosquitto, dev_pki):
     vehicle_tls = dev_pki.client("demo-0001")
-    config = write_agent_config(tmp_path, port=mosquitto.port, tls=vehicle_tls)
+    config = write_agent_config(tmp_path, port=mosquitto.port, tls=vehicle_tls,
+                                extra="\n[events]\nenabled = true\n")
     rows_path = tmp_path / "rows.jsonl"
     report_path = tmp_path / "report.json"
     backend = start_backend(mosquitto.port, dev_pki.client("backend"),
@@ -76,12 +78,18 @@ def test_bundled_drive_arrives_verified_and_equal_to_cantools(tmp_path, mosquitt
     assert sealed >= 4
     assert report["verified"] == sealed and report["rejected"] == 0
     assert report["duplicates"] == 0 and report["gaps"] == []
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    events = [row for row in rows if "event" in row]
+    assert [row["event"] for row in events] == BUNDLED_EVENTS  # on their own topic, verified
+    assert report["events"] == len(events) and report["event_gaps"] == []
+    assert all(row["vehicle"] == "demo-0001" for row in events)
 
     expected, speed_stats = reference_samples(BUNDLED_DRIVE, BUNDLED_DBC)
     got_last: dict[tuple[str, int], float] = {}
     got_stats = {}
-    for line in rows_path.read_text().splitlines():
-        row = json.loads(line)
+    for row in rows:
+        if "event" in row:
+            continue
         key = (row["signal"], round(row["time"] * 1000))
         if row["signal"] == STATS_SIGNAL:
             got_stats[key[1] // 1000] = row

@@ -18,11 +18,16 @@ from agent.config import LocationConfig, PrivacyConfig
 from agent.control import ControlUnavailable, request
 from agent.location import LocationPolicy, distance_m
 from agent.privacy import ALLOWED_CLASSES, Classifier, pseudonym, rotation_period
-from tests.integration.agent_setup import REPO, _env, run_agent, write_agent_config
+from tests.integration.agent_setup import (
+    BUNDLED_EVENTS,
+    REPO,
+    _env,
+    run_agent,
+    write_agent_config,
+)
 from tests.integration.capture import Capture
 from tests.integration.privacy_setup import HOME, decode_all, write_gps_drive
 
-BUNDLED_EVENTS = ["trip_start", "stop", "load_change", "trip_end"]
 CLASSIFY = Classifier(PrivacyConfig())
 
 
