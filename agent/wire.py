@@ -235,17 +235,20 @@ def encode_grouped_varints(values: np.ndarray, starts: np.ndarray,
     deltas[0] = values[0]
     np.subtract(values[1:], values[:-1], out=deltas[1:])  # wraps in wide groups: redone below
     deltas[starts] = values[starts]
+    excluded = wide if skip is None else wide | skip
+    if excluded.any():  # encoded apart or not at all: one byte each here keeps the rest short
+        deltas[np.repeat(excluded, np.diff(bounds))] = 0
     zigzag = ((deltas << 1) ^ (deltas >> 63)).view(np.uint64)
-    lengths = np.searchsorted(_VARINT_LIMITS, zigzag, side="right") + 1
+    lengths = np.ones(len(zigzag), dtype=np.int64)
+    for limit in _VARINT_LIMITS[:max(0, int(zigzag.max()).bit_length() - 1) // 7]:
+        lengths += zigzag >= limit
     offsets = np.cumsum(lengths) - lengths
-    out = np.zeros(int(lengths.sum()), dtype=np.uint8)
-    for position in range(10):
-        present = lengths > position
-        if not present.any():
-            break
-        chunk = (zigzag[present] >> np.uint64(7 * position)) & np.uint64(0x7F)
-        more = (lengths[present] > position + 1).astype(np.uint64) << np.uint64(7)
-        out[offsets[present] + position] = (chunk | more).astype(np.uint8)
+    out = np.empty(int(offsets[-1] + lengths[-1]), dtype=np.uint8)
+    for position in range(int(lengths.max())):
+        at = np.flatnonzero(lengths > position) if position else slice(None)
+        chunk = (zigzag[at] >> np.uint64(7 * position)) & np.uint64(0x7F)
+        more = (lengths[at] > position + 1).astype(np.uint64) << np.uint64(7)
+        out[offsets[at] + position] = (chunk | more).astype(np.uint8)
     data = out.tobytes()
     byte_bounds = [*offsets[starts].tolist(), len(data)]
     columns = [data[a:b] for a, b in itertools.pairwise(byte_bounds)]

@@ -140,3 +140,10 @@ def test_grouped_varints_fall_back_only_for_the_wide_group_and_skip_floats():
     skip = np.array([False, True, False, True])
     assert encode_grouped_varints(values, starts, skip=skip) == [
         encode_varints(groups[0]), b"", encode_varints(groups[2]), b""]
+
+
+def test_grouped_varints_of_zeros_and_single_byte_values():
+    starts = np.array([0, 2])
+    assert encode_grouped_varints(np.zeros(4, dtype=np.int64), starts) == [b"\0\0", b"\0\0"]
+    assert encode_grouped_varints(np.array([63, 0, -64, -64]), starts) == [
+        encode_varints([63, 0]), encode_varints([-64, -64])]
