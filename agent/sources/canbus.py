@@ -58,16 +58,25 @@ class CanBusSource(Source):
                 self._wait_quietly(delay * random.uniform(0.8, 1.2), on_idle, stop)
                 delay = min(delay * 2, REOPEN_MAX)
                 continue
-            delay = REOPEN_MIN
+            frames_before = self.health.frames
             try:
                 self._receive(bus, on_frame, on_idle, stop)
+                failure = None
             except (can.CanError, OSError) as exc:
-                log.error("%s: bus failed: %s; reopening", self.name, exc)
-                self.health.reconnects += 1
+                failure = exc
             finally:
                 bus.shutdown()
-            if self.finished.is_set():
+            if failure is None:
                 return
+            # A SocketCAN bus opens fine on an interface that is down and fails at its first
+            # read: only a bus that delivered frames earns a quick reopening.
+            if self.health.frames != frames_before:
+                delay = REOPEN_MIN
+            log.error("%s: bus %s failed: %s; reopening in %.1f s",
+                      self.name, self._describe(), failure, delay)
+            self.health.reconnects += 1
+            self._wait_quietly(delay * random.uniform(0.8, 1.2), on_idle, stop)
+            delay = min(delay * 2, REOPEN_MAX)
 
     def _wait_quietly(self, seconds: float, on_idle: OnIdle, stop: threading.Event) -> None:
         """Wait while the bus is away, still moving time on (windows keep sealing)."""
