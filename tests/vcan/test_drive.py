@@ -56,6 +56,7 @@ def test_canplayer_drive_sampled_equals_cantools_decode_of_the_same_frames(tmp_p
 name = "can0"
 type = "socketcan"
 channel = "vcan0"
+fd = true  # the drive has a CAN FD message (0x2C3): a classic socket never sees it
 dbc = ["{BUNDLED_DBC}"]
 """, f"""
 [[sampling.signals]]
