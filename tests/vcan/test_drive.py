@@ -4,13 +4,13 @@ values equal cantools' decode of what candump recorded on the same interface."""
 from __future__ import annotations
 
 import gzip
-import math
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from agent.backend import Backend, load_keyring
+from agent.dbc import load_dbc
 from agent.spool import Spool
 from tests.integration.agent_setup import BUNDLED_DBC, BUNDLED_DRIVE
 from tests.integration.test_end_to_end import STATS_SIGNAL, reference_samples
@@ -90,11 +90,14 @@ mode = "stats"
     expected, speed_stats = reference_samples(recorded, BUNDLED_DBC)
     last_tick = max(t for _, t in expected)
     rows = spooled_rows(tmp_path / "state", tmp_path / "vehicle.pub")
-    got_last, got_stats = {}, {}
+    got_last, got_stats, stats_count = {}, {}, 0
     for row in rows:
         key = (row["signal"], round(row["time"] * 1000))
         if row["signal"] == STATS_SIGNAL:
-            got_stats[key[1] // 1000] = row
+            stats_count += row["count"]
+            # A row covers the second from its time on; the reference stops at the last tick.
+            if key[1] < last_tick:
+                got_stats[key[1] // 1000] = row
         elif key[1] <= last_tick:  # after the log's end the agent goes on sampling idle time
             got_last[key] = row["value"]
     expected_last = {k: v for k, v in expected.items() if k[0] != STATS_SIGNAL}
@@ -106,8 +109,11 @@ mode = "stats"
         row = got_stats[second]
         assert (row["min"], row["max"], row["count"]) == (min(values), max(values), len(values))
         assert row["mean"] == pytest.approx(sum(values) / len(values), rel=1e-9)
-    assert math.isclose(sum(len(v) for v in speed_stats.values()),
-                        sum(r["count"] for r in got_stats.values()))
+    # Every speed frame candump saw is in exactly one stats row.
+    speed = load_dbc([BUNDLED_DBC]).database.get_message_by_name("ESP_VehicleSpeed")
+    speed_id = f"{speed.frame_id:03X}"
+    assert stats_count == sum(1 for line in recorded.read_text().splitlines()
+                              if line.split()[2].startswith(f"{speed_id}#"))
 
 
 def _read_when_complete(recorded: Path, frames: int) -> list[str]:
