@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import can
@@ -15,6 +16,8 @@ import can
 from agent.errors import ConfigError
 
 LOOP_GAP = 1.0
+
+Send = Callable[[can.Message], None]
 
 
 def check_log_readable(path: Path) -> None:
@@ -54,7 +57,8 @@ class Player:
         event_time, started = origin
         return event_time + (time.monotonic() - started) * self.speed
 
-    def play(self, bus: can.BusABC, stop: threading.Event) -> None:
+    def play(self, send: Send, stop: threading.Event) -> None:
+        """Hand every frame to `send` at its time; frames keep the log's channel name."""
         offset = None
         while not stop.is_set():
             first = last = None
@@ -67,13 +71,21 @@ class Player:
                 last = frame.timestamp
                 frame.timestamp += offset
                 self._pace(frame.timestamp, stop)
-                frame.channel = None
-                bus.send(frame)
+                send(frame)
                 self.last_sent = frame.timestamp
                 self.frames_played += 1
             if not self.loop or first is None or last is None:
                 return
             offset = (offset or 0.0) + (last - first) + LOOP_GAP
+
+    @staticmethod
+    def onto(bus: can.BusABC) -> Send:
+        """Send every frame onto `bus`, whatever channel the log recorded it on."""
+        def send(frame: can.Message) -> None:
+            frame.channel = None  # python-can's socketcan would send to the recorded name
+            bus.send(frame)
+
+        return send
 
     def _pace(self, event_time: float, stop: threading.Event) -> None:
         if self.speed == 0:

@@ -60,7 +60,7 @@ class ReplaySource(CanBusSource):
     def _play(self, stop: threading.Event) -> None:
         sender = can.Bus(interface="virtual", channel=self._channel, preserve_timestamps=True)
         try:
-            self.player.play(sender, stop)
+            self.player.play(Player.onto(sender), stop)
         except (OSError, ValueError, can.CanError) as exc:
             log.error("%s: cannot replay %s: %s", self.name, self.player.path, exc)
         finally:
