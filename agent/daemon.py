@@ -40,6 +40,7 @@ from agent.plan import SamplingPlan, build_plan
 from agent.ring import Ring
 from agent.sampler import Sampler, check_ring_size
 from agent.sources import Source, catalogue_for, is_value_source, open_source
+from agent.sources.canbus import unreachable_fd_messages
 from agent.spool import Spool
 from agent.status import FrameRates
 from agent.uplink import Uplink
@@ -351,6 +352,11 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
     """Sources, stores, sampler and batcher for `config`. A source of `previous` whose config
     and filters are unchanged is kept (a replay goes on playing, a bus stays open)."""
     loaded, databases, configured = load_plan(config)
+    for source in config.sources:
+        if source.name in loaded and (names := unreachable_fd_messages(
+                source, loaded[source.name].database, configured.frame_ids(source.name))):
+            log.warning("source %s: the plan needs CAN FD messages (%s) but the bus is opened "
+                        "without fd = true: they never arrive", source.name, ", ".join(names))
     consent = privacy.effective_consent(config.privacy, config.state.directory)
     classify = privacy.classifier_for(config.privacy)
     wire_plan = privacy.filter_plan(configured, consent, classify,

@@ -1,9 +1,13 @@
+import dataclasses
+from pathlib import Path
+
 import pytest
 
-from agent.config import SamplingConfig, SignalRule
+from agent.config import SamplingConfig, SignalRule, SourceConfig
 from agent.dbc import load_dbc
 from agent.errors import ConfigError
 from agent.plan import build_plan
+from agent.sources.canbus import unreachable_fd_messages
 from tests.dbc_fixtures import write_small_dbc
 
 
@@ -56,3 +60,17 @@ def test_two_sources_keep_their_signals_apart(database):
                       {"can0": database, "can1": database})
     assert keys(plan) == ["can0.Motor.Torque", "can1.Engine.Speed"]
     assert plan.frame_ids("can1") == {0x100}
+
+
+def test_planned_fd_messages_on_a_classic_bus_are_named():
+    vehicle = load_dbc([Path(__file__).resolve().parents[1] / "dbc" / "vehicle.dbc"]).database
+    plan = build_plan(SamplingConfig(), {"can0": vehicle})
+    fd_names = sorted(m.name for m in vehicle.messages if m.is_fd)
+    assert fd_names  # the example DBC has one, like a real car's ADAS bus
+    classic = SourceConfig(name="can0", type="socketcan", channel="can0")
+    assert unreachable_fd_messages(classic, vehicle, plan.frame_ids("can0")) == fd_names
+    for reachable in (dataclasses.replace(classic, fd=True),
+                      dataclasses.replace(classic, type="virtual")):
+        assert unreachable_fd_messages(reachable, vehicle, plan.frame_ids("can0")) == []
+    without_fd = {m.frame_id for m in vehicle.messages if not m.is_fd}
+    assert unreachable_fd_messages(classic, vehicle, without_fd) == []

@@ -7,11 +7,13 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import can
+from cantools.database.can import Database
 
+from agent.config import SourceConfig
 from agent.health import SourceHealth
 from agent.sources.base import OnFrame, OnIdle, Source
 
@@ -24,6 +26,16 @@ REOPEN_MAX = 30.0
 # (~200 kB, ~200 frames) overflows when a busy Python process stalls a fraction of a second.
 RECEIVE_BUFFER = 8 * 2**20
 SO_RCVBUFFORCE = 33  # Linux, <asm-generic/socket.h>; Python's socket module lacks the name
+
+
+def unreachable_fd_messages(config: SourceConfig, database: Database,
+                            frame_ids: Iterable[int]) -> list[str]:
+    """Planned CAN FD messages a classic bus never receives: a SocketCAN socket (and most
+    adapters) opened without `fd = true` drops FD frames before they reach us, silently."""
+    if config.fd or config.type in ("virtual", "replay"):
+        return []
+    messages = (database.get_message_by_frame_id(frame_id) for frame_id in sorted(frame_ids))
+    return [message.name for message in messages if message.is_fd]
 
 
 class CanBusSource(Source):
