@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import can
@@ -40,6 +40,7 @@ from agent.plan import SamplingPlan, build_plan
 from agent.ring import Ring
 from agent.sampler import Sampler, check_ring_size
 from agent.sources import Source, catalogue_for, is_value_source, open_source
+from agent.sources.base import OnFrames
 from agent.sources.canbus import unreachable_fd_messages
 from agent.spool import Spool
 from agent.status import FrameRates
@@ -150,20 +151,22 @@ class Agent:
         if source.finished.is_set():
             self.liveness.retire(name)
 
-    def _frame_handler(self, source: str, name: str) -> Callable[[can.Message | Reading], None]:
+    def _frame_handler(self, source: str, name: str) -> OnFrames:
         beat = self.liveness.beat
         lock = self.lock
 
-        def on_frame(frame: can.Message | Reading) -> None:
+        def on_frames(frames: Sequence[can.Message | Reading]) -> None:
             with lock:
                 pipeline = self.pipeline  # swapped on a config change
                 store = pipeline.stores.get(source)
                 if store is not None:
-                    pipeline.sampler.advance(frame.timestamp)
-                    store.accept(frame)
+                    advance, accept = pipeline.sampler.advance, store.accept
+                    for frame in frames:
+                        advance(frame.timestamp)
+                        accept(frame)
             beat(name)
 
-        return on_frame
+        return on_frames
 
     def _idle_handler(self, name: str) -> Callable[[float], None]:
         def on_idle(now: float) -> None:

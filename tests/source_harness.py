@@ -20,7 +20,7 @@ class RunningSource:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        self.source.run(self.readings.append, self._idle, self._stop)
+        self.source.run(self.readings.extend, self._idle, self._stop)
 
     def _idle(self, now: float) -> None:
         self.idle_calls += 1

@@ -4,11 +4,12 @@ import can
 import pytest
 from cantools.database.can import Message, Signal
 
-from agent.config import SamplingConfig, SignalRule
+from agent.config import SamplingConfig, SignalRule, SourceConfig
 from agent.dbc import load_dbc
 from agent.decode import FrameStore, bit_extractor
 from agent.health import SourceHealth
 from agent.plan import build_plan
+from agent.sources import open_source
 from tests.dbc_fixtures import write_small_dbc
 
 
@@ -134,3 +135,23 @@ def test_filters_cover_exactly_the_planned_ids(tmp_path):
     assert store.can_filters() == [
         {"can_id": 0x100, "can_mask": 0x7FF, "extended": False},
         {"can_id": 0x18FF0000, "can_mask": 0x1FFFFFFF, "extended": True}]
+
+
+def test_a_bus_that_cannot_filter_gets_no_python_filters_and_still_drops_unplanned_ids(
+        tmp_path):
+    store, _, _, _ = _store(tmp_path, [SignalRule("can0.Engine.*")])
+    health = SourceHealth()
+    source = open_source(SourceConfig(name="can0", type="virtual", channel="t-filters"),
+                         store.can_filters(), health)
+    bus = source.open_bus()
+    sender = can.Bus(interface="virtual", channel="t-filters")
+    try:
+        assert bus.filters is None  # python-can would test every frame in Python
+        sender.send(can.Message(arbitration_id=0x7AB, data=bytes(8), is_extended_id=False))
+        frame = bus.recv(1)
+        assert frame is not None and frame.arbitration_id == 0x7AB
+        store.accept(frame)
+        assert store.ignored_ids == {0x7AB: 1}  # the store drops it with one lookup
+    finally:
+        sender.shutdown()
+        bus.shutdown()

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import can
 
 from agent.health import SourceHealth
 from agent.values import Reading
 
-OnFrame = Callable[[can.Message | Reading], None]
+# A batch of frames (or readings) at once: one lock per batch, not per frame, on busy buses.
+OnFrames = Callable[[Sequence[can.Message | Reading]], None]
 OnIdle = Callable[[float], None]
 
 
 class Source(ABC):
     """A producer of timestamped frames, run in its own thread until `stop` is set.
 
-    `on_frame` gets every frame (a `Reading` from gpsd and serial sensors, whose signals are
-    declared by a catalogue instead of a DBC); `on_idle` gets the source's notion of "now"
-    (seconds since the epoch) when nothing arrived for a while, so that sampling continues on
-    a quiet bus.
+    `on_frames` gets every frame, in batches (a `Reading` from gpsd and serial sensors, whose
+    signals are declared by a catalogue instead of a DBC); `on_idle` gets the source's notion
+    of "now" (seconds since the epoch) when nothing arrived for a while, so that sampling
+    continues on a quiet bus.
     """
 
     def __init__(self, name: str, health: SourceHealth) -> None:
@@ -30,7 +31,7 @@ class Source(ABC):
         self.finished = threading.Event()
 
     @abstractmethod
-    def run(self, on_frame: OnFrame, on_idle: OnIdle, stop: threading.Event) -> None: ...
+    def run(self, on_frames: OnFrames, on_idle: OnIdle, stop: threading.Event) -> None: ...
 
     @property
     def is_finite(self) -> bool:

@@ -18,7 +18,7 @@ from agent import clock
 from agent.gpsd_json import MAX_REPORT, POSITION, parse_report
 from agent.health import SourceHealth
 from agent.sensor_protocols import Rejected
-from agent.sources.base import OnFrame, OnIdle, Source
+from agent.sources.base import OnFrames, OnIdle, Source
 from agent.sources.link import Backoff, Staleness
 from agent.values import Reading
 
@@ -37,7 +37,7 @@ class GpsdSource(Source):
         self.port = port
         self._stale_after = stale_after
 
-    def run(self, on_frame: OnFrame, on_idle: OnIdle, stop: threading.Event) -> None:
+    def run(self, on_frames: OnFrames, on_idle: OnIdle, stop: threading.Event) -> None:
         backoff = Backoff()
         staleness = Staleness(self.health, self._stale_after)
         state = self.health.state
@@ -61,7 +61,7 @@ class GpsdSource(Source):
             try:
                 connection.settimeout(READ_TIMEOUT)
                 connection.sendall(WATCH)
-                self._receive(connection, staleness, on_frame, on_idle, stop, backoff)
+                self._receive(connection, staleness, on_frames, on_idle, stop, backoff)
             except OSError as exc:
                 log.error("%s: gpsd connection failed: %s; reconnecting", self.name, exc)
             finally:
@@ -69,10 +69,10 @@ class GpsdSource(Source):
                 state.update(connected=0, fix_mode=0)
             if not stop.is_set():
                 self.health.reconnects += 1
-                self._withdraw_position(on_frame)
+                self._withdraw_position(on_frames)
                 backoff.wait(on_idle, stop)
 
-    def _receive(self, connection: socket.socket, staleness: Staleness, on_frame: OnFrame,
+    def _receive(self, connection: socket.socket, staleness: Staleness, on_frames: OnFrames,
                  on_idle: OnIdle, stop: threading.Event, backoff: Backoff) -> None:
         buffer = bytearray()
         while not stop.is_set():
@@ -94,10 +94,10 @@ class GpsdSource(Source):
             now = time.time()
             for line in lines:
                 if line.strip():
-                    self._handle(line, now, staleness, on_frame, backoff)
+                    self._handle(line, now, staleness, on_frames, backoff)
             staleness.check()
 
-    def _handle(self, line: bytes, now: float, staleness: Staleness, on_frame: OnFrame,
+    def _handle(self, line: bytes, now: float, staleness: Staleness, on_frames: OnFrames,
                 backoff: Backoff) -> None:
         parsed = parse_report(line)
         if parsed is None:
@@ -116,9 +116,9 @@ class GpsdSource(Source):
         if parsed.gps_time is not None:
             clock.GPS_TIME.observe(parsed.gps_time, now)
         for quantity, value in parsed.values:
-            on_frame(Reading(now, quantity, value))
+            on_frames((Reading(now, quantity, value),))
 
-    def _withdraw_position(self, on_frame: OnFrame) -> None:
+    def _withdraw_position(self, on_frames: OnFrames) -> None:
         now = time.time()
         for quantity in POSITION:
-            on_frame(Reading(now, quantity, None))
+            on_frames((Reading(now, quantity, None),))

@@ -17,7 +17,7 @@ import can
 
 from agent.health import SourceHealth
 from agent.player import Player
-from agent.sources.base import OnFrame, OnIdle
+from agent.sources.base import OnFrames, OnIdle
 from agent.sources.canbus import CanBusSource
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,13 @@ class ReplaySource(CanBusSource):
     def is_finite(self) -> bool:
         return not self.player.loop
 
-    def run(self, on_frame: OnFrame, on_idle: OnIdle, stop: threading.Event) -> None:
+    def run(self, on_frames: OnFrames, on_idle: OnIdle, stop: threading.Event) -> None:
         bus = self.open_bus()  # the reader's end must exist before the player sends
         player = threading.Thread(target=self._play, args=(stop,), name=f"replay-{self.name}",
                                   daemon=True)
         player.start()
         try:
-            self._receive(bus, on_frame, on_idle, stop)
+            self._receive(bus, on_frames, on_idle, stop)
         finally:
             bus.shutdown()
             player.join(timeout=2)

@@ -17,7 +17,7 @@ import serial
 
 from agent.health import SourceHealth
 from agent.sensor_protocols import Measurement, SensorProtocol
-from agent.sources.base import OnFrame, OnIdle, Source
+from agent.sources.base import OnFrames, OnIdle, Source
 from agent.sources.link import Backoff, Staleness
 from agent.values import Reading
 
@@ -36,7 +36,7 @@ class SerialSensorSource(Source):
         self._protocol = protocol
         self._stale_after = stale_after
 
-    def run(self, on_frame: OnFrame, on_idle: OnIdle, stop: threading.Event) -> None:
+    def run(self, on_frames: OnFrames, on_idle: OnIdle, stop: threading.Event) -> None:
         backoff = Backoff()
         staleness = Staleness(self.health, self._stale_after)
         self.health.state["connected"] = 0
@@ -59,7 +59,7 @@ class SerialSensorSource(Source):
             backoff.reset()
             self.health.state["connected"] = 1
             try:
-                self._receive(port, self._protocol(), staleness, on_frame, on_idle, stop)
+                self._receive(port, self._protocol(), staleness, on_frames, on_idle, stop)
             except (serial.SerialException, OSError) as exc:
                 log.error("%s: %s failed: %s; reopening", self.name, self._port, exc)
                 self.health.reconnects += 1
@@ -68,7 +68,7 @@ class SerialSensorSource(Source):
                 port.close()
 
     def _receive(self, port: serial.Serial, protocol: SensorProtocol, staleness: Staleness,
-                 on_frame: OnFrame, on_idle: OnIdle, stop: threading.Event) -> None:
+                 on_frames: OnFrames, on_idle: OnIdle, stop: threading.Event) -> None:
         health = self.health
         while not stop.is_set():
             data = port.read(max(1, min(port.in_waiting, READ_CHUNK)))
@@ -80,7 +80,7 @@ class SerialSensorSource(Source):
             for decoded in protocol.feed(data):
                 if isinstance(decoded, Measurement):
                     staleness.fresh()
-                    on_frame(Reading(now, decoded.quantity, decoded.value))
+                    on_frames((Reading(now, decoded.quantity, decoded.value),))
                 else:
                     if decoded.reason not in health.rejected:
                         log.warning("%s: dropped input from %s (%s); further ones are counted, "
