@@ -2,7 +2,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, open_batch
+from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, decompress_payload, open_batch
 from agent.config import SamplingConfig, SignalRule
 from agent.cose import Signer, verify
 from agent.dbc import load_dbc
@@ -58,6 +58,25 @@ def test_sealed_batch_opens_to_the_records_of_its_window(tmp_path, key, keyring)
     assert sealed.samples == 4 == body.sample_count
     second = open_batch(batcher.seal(3000, 6000).envelope, keyring)
     assert second.seq == 1 and second.series == () and second.dictionary is None
+
+
+def test_series_travel_quiet_first_and_open_to_the_same_values(tmp_path, key, keyring):
+    ring = Ring(1000, float_signals=frozenset({3}))
+    plan, batcher = make_batcher(tmp_path, key, ring)
+    speed, temp, gear, torque = (s.index for s in plan.signals)
+    written = {speed: [100, 350, 90, 420, 5, 300], temp: [20, 20, 21, 21, 21, 22],
+               gear: [3] * 6}
+    for second in range(6):
+        for signal, values in written.items():
+            ring.append(1000 * second, signal, Field.VALUE, values[second])
+    for field, value in [(Field.MIN, -1.5), (Field.MAX, 2.5), (Field.SUM, 4.0), (Field.COUNT, 5)]:
+        ring.append(0, torque, field, value)
+    envelope = batcher.seal(0, 6000).envelope
+    document = cbor2.loads(decompress_payload(verify(envelope, keyring).payload))
+    assert [series[0] for series in document["sig"]] == [gear, temp, speed, torque]
+    by_signal = {s.signal: s for s in open_batch(envelope, keyring).series}
+    assert {signal: list(by_signal[signal].columns[0]) for signal in written} == written
+    assert by_signal[torque].columns == ((-1.5,), (2.5,), (4.0,), (5,))
 
 
 def test_ring_overrun_is_counted_and_partial_stats_groups_skipped(tmp_path, key, keyring):

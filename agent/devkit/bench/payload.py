@@ -76,7 +76,7 @@ def _synthetic() -> tuple[float, list[tuple[int, str, float]]]:
 def _rows(bodies: Sequence[BatchBody], signals: Sequence) -> list[tuple[int, str, float]]:  # type: ignore[type-arg]
     rows = []
     for body in bodies:
-        for series in body.series:
+        for series in sorted(body.series, key=lambda item: item.signal):
             signal = signals[series.signal]
             for position, at in enumerate(series.times_ms):
                 for column in series.columns[:3]:  # value, or min/max/sum
