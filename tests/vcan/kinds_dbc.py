@@ -40,3 +40,15 @@ def write_kinds_dbc(directory: Path) -> Path:
     path = directory / "kinds.dbc"
     path.write_text(KINDS_DBC, encoding="utf-8")
     return path
+
+
+def kinds_source(dbc: Path, *, fd: bool = False) -> str:
+    """The config's [[sources]] entry: can0 on the real vcan0, decoded with `dbc`."""
+    fd_line = "fd = true\n" if fd else ""
+    return f"""
+[[sources]]
+name = "can0"
+type = "socketcan"
+channel = "vcan0"
+{fd_line}dbc = ["{dbc}"]
+"""

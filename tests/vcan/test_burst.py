@@ -6,7 +6,7 @@ import subprocess
 
 from tests.support import require_tool
 from tests.vcan.conftest import running_agent, wait_for, write_config
-from tests.vcan.kinds_dbc import write_kinds_dbc
+from tests.vcan.kinds_dbc import kinds_source, write_kinds_dbc
 
 FRAMES = 20_000
 # 500 kbit/s carries ~4,100 frames/s: one frame every 0.25 ms (docs: ENVIRONMENT.md).
@@ -15,14 +15,7 @@ GAP_MS = "0.25"
 
 def test_a_burst_at_the_bus_ceiling_is_taken_without_loss(tmp_path):
     cangen = require_tool("cangen")
-    dbc = write_kinds_dbc(tmp_path)
-    config = write_config(tmp_path, f"""
-[[sources]]
-name = "can0"
-type = "socketcan"
-channel = "vcan0"
-dbc = ["{dbc}"]
-""")
+    config = write_config(tmp_path, kinds_source(write_kinds_dbc(tmp_path)))
     with running_agent(config) as agent:
         health = agent.stores["can0"].health
         # Planned Engine frames (0x100) with a counter in the payload, then 0x7AB (no DBC).

@@ -6,7 +6,7 @@ import can
 import cantools
 
 from tests.vcan.conftest import running_agent, sender, wait_for, write_config
-from tests.vcan.kinds_dbc import write_kinds_dbc
+from tests.vcan.kinds_dbc import kinds_source, write_kinds_dbc
 
 # "Unplanned" is in the DBC but excluded by the sampling rules, 0x7AB in no DBC at all.
 SAMPLING = """
@@ -21,15 +21,8 @@ exclude = true
 
 def agent_config(tmp_path):
     dbc = write_kinds_dbc(tmp_path)
-    sources = f"""
-[[sources]]
-name = "can0"
-type = "socketcan"
-channel = "vcan0"
-fd = true
-dbc = ["{dbc}"]
-"""
-    return write_config(tmp_path, sources, SAMPLING), cantools.database.load_file(dbc)
+    config = write_config(tmp_path, kinds_source(dbc, fd=True), SAMPLING)
+    return config, cantools.database.load_file(dbc)
 
 
 def current(agent, source="can0"):

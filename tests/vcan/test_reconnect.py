@@ -8,7 +8,7 @@ import can
 
 from agent import status
 from tests.vcan.conftest import ip, make_interface, running_agent, wait_for, write_config
-from tests.vcan.kinds_dbc import write_kinds_dbc
+from tests.vcan.kinds_dbc import kinds_source, write_kinds_dbc
 
 
 def send_until_read(agent, gear: int) -> None:
@@ -33,14 +33,7 @@ def send_until_read(agent, gear: int) -> None:
 
 
 def test_down_up_and_delete_recreate_are_survived_and_reported(tmp_path):
-    dbc = write_kinds_dbc(tmp_path)
-    config = write_config(tmp_path, f"""
-[[sources]]
-name = "can0"
-type = "socketcan"
-channel = "vcan0"
-dbc = ["{dbc}"]
-""")
+    config = write_config(tmp_path, kinds_source(write_kinds_dbc(tmp_path)))
     with running_agent(config) as agent:
         health = agent.stores["can0"].health
         send_until_read(agent, 1)
