@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import threading
+import uuid
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -20,7 +20,9 @@ class Capture:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=f"capture-{os.getpid()}-{id(self)}")
+                                  # Never id(self): a later capture at a reused address
+                                  # resumed the earlier one's session and got its queue.
+                                  client_id=f"capture-{uuid.uuid4().hex}")
         self.client.tls_set(ca_certs=str(tls.ca_cert), certfile=str(tls.cert),
                             keyfile=str(tls.key))
         self.client.on_message = self._on_message
