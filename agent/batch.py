@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
 
 import numpy as np
 import zstandard
@@ -172,6 +174,11 @@ def decompress_payload(payload: bytes) -> bytes:
     return body
 
 
+# EncodedSeries from an iterable of its four fields, all in C (what NamedTuple._make does in
+# Python): a seal makes one per signal.
+_new_series = partial(tuple.__new__, EncodedSeries)
+
+
 def _kind(is_float: bool, mode: str) -> SeriesKind:
     if mode == "stats":
         return SeriesKind.FLOAT_STATS if is_float else SeriesKind.INT_STATS
@@ -209,8 +216,8 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: i
     times = records.time_ms[order] - t0_ms
     values = records.value[order]
     is_stats = record_kinds >= SeriesKind.INT_STATS
-    encoded: dict[int, EncodedSeries] = {}
-    quiet_first: list[int] = []
+    last_series: list[EncodedSeries] = []
+    stats_series: dict[int, EncodedSeries] = {}
     any_stats = bool(is_stats.any())
     last = ~is_stats
     samples = len(signal) - int(is_stats.sum())
@@ -225,16 +232,14 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: i
         time_columns = _shared_time_columns(last_times, starts)
         value_columns = encode_grouped_varints(last_values, starts, skip=float_groups)
         numbers = last_signal[starts].tolist()
-        quiet_first = [numbers[n] for n in _quiet_first(value_columns).tolist()]
-        for number, is_float, a, b, time_column, value_column in zip(
-                numbers, float_groups.tolist(), starts.tolist(), stops, time_columns,
-                value_columns, strict=True):
-            if is_float:
-                encoded[number] = EncodedSeries(number, SeriesKind.FLOAT_LAST, time_column,
-                                                (last_values[a:b].view("<f8").tobytes(),))
-            else:
-                encoded[number] = EncodedSeries(number, SeriesKind.INT_LAST, time_column,
-                                                (value_column,))
+        built = list(map(_new_series, zip(numbers, repeat(SeriesKind.INT_LAST), time_columns,
+                                          zip(value_columns))))
+        for group in np.flatnonzero(float_groups).tolist():
+            a, b = starts[group], stops[group]
+            built[group] = EncodedSeries(numbers[group], SeriesKind.FLOAT_LAST,
+                                         time_columns[group],
+                                         (last_values[a:b].view("<f8").tobytes(),))
+        last_series = [built[n] for n in _quiet_first(value_columns).tolist()]
     if any_stats:
         stats_signal = signal[is_stats]
         starts = np.flatnonzero(np.r_[True, stats_signal[1:] != stats_signal[:-1]])
@@ -246,10 +251,9 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: i
             series, count = _stats_series(number, kinds[number], fields[a:b],
                                           stats_times[a:b], stats_values[a:b])
             if count:
-                encoded[number] = series
+                stats_series[number] = series
                 samples += count
-    stats_numbers = sorted(encoded.keys() - set(quiet_first))
-    return [encoded[number] for number in (*quiet_first, *stats_numbers)], samples
+    return [*last_series, *(stats_series[number] for number in sorted(stats_series))], samples
 
 
 def _quiet_first(columns: list[bytes]) -> np.ndarray:
