@@ -21,6 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import can
 import cantools
@@ -33,6 +34,9 @@ from agent.devkit.bench.common import (
     drive_frames,
     median,
 )
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
 
 BUSES = 4
 FRAMES_PER_SECOND = 4_100
@@ -105,16 +109,7 @@ def _agent_cpu(scratch: Path, frames: list[list[can.Message]]) -> float:
                 bus.queue.put_nowait(frame)
             source.end_of_data = lambda: True  # type: ignore[method-assign]
             buses.append(bus)
-        stop = threading.Event()
-        threads = [threading.Thread(target=source._receive, args=(
-            bus, agent._frame_handler(source.name, f"source {source.name}"),
-            lambda now: None, stop)) for source, bus in zip(agent.sources, buses, strict=True)]
-        before = cpu_seconds()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        spent = cpu_seconds() - before
+        spent = _cpu_of(_receivers(agent, buses, threading.Event()))
         taken = sum(source.health.frames for source in agent.sources)
         if taken != sum(map(len, frames)):
             raise RuntimeError(f"the agent took {taken} of {sum(map(len, frames))} frames")
@@ -123,6 +118,24 @@ def _agent_cpu(scratch: Path, frames: list[list[can.Message]]) -> float:
         return spent
     finally:
         agent.spool.close()
+
+
+def _receivers(agent: Agent, buses: list[can.BusABC],
+               stop: threading.Event) -> list[threading.Thread]:
+    """A thread per source running the agent's own receive loop on its bus, as the daemon does."""
+    return [threading.Thread(target=source._receive, args=(
+        bus, agent._frame_handler(source.name, f"source {source.name}"),
+        lambda now: None, stop)) for source, bus in zip(agent.sources, buses, strict=True)]
+
+
+def _cpu_of(threads: list[threading.Thread]) -> float:
+    """Process CPU seconds from starting `threads` until all of them have ended."""
+    before = cpu_seconds()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return cpu_seconds() - before
 
 
 def _baseline_cpu(frames: list[list[can.Message]]) -> float:
@@ -144,12 +157,7 @@ def _baseline_cpu(frames: list[list[can.Message]]) -> float:
 
     threads = [threading.Thread(target=consume, args=pair) for pair in zip(buses, stores,
                                                                             strict=True)]
-    before = cpu_seconds()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    spent = cpu_seconds() - before
+    spent = _cpu_of(threads)
     for bus in buses:
         bus.shutdown()
     return spent
@@ -166,9 +174,7 @@ def _paced_drops(scratch: Path, frames: list[list[can.Message]], seconds: float)
             bus = source.open_bus()
             buses.append(bus)
         stop = threading.Event()
-        threads = [threading.Thread(target=source._receive, args=(
-            bus, agent._frame_handler(source.name, f"source {source.name}"),
-            lambda now: None, stop)) for source, bus in zip(agent.sources, buses, strict=True)]
+        threads = _receivers(agent, buses, stop)
         for thread in threads:
             thread.start()
         dropped = offered = 0
