@@ -11,11 +11,14 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from agent.config import LocationConfig, PrivacyConfig
 from agent.control import ControlUnavailable, request
+from agent.devkit.broker import MosquittoBroker
+from agent.devkit.pki import DevPki
 from agent.location import LocationPolicy, distance_m
 from agent.privacy import ALLOWED_CLASSES, Classifier, pseudonym, rotation_period
 from tests.integration.agent_setup import (
@@ -26,7 +29,7 @@ from tests.integration.agent_setup import (
     write_agent_config,
 )
 from tests.integration.capture import Capture
-from tests.integration.privacy_setup import HOME, decode_all, write_gps_drive
+from tests.integration.privacy_setup import HOME, Decoded, decode_all, write_gps_drive
 
 CLASSIFY = Classifier(PrivacyConfig())
 
@@ -44,11 +47,9 @@ def _settle(capture: Capture, expected_at_least: int = 1, quiet: float = 2.0) ->
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("level", ["off", "vehicle-health", "full"])
-def test_each_consent_level_sends_only_what_it_allows(tmp_path, mosquitto, dev_pki, level):
-    config = write_agent_config(tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
-                                extra=f'\n[privacy]\nconsent = "{level}"\nconsent_version = 3\n'
-                                      '\n[events]\nenabled = true\n')
+def _replay_and_capture(config: Path, mosquitto: MosquittoBroker, dev_pki: DevPki,
+                        public_key: Path) -> tuple[subprocess.CompletedProcess[str], Decoded]:
+    """Run the agent over its whole drive; everything it published, opened."""
     capture = Capture(mosquitto.port, dev_pki.client("backend"))
     try:
         agent = run_agent(config, "--exit-after-replay")
@@ -56,7 +57,15 @@ def test_each_consent_level_sends_only_what_it_allows(tmp_path, mosquitto, dev_p
         _settle(capture)
     finally:
         capture.close()
-    decoded = decode_all(capture.messages, tmp_path / "vehicle.pub")
+    return agent, decode_all(capture.messages, public_key)
+
+
+@pytest.mark.parametrize("level", ["off", "vehicle-health", "full"])
+def test_each_consent_level_sends_only_what_it_allows(tmp_path, mosquitto, dev_pki, level):
+    config = write_agent_config(tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
+                                extra=f'\n[privacy]\nconsent = "{level}"\nconsent_version = 3\n'
+                                      '\n[events]\nenabled = true\n')
+    agent, decoded = _replay_and_capture(config, mosquitto, dev_pki, tmp_path / "vehicle.pub")
     allowed = ALLOWED_CLASSES[level]
 
     assert len(decoded.batches) == agent.stderr.count("sealed batch") >= 4
@@ -116,14 +125,7 @@ rotation = 3600
 [events]
 enabled = true
 """)
-    capture = Capture(mosquitto.port, dev_pki.client("backend"))
-    try:
-        agent = run_agent(config, "--exit-after-replay")
-        assert agent.returncode == 0, agent.stderr[-3000:]
-        _settle(capture)
-    finally:
-        capture.close()
-    decoded = decode_all(capture.messages, tmp_path / "vehicle.pub")
+    _, decoded = _replay_and_capture(config, mosquitto, dev_pki, tmp_path / "vehicle.pub")
     assert decoded.batches
 
     # No identifier: the vehicle id appears in no payload; each names the pseudonym of its hour.
