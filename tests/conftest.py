@@ -1,4 +1,4 @@
-"""Shared fixtures: throwaway PKI and real Mosquitto brokers."""
+"""Shared fixtures: throwaway PKI, real Mosquitto brokers and a real gpsd (gpsfake)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import pytest
 
 from agent.devkit.broker import MosquittoBroker
 from agent.devkit.pki import make_dev_pki
+from tests.gps_fixtures import DATA
+from tests.gpsfake import GpsFake
 from tests.support import require_mosquitto
 
 
@@ -33,3 +35,11 @@ def plain_mosquitto(tmp_path_factory):
     require_mosquitto()
     with MosquittoBroker(tmp_path_factory.mktemp("broker"), None) as broker:
         yield broker
+
+
+@pytest.fixture
+def looping_gpsd():
+    """gpsd on a free port cycling the drive_with_stop NMEA log (a 3D fix, moving then
+    stopped) for as long as the test runs."""
+    with GpsFake(DATA / "drive_with_stop.nmea", once=False) as gpsd:
+        yield gpsd

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from agent.devkit.pki import DevPki
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
 
 
 class BrokerUnavailable(RuntimeError):
@@ -23,9 +26,26 @@ class BrokerUnavailable(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback TCP port that is free now, for a server about to be started on it.
+
+    Drawn from below the kernel's ephemeral range when there is room: a port from that range
+    can go to some process's outgoing connection between this probe and the server's bind,
+    and then the server fails (gpsd even keeps running, on IPv6 only) while its clients
+    connect to a stranger.
+    """
+    try:
+        first_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = LOWEST_PORT
+    below = range(LOWEST_PORT, first_ephemeral)
+    for port in [*random.sample(below, min(len(below), 20)), 0]:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError("no free loopback port")
 
 
 def find_mosquitto() -> str | None:

@@ -7,13 +7,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from agent.devkit.broker import free_port
 from agent.sensor_protocols import nmea_sentence
-from tests.gps_fixtures import DATA
-from tests.gpsfake import GpsFake
 from tests.integration.agent_setup import REPO, write_agent_config
 from tests.integration.test_sensors_end_to_end import sensor_sources
 from tests.sensor_emulator import Emulator
@@ -30,36 +28,38 @@ def diag_json(*args: str) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
+def agent_log(config: Path) -> str:
+    return (config.parent / "agent.log").read_text()[-3000:]
+
+
 @pytest.fixture
-def sensor_agent(tmp_path, plain_mosquitto, dev_pki):
-    gpsd_port = free_port()
+def sensor_agent(tmp_path, plain_mosquitto, dev_pki, looping_gpsd):
+    fake = looping_gpsd
     emulator = Emulator(tmp_path / "ttyTPMS")
     socket_path = tmp_path / "control.sock"
     config = write_agent_config(
         tmp_path, port=plain_mosquitto.port, tls=dev_pki.client("demo-0001"), window=5.0,
         speed=1.0, extra=f'tls = false\n[control]\nsocket = "{socket_path}"\n'
-                         + sensor_sources(gpsd_port, str(emulator.link)))
+                         + sensor_sources(fake.port, str(emulator.link)))
     text = config.read_text().replace("rebase = false", "rebase = true\nloop = true")
     config.write_text("\n".join(line for line in text.splitlines()
                                 if not line.startswith(("ca_cert", "cert =", "key ="))))
-    fake = GpsFake(DATA / "drive_with_stop.nmea", gpsd_port, once=False).start()
     process = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
                                stderr=(tmp_path / "agent.log").open("w"),
                                env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        assert wait_until(socket_path.exists), (tmp_path / "agent.log").read_text()[-3000:]
+        assert wait_until(socket_path.exists), agent_log(config)
         yield str(socket_path), emulator, fake, config
     finally:
         process.terminate()
         process.wait(timeout=30)
-        fake.stop()
         emulator.close()
 
 
 def test_diag_gps_and_sensors_show_state_and_exit_non_zero_on_problems(sensor_agent):
-    socket_path, emulator, fake, _ = sensor_agent
+    socket_path, emulator, fake, config = sensor_agent
     assert wait_until(lambda: diag_json("gps", "--socket", socket_path)[1]["sources"][0]
-                      .get("fix_mode") == 3, timeout=60)
+                      .get("fix_mode") == 3, timeout=60), agent_log(config)
     code, gps = diag_json("gps", "--socket", socket_path)
     source = gps["sources"][0]
     assert source["connected"] == 1 and source["fix"] == "3D"
@@ -107,9 +107,9 @@ def test_diag_gps_and_sensors_show_state_and_exit_non_zero_on_problems(sensor_ag
 def test_a_reload_keeps_unchanged_sensor_sources_open(sensor_agent):
     socket_path, emulator, _, config = sensor_agent
     assert wait_until(lambda: diag_json("sensors", "--socket", socket_path)[1]["sources"][0]
-                      .get("connected") == 1)
+                      .get("connected") == 1), agent_log(config)
     assert wait_until(lambda: diag_json("gps", "--socket", socket_path)[1]["sources"][0]
-                      .get("fix_mode") == 3, timeout=60)
+                      .get("fix_mode") == 3, timeout=60), agent_log(config)
     before = {name: diag_json(name, "--socket", socket_path)[1]["sources"][0]["reconnects"]
               for name in ("gps", "sensors")}
     config.write_text("version = 2\n" + config.read_text()

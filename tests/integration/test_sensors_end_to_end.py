@@ -9,10 +9,7 @@ import threading
 import time
 
 from agent.clock import kernel_clock_synchronised
-from agent.devkit.broker import free_port
 from agent.sensor_protocols import nmea_sentence
-from tests.gps_fixtures import DATA
-from tests.gpsfake import GpsFake
 from tests.integration.agent_setup import run_agent, start_backend, write_agent_config
 from tests.sensor_emulator import Emulator
 
@@ -52,14 +49,14 @@ def keep_sending(emulator: Emulator, stop: threading.Event) -> None:
         stop.wait(0.2)
 
 
-def test_gps_and_tpms_signals_arrive_in_verified_batches(tmp_path, mosquitto, dev_pki):
-    gpsd_port = free_port()
+def test_gps_and_tpms_signals_arrive_in_verified_batches(tmp_path, mosquitto, dev_pki,
+                                                         looping_gpsd):
     emulator = Emulator(tmp_path / "ttyTPMS")
     stop = threading.Event()
     feeder = threading.Thread(target=keep_sending, args=(emulator, stop), daemon=True)
     config = write_agent_config(
         tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"), window=5.0, speed=1.0,
-        extra=sensor_sources(gpsd_port, str(emulator.link)))
+        extra=sensor_sources(looping_gpsd.port, str(emulator.link)))
     config.write_text(config.read_text().replace("rebase = false", "rebase = true"))
     rows_path = tmp_path / "rows.jsonl"
     report_path = tmp_path / "report.json"
@@ -68,10 +65,9 @@ def test_gps_and_tpms_signals_arrive_in_verified_batches(tmp_path, mosquitto, de
                             "--format", "jsonl", "--output", str(rows_path), "--idle", "12",
                             "--timeout", "150", "--report", str(report_path))
     try:
-        with GpsFake(DATA / "drive_with_stop.nmea", gpsd_port, once=False):
-            feeder.start()
-            time.sleep(1.0)  # the backend subscribes before the agent publishes
-            agent = run_agent(config, "--duration", "16")
+        feeder.start()
+        time.sleep(1.0)  # the backend subscribes before the agent publishes
+        agent = run_agent(config, "--duration", "16")
     finally:
         stop.set()
         feeder.join(timeout=10)
@@ -99,14 +95,14 @@ def test_gps_and_tpms_signals_arrive_in_verified_batches(tmp_path, mosquitto, de
     assert any(row["signal"] == "can0.ESP_VehicleSpeed.VehicleSpeed" for row in rows)
 
 
-def test_without_ntp_batch_times_are_corrected_from_gps(tmp_path, mosquitto, dev_pki):
+def test_without_ntp_batch_times_are_corrected_from_gps(tmp_path, mosquitto, dev_pki,
+                                                        looping_gpsd):
     """No replay: the batches' clock is the system's. This machine's kernel clock is not
     synchronised, so the agent shifts batch times to the NMEA log's GPS time (2026-01-15)."""
-    gpsd_port = free_port()
     emulator = Emulator(tmp_path / "ttyTPMS")
     config = write_agent_config(
         tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"), window=3.0,
-        extra=sensor_sources(gpsd_port, str(emulator.link)))
+        extra=sensor_sources(looping_gpsd.port, str(emulator.link)))
     text = config.read_text()
     can_source = text[text.index("[[sources]]"):text.index("[batch]")]
     config.write_text(text.replace(can_source, ""))  # gps and tpms only: no replay clock
@@ -115,9 +111,8 @@ def test_without_ntp_batch_times_are_corrected_from_gps(tmp_path, mosquitto, dev
                             f"demo-0001={tmp_path / 'vehicle.pub'}", "--idle", "12",
                             "--timeout", "150", "--report", str(report_path))
     try:
-        with GpsFake(DATA / "drive_with_stop.nmea", gpsd_port, once=False):
-            time.sleep(1.0)
-            agent = run_agent(config, "--duration", "14")
+        time.sleep(1.0)
+        agent = run_agent(config, "--duration", "14")
     finally:
         emulator.close()
     assert agent.returncode == 0, agent.stderr[-3000:]
