@@ -22,7 +22,10 @@ from agent.sources.canbus import CanBusSource
 
 log = logging.getLogger(__name__)
 
-QUEUE_FRAMES = 4096
+# The player waits when the queue is full (python-can's virtual `send` blocks), so the depth
+# loses nothing; it only sets how far a fast replay runs ahead of the pipeline, at ~0.5 KB of
+# Message per queued frame. 512 is 125 ms of a full 500 kbit/s bus, eight receive batches.
+QUEUE_FRAMES = 512
 _channels = itertools.count()
 
 
