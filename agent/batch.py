@@ -18,6 +18,7 @@ from agent.errors import WireFormatError
 from agent.plan import SamplingPlan
 from agent.ring import Field, Ring, RingSlice
 from agent.wire import (
+    SCHEMA_VERSION,
     BatchBody,
     EncodedSeries,
     SeriesKind,
@@ -70,7 +71,7 @@ class Batcher:
 
     def __init__(self, plan: SamplingPlan, ring: Ring, identity: BatchIdentity, signer: Signer,
                  health: Callable[[], Mapping[str, int]], *, zstd_level: int = 3,
-                 dictionary_every: int = 60,
+                 dictionary_every: int = 60, schema: int = SCHEMA_VERSION,
                  transform: Callable[[RingSlice], RingSlice] | None = None) -> None:
         self._ring = ring
         self._identity = identity
@@ -78,6 +79,7 @@ class Batcher:
         self._health = health
         self._compressor = zstandard.ZstdCompressor(level=zstd_level)
         self._dictionary_every = max(1, dictionary_every)
+        self._schema = schema
         self._dictionary = signal_dictionary(plan)
         self._dictionary_id = dictionary_id(self._dictionary)
         self._kinds = {s.index: _kind(s.is_float, s.mode) for s in plan.signals}
@@ -136,6 +138,7 @@ class Batcher:
             dictionary_id=self._dictionary_id,
             dictionary=self._dictionary if include_dictionary else None,
             series=(),
+            schema=self._schema,
             privacy=identity.privacy,
         )
         if self._transform is not None:

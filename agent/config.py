@@ -22,6 +22,10 @@ from typing import Any
 from agent.errors import ConfigError
 from agent.sensor_protocols import PROTOCOLS
 
+# The batch schemas agent/wire.py can write (its SCHEMA_VERSIONS; a test holds them equal).
+# Not imported from there: loading a config must not load numpy and cbor2.
+BATCH_SCHEMAS = (1, 2)
+
 SAMPLING_MODES = ("last", "stats")
 VALUE_SOURCE_TYPES = ("gpsd", "serial")  # sources described by a catalogue, not a DBC
 GPSD_PORT = 2947
@@ -92,6 +96,7 @@ class BatchConfig:
     window: float = 60.0
     zstd_level: int = 3
     dictionary_every: int = 60
+    schema: int = 2  # wire-format version written; 1 for backends that read only schema 1
 
 
 @dataclass(frozen=True)
@@ -405,6 +410,9 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
         raise builder.error("sampling", "period", "must be a positive number of seconds")
     if config.batch.window < config.sampling.period:
         raise builder.error("batch", "window", "must be at least the sampling period")
+    if config.batch.schema not in BATCH_SCHEMAS:
+        raise builder.error("batch", "schema", f"{config.batch.schema} is not one of "
+                            f"{', '.join(map(str, BATCH_SCHEMAS))}")
     if config.spool.max_mb <= 0:
         raise builder.error("spool", "max_mb", "must be a positive number of MB")
     if config.ring.memory_mb <= 0:

@@ -394,6 +394,7 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
     batcher = Batcher(wire_plan, agent.ring, identity, agent.signer, agent.health_counters,
                       zstd_level=config.batch.zstd_level,
                       dictionary_every=config.batch.dictionary_every,
+                      schema=config.batch.schema,
                       transform=location_filter if location_filter.active else None)
     sink = EventSink(consent, classify, location,
                      EventIdentity(agent.boot, config.version, wire_identity.at, identity.clock),

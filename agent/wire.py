@@ -21,7 +21,10 @@ import numpy as np
 
 from agent.errors import WireFormatError
 
-SCHEMA_VERSION = 1
+# Schema 2 (the default) carries the series as five flat columns; schema 1, one CBOR array per
+# series, is still written on request (`[batch] schema = 1`) and always read.
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
 
 
 class SeriesKind(IntEnum):
@@ -114,11 +117,16 @@ def encode_series(body: BatchBody) -> list[EncodedSeries]:
 
 def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None) -> bytes:
     """The CBOR body. `encoded` replaces `body.series` when the columns are already encoded."""
+    items = encode_series(body) if encoded is None else encoded
     time_bases: dict[bytes, int] = {}
-    series = []
-    for item in encode_series(body) if encoded is None else encoded:
-        base = time_bases.setdefault(item.times, len(time_bases))
-        series.append([item.signal, base, int(item.kind), *item.columns])
+    if body.schema == 2:
+        series: list[Any] = _series_columns(items, time_bases)
+    elif body.schema == 1:
+        series = [[item.signal, time_bases.setdefault(item.times, len(time_bases)),
+                   int(item.kind), *item.columns] for item in items]
+    else:
+        raise ValueError(f"cannot write batch schema {body.schema}; "
+                         f"known: {', '.join(map(str, SCHEMA_VERSIONS))}")
     document: dict[str, Any] = {
         "v": body.schema,
         "veh": body.vehicle,
@@ -141,31 +149,50 @@ def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None)
     return cbor2.dumps(document)
 
 
+def _series_columns(items: Sequence[EncodedSeries], time_bases: dict[bytes, int]) -> list[bytes]:
+    """Schema 2 `sig`: [signals, time bases, kinds, column lengths, all columns joined].
+
+    Flat columns instead of one small CBOR array per series: the framing zstd could not
+    predict (a signal number and four headers per series) becomes three columns of small,
+    mostly equal numbers, and the value bytes lie back to back.
+    """
+    if not items:
+        return [b"", b"", b"", b"", b""]
+    signals, kinds, times, columns = zip(*items, strict=True)
+    bases = [time_bases.setdefault(column, len(time_bases)) for column in times]
+    data = list(itertools.chain.from_iterable(columns))
+    return [varint_column(signals), varint_column(bases), varint_column(kinds),
+            varint_column(list(map(len, data))), b"".join(data)]
+
+
+def varint_column(values: Sequence[int]) -> bytes:
+    """`encode_varints(values)`, vectorised for long columns."""
+    if len(values) < 32:
+        return encode_varints(values)
+    array = np.fromiter(values, dtype=np.int64, count=len(values))
+    return encode_grouped_varints(array, np.zeros(1, dtype=np.int64))[0]
+
+
 def decode_body(data: bytes) -> BatchBody:
+    """Decode a body of any schema in SCHEMA_VERSIONS; WireFormatError says what is wrong."""
     try:
         document = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types on malformed input
         raise WireFormatError(f"batch body is not valid CBOR: {exc}") from exc
     if not isinstance(document, dict):
         raise WireFormatError("batch body is not a CBOR map")
-    if document.get("v") != SCHEMA_VERSION:
-        raise WireFormatError(f"unsupported batch schema version {document.get('v')!r}")
+    schema = document.get("v")
+    if schema not in SCHEMA_VERSIONS or isinstance(schema, bool):
+        raise WireFormatError(f"unsupported batch schema version {schema!r}")
     try:
         t0 = int(document["t0"])
         bases = [tuple(t0 + t for t in decode_varints(base)) for base in document["tb"]]
-        series = []
-        for signal, base, kind_code, *columns in document["sig"]:
-            kind = SeriesKind(kind_code)
-            times = bases[base]
-            decoded = tuple(_decode_column(column, kind.is_float and position < 3)
-                            for position, column in enumerate(columns))
-            if len(decoded) != (4 if kind.is_stats else 1) or any(
-                    len(column) != len(times) for column in decoded):
-                raise WireFormatError(f"series of signal {signal} has inconsistent columns")
-            series.append(Series(int(signal), kind, times, decoded))
+        rows = _series_rows(document["sig"]) if schema == 2 else document["sig"]
+        series = tuple(_series(signal, bases, base, SeriesKind(kind_code), columns)
+                       for signal, base, kind_code, *columns in rows)
         dictionary = document.get("dict")
         return BatchBody(
-            schema=document["v"],
+            schema=schema,
             vehicle=str(document["veh"]),
             boot=bytes(document["boot"]),
             seq=int(document["seq"]),
@@ -177,14 +204,56 @@ def decode_body(data: bytes) -> BatchBody:
             health={str(k): int(v) for k, v in document["hlth"].items()},
             dictionary_id=bytes(document["did"]),
             dictionary=None if dictionary is None else _dictionary_from_cbor(dictionary),
-            series=tuple(series),
+            series=series,
             privacy=_privacy(document.get("prv")),
         )
     except WireFormatError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, struct.error) as exc:
-        raise WireFormatError(f"batch body does not follow schema {SCHEMA_VERSION}: "
+        raise WireFormatError(f"batch body does not follow schema {schema}: "
                               f"{type(exc).__name__}: {exc}") from exc
+
+
+def _series_rows(columns: Any) -> list[list[Any]]:
+    """Schema 2 `sig` → schema 1 style rows [signal, tb index, kind, column…]."""
+    if not isinstance(columns, list) or len(columns) != 5 or not all(
+            isinstance(column, bytes) for column in columns):
+        raise WireFormatError("sig must be an array of 5 byte strings")
+    signals, bases, kinds, lengths = (decode_varints(column) for column in columns[:4])
+    data = columns[4]
+    if not len(signals) == len(bases) == len(kinds):
+        raise WireFormatError(f"sig has {len(signals)} signals, {len(bases)} time bases and "
+                              f"{len(kinds)} kinds")
+    if min(lengths, default=0) < 0 or sum(lengths) != len(data):
+        raise WireFormatError(f"sig column lengths add up to {sum(lengths)} bytes, "
+                              f"not the {len(data)} given")
+    bounds = list(itertools.accumulate(lengths, initial=0))
+    rows = []
+    used = 0
+    for signal, base, kind_code in zip(signals, bases, kinds, strict=True):
+        count = 4 if SeriesKind(kind_code).is_stats else 1
+        if used + count > len(lengths):
+            raise WireFormatError("sig has fewer column lengths than its series need")
+        rows.append([signal, base, kind_code,
+                     *(data[bounds[n]:bounds[n + 1]] for n in range(used, used + count))])
+        used += count
+    if used != len(lengths):
+        raise WireFormatError(f"sig has {len(lengths) - used} column lengths left over")
+    return rows
+
+
+def _series(signal: int, bases: Sequence[tuple[int, ...]], base: int, kind: SeriesKind,
+            columns: Sequence[bytes]) -> Series:
+    if signal < 0 or not 0 <= base < len(bases):
+        raise WireFormatError(f"series of signal {signal} names time base {base} of "
+                              f"{len(bases)}")
+    times = bases[base]
+    decoded = tuple(_decode_column(column, kind.is_float and position < 3)
+                    for position, column in enumerate(columns))
+    if len(decoded) != (4 if kind.is_stats else 1) or any(
+            len(column) != len(times) for column in decoded):
+        raise WireFormatError(f"series of signal {signal} has inconsistent columns")
+    return Series(int(signal), kind, times, decoded)
 
 
 def _privacy(value: Any) -> Mapping[str, Any] | None:

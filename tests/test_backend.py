@@ -63,6 +63,25 @@ def test_rows_carry_physical_values_labels_and_stats(batcher_and_keys):
     assert "verified v1" in summary_line(receipt) and "3 samples" in summary_line(receipt)
 
 
+def test_a_switch_from_schema_1_to_2_within_a_boot_decodes_without_a_gap(batcher_and_keys):
+    plan, ring, old, keyring = batcher_and_keys
+    old._schema = 1  # as `[batch] schema = 1` would build it
+    gear = next(s.index for s in plan.signals if s.key == "can0.Engine.Gear")
+    ring.append(500, gear, Field.VALUE, 3)
+    before = old.seal(0, 1000).envelope
+    new = Batcher(plan, ring, old._identity, old._signer, dict, dictionary_every=2)
+    new.take_over(old)  # what a config update that sets schema = 2 does
+    ring.append(1500, gear, Field.VALUE, 0)
+    after = new.seal(1000, 2000).envelope
+    backend = Backend(keyring)
+    receipts = [backend.receive(after), backend.receive(before)]  # spooled v1 drains late
+    assert [r.body.schema for r in receipts] == [2, 1] and all(r.ok for r in receipts)
+    assert [r.body.seq for r in receipts] == [1, 0]
+    labels = [[row["label"] for row in backend.rows(r.body)] for r in reversed(receipts)]
+    assert labels == [["D"], ["P"]]
+    assert backend.report()["gaps"] == [] and backend.report()["duplicates"] == 0
+
+
 def test_dictionary_is_cached_across_batches_and_missing_one_is_reported(batcher_and_keys):
     _, _, batcher, keyring = batcher_and_keys
     first, second = batcher.seal(0, 1).envelope, batcher.seal(1, 2).envelope

@@ -10,6 +10,7 @@ from agent.errors import WireFormatError
 from agent.keys import key_id
 from agent.plan import build_plan
 from agent.ring import Field, Ring
+from agent.wire import decode_varints
 from tests.dbc_fixtures import write_small_dbc
 
 
@@ -24,7 +25,7 @@ def keyring(key):
 
 
 def make_batcher(tmp_path, key, ring, dictionary_every=60, clock="ntp",
-                 gps_correction=lambda: None):
+                 gps_correction=lambda: None, schema=2):
     database = load_dbc([write_small_dbc(tmp_path)]).database
     plan = build_plan(SamplingConfig(signals=(
         SignalRule("can0.Engine.*"), SignalRule("can0.Motor.Torque", mode="stats"))),
@@ -33,7 +34,8 @@ def make_batcher(tmp_path, key, ring, dictionary_every=60, clock="ntp",
                              dbc_digest=b"d" * 32, clock=lambda: clock,
                              gps_correction=gps_correction)
     return plan, Batcher(plan, ring, identity, Signer(key, CONTENT_TYPE),
-                         lambda: {"can0.frames": 42}, dictionary_every=dictionary_every)
+                         lambda: {"can0.frames": 42}, dictionary_every=dictionary_every,
+                         schema=schema)
 
 
 def test_sealed_batch_opens_to_the_records_of_its_window(tmp_path, key, keyring):
@@ -73,10 +75,30 @@ def test_series_travel_quiet_first_and_open_to_the_same_values(tmp_path, key, ke
         ring.append(0, torque, field, value)
     envelope = batcher.seal(0, 6000).envelope
     document = cbor2.loads(decompress_payload(verify(envelope, keyring).payload))
-    assert [series[0] for series in document["sig"]] == [gear, temp, speed, torque]
+    assert decode_varints(document["sig"][0]) == [gear, temp, speed, torque]
     by_signal = {s.signal: s for s in open_batch(envelope, keyring).series}
     assert {signal: list(by_signal[signal].columns[0]) for signal in written} == written
     assert by_signal[torque].columns == ((-1.5,), (2.5,), (4.0,), (5,))
+
+
+def test_schema_1_is_still_written_on_request_and_opens_to_the_same_series(tmp_path, key,
+                                                                          keyring):
+    bodies = []
+    for schema in (1, 2):
+        ring = Ring(1000, float_signals=frozenset({3}))
+        plan, batcher = make_batcher(tmp_path, key, ring, schema=schema)
+        for second in range(4):
+            for signal in (0, 1, 2):
+                ring.append(1000 * second, signal, Field.VALUE, signal * 7 + second % 2)
+        for field, value in [(Field.MIN, 1.5), (Field.MAX, 2.5), (Field.SUM, 4.0),
+                             (Field.COUNT, 2)]:
+            ring.append(0, 3, field, value)
+        envelope = batcher.seal(0, 4000).envelope
+        document = cbor2.loads(decompress_payload(verify(envelope, keyring).payload))
+        assert document["v"] == schema
+        bodies.append(open_batch(envelope, keyring))
+    assert [body.schema for body in bodies] == [1, 2]
+    assert bodies[0].series == bodies[1].series and len(bodies[0].series) == 4
 
 
 def test_ring_overrun_is_counted_and_partial_stats_groups_skipped(tmp_path, key, keyring):

@@ -31,7 +31,7 @@ def test_the_documented_default_config_loads():
     source = config.sources[0]
     assert source.type == "replay" and source.path == REPO / "dbc" / "drive.log.gz"
     assert config.uplink.tls and config.uplink.ca_cert == REPO / "tls" / "ca.crt"
-    assert config.batch.window == 60.0
+    assert config.batch.window == 60.0 and config.batch.schema == 2
     assert config.state.directory == REPO / "state"
 
 
@@ -51,6 +51,7 @@ def test_defaults_and_relative_paths(tmp_path):
     (('dbc = ["a.dbc"]', "dbc = 'a.dbc'"), r"\[sources.can0\] dbc: must be a list"),
     (("[keys]\nsigning_key = \"k.key\"", ""), r"\[keys\]: missing required key"),
     (('id = "v1"', 'id = "v1"\n[batch]\nwindow = 0.5'), r"\[batch\] window: must be at least"),
+    (('id = "v1"', 'id = "v1"\n[batch]\nschema = 3'), r"\[batch\] schema: 3 is not one of 1, 2"),
     (("[vehicle]", "[vehicle\n"), r"not valid TOML"),
 ])
 def test_mistakes_name_the_file_line_and_key(tmp_path, change, message):

@@ -7,8 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.config import BATCH_SCHEMAS, BatchConfig
 from agent.errors import WireFormatError
 from agent.wire import (
+    SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
     BatchBody,
     Series,
     SeriesKind,
@@ -68,7 +71,7 @@ def bodies(draw):
                      health={"can0.frames": draw(st.integers(0, 2**40))},
                      dictionary_id=dictionary_id(dictionary),
                      dictionary=draw(st.sampled_from([None, dictionary])),
-                     series=tuple(series))
+                     series=tuple(series), schema=draw(st.sampled_from(SCHEMA_VERSIONS)))
 
 
 @given(bodies())
@@ -106,13 +109,62 @@ def test_malformed_bodies_are_rejected_with_a_reason(data, message):
         decode_body(data)
 
 
-def test_series_with_columns_shorter_than_times_is_rejected():
-    document = cbor2.loads(encode_body(BatchBody(
+def small_body(schema: int, *series: Series) -> dict:
+    return cbor2.loads(encode_body(BatchBody(
         vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=1, clock="ntp", config_version=1,
-        dbc_digest=b"", health={}, dictionary_id=b"", dictionary=None,
-        series=(Series(0, SeriesKind.INT_LAST, (0, 1), ((5, 6),)),))))
+        dbc_digest=b"", health={}, dictionary_id=b"", dictionary=None, series=series,
+        schema=schema)))
+
+
+SPEED = Series(0, SeriesKind.INT_LAST, (0, 1), ((5, 6),))
+TORQUE = Series(3, SeriesKind.FLOAT_STATS, (0,), ((-1.5,), (2.5,), (4.0,), (5,)))
+
+
+def test_the_default_schema_is_the_newest_and_config_accepts_every_one():
+    assert max(SCHEMA_VERSIONS) == SCHEMA_VERSION == BatchConfig().schema
+    assert BATCH_SCHEMAS == SCHEMA_VERSIONS
+
+
+def test_schema_2_carries_series_as_five_flat_columns():
+    document = small_body(2, SPEED, TORQUE)
+    assert document["v"] == 2
+    signals, bases, kinds, lengths, data = document["sig"]
+    assert [decode_varints(c) for c in (signals, bases, kinds)] == [[0, 3], [0, 1], [0, 3]]
+    assert decode_varints(lengths) == [2, 8, 8, 8, 1] and len(data) == 27
+    assert data[:2] == encode_varints([5, 6]) and data[2:10] == struct.pack("<d", -1.5)
+    assert small_body(1, SPEED, TORQUE)["sig"][1][:3] == [3, 1, 3]
+    assert small_body(2)["sig"] == [b""] * 5
+
+
+def test_series_with_columns_shorter_than_times_is_rejected():
+    document = small_body(1, SPEED)
     document["sig"][0][3] = encode_varints([5])
     with pytest.raises(WireFormatError, match="inconsistent columns"):
+        decode_body(cbor2.dumps(document))
+    document = small_body(2, SPEED)
+    document["sig"][3:] = [encode_varints([1]), encode_varints([5])]
+    with pytest.raises(WireFormatError, match="inconsistent columns"):
+        decode_body(cbor2.dumps(document))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda sig: sig[:4], "array of 5 byte strings"),
+    (lambda sig: [*sig[:4], [sig[4]]], "array of 5 byte strings"),
+    (lambda sig: [encode_varints([0]), *sig[1:]], "2 time bases"),
+    (lambda sig: [*sig[:4], sig[4] + b"\0"], "add up to 27 bytes, not the 28"),
+    (lambda sig: [*sig[:3], encode_varints([2, 8, 8, 8, -1]), sig[4]], "add up to"),
+    (lambda sig: [*sig[:3], encode_varints([2, 8, 8, 9]), sig[4]], "fewer column lengths"),
+    (lambda sig: [*sig[:3], encode_varints([2, 8, 8, 8, 1, 0]), sig[4]], "1 column lengths left"),
+    (lambda sig: [sig[0], encode_varints([0, 2]), *sig[2:]], "names time base 2 of 2"),
+    (lambda sig: [sig[0], encode_varints([-1, 1]), *sig[2:]], "names time base -1"),
+    (lambda sig: [encode_varints([-1, 3]), *sig[1:]], "signal -1"),
+    (lambda sig: [sig[0], sig[1], encode_varints([0, 7]), *sig[3:]], "not a valid SeriesKind"),
+])
+def test_malformed_schema_2_series_are_rejected_with_a_reason(change, message):
+    document = small_body(2, SPEED, TORQUE)
+    assert len(document["tb"]) == 2
+    document["sig"] = change(document["sig"])
+    with pytest.raises(WireFormatError, match=message):
         decode_body(cbor2.dumps(document))
 
 

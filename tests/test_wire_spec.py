@@ -119,7 +119,7 @@ def _skip(data: bytes, pos: int) -> int:
         argument = int.from_bytes(data[pos:pos + size], "big")
         pos += size
     else:
-        raise SpecError("indefinite lengths are not used by schema v1")
+        raise SpecError("indefinite lengths are not used by the batch schemas")
     if major in (2, 3):
         return pos + argument
     if major == 4:
@@ -174,12 +174,37 @@ def decode_floats(data: bytes) -> list[float]:
     return list(struct.unpack(f"<{len(data) // 8}d", data))
 
 
+def series_v2(sig: Any) -> list[list[Any]]:
+    """Section 4.6: the five columns of `sig` as [signal, base, kind, column...] rows."""
+    if not isinstance(sig, list) or len(sig) != 5 or not all(isinstance(c, bytes) for c in sig):
+        raise SpecError("sig is not 5 byte strings")
+    signals, bases, kinds, lengths = (decode_varints(column) for column in sig[:4])
+    data = sig[4]
+    if not len(signals) == len(bases) == len(kinds):
+        raise SpecError("signals, bases and kinds differ in length")
+    if any(n < 0 for n in signals + bases + lengths) or sum(lengths) != len(data):
+        raise SpecError("bad indices or lengths")
+    rows, next_length, position = [], 0, 0
+    for signal, base, kind in zip(signals, bases, kinds, strict=True):
+        if kind not in COLUMNS_PER_KIND:
+            raise SpecError(f"series of signal {signal}: bad kind")
+        row = [signal, base, kind]
+        for length in lengths[next_length:next_length + COLUMNS_PER_KIND[kind]]:
+            row.append(data[position:position + length])
+            position += length
+        next_length += COLUMNS_PER_KIND[kind]
+        rows.append(row)
+    if next_length != len(lengths):
+        raise SpecError("lengths do not match the kinds")
+    return rows
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
-    """Walk a v1 body: returns the map with `tb` decoded and `series` by signal index."""
+    """Walk a v1 or v2 body: the map with `tb` decoded and `series` by signal index."""
     document = cbor2.loads(body)
     if not isinstance(document, dict):
         raise SpecError("body is not a map")
-    if document.get("v") != 1:
+    if document.get("v") not in (1, 2):
         raise SpecError(f"unsupported schema version {document.get('v')!r}")
     missing = [key for key in REQUIRED_KEYS if key not in document]
     if missing:
@@ -190,10 +215,13 @@ def decode_body(body: bytes) -> dict[str, Any]:
     t0 = document["t0"]
     bases = [[t0 + t for t in decode_varints(base)] for base in document["tb"]]
     series = {}
-    for entry in document["sig"]:
+    rows = series_v2(document["sig"]) if document["v"] == 2 else document["sig"]
+    for entry in rows:
         signal, base, kind, *columns = entry
         if kind not in COLUMNS_PER_KIND or len(columns) != COLUMNS_PER_KIND[kind]:
             raise SpecError(f"series of signal {signal}: bad kind or column count")
+        if not 0 <= base < len(bases):
+            raise SpecError(f"series of signal {signal}: no time base {base}")
         times = bases[base]
         decoded = [decode_floats(c) if i in FLOAT_COLUMNS[kind] else decode_varints(c)
                    for i, c in enumerate(columns)]
@@ -316,7 +344,8 @@ SIG_VALTYPE_ 1280 Lat : 2;
 """
 
 
-def make_batcher(tmp_path, rules, *, with_gps=False, dictionary_every=60, seed=bytes(range(32))):
+def make_batcher(tmp_path, rules, *, with_gps=False, dictionary_every=60, seed=bytes(range(32)),
+                 schema=2):
     from agent.batch import CONTENT_TYPE as AGENT_CONTENT_TYPE
     from agent.batch import Batcher, BatchIdentity
     from agent.config import SamplingConfig
@@ -339,7 +368,8 @@ def make_batcher(tmp_path, rules, *, with_gps=False, dictionary_every=60, seed=b
                              dbc_digest=combined_digest([d.digest for d in loaded.values()]),
                              clock=lambda: "ntp")
     batcher = Batcher(plan, ring, identity, Signer(key, AGENT_CONTENT_TYPE),
-                      lambda: {"can0.frames": 42}, dictionary_every=dictionary_every)
+                      lambda: {"can0.frames": 42}, dictionary_every=dictionary_every,
+                      schema=schema)
     keys = {kid_of(key.public_key()): key.public_key()}
     return plan, ring, batcher, keys, files, loaded
 
@@ -348,12 +378,14 @@ def open_batch(envelope: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str
     return decode_body(decompress(open_envelope(envelope, keys)[1]))
 
 
-def test_the_code_still_produces_the_doc_example(tmp_path):
+@pytest.mark.parametrize("schema, vector", [(2, "body"), (1, "body-v1")])
+def test_the_code_still_produces_the_doc_example(tmp_path, schema, vector):
     from agent.config import SignalRule
     from agent.ring import Field
 
     plan, ring, batcher, keys, *_ = make_batcher(tmp_path, (
-        SignalRule("can0.Engine.Speed"), SignalRule("can0.Motor.Torque", mode="stats")))
+        SignalRule("can0.Engine.Speed"), SignalRule("can0.Motor.Torque", mode="stats")),
+        schema=schema)
     assert [s.key for s in plan.signals] == ["can0.Engine.Speed", "can0.Motor.Torque"]
     for t, raw in [(T0 + 1000, 12345), (T0 + 2000, 12400)]:
         ring.append(t, 0, Field.VALUE, raw)
@@ -366,9 +398,9 @@ def test_the_code_still_produces_the_doc_example(tmp_path):
     protected, unprotected, payload, _ = cbor2.loads(envelope).value
     assert protected == doc_bytes("protected")
     assert dict(unprotected) == {4: kid_of(doc_public_key())}
-    assert zstandard.get_frame_parameters(payload).content_size == len(doc_bytes("body"))
+    assert zstandard.get_frame_parameters(payload).content_size == len(doc_bytes(vector))
     kid, payload = open_envelope(envelope, keys)
-    assert decompress(payload) == doc_bytes("body")
+    assert decompress(payload) == doc_bytes(vector)
 
 
 def bits(value: float) -> bytes:
@@ -514,10 +546,32 @@ def test_sampling_semantics_end_to_end(tmp_path):
     assert [s[0] - t0 for s in expected_stats] == [0, 1000, 2000]
 
 
+def test_both_doc_bodies_decode_to_the_same_series():
+    v1, v2 = decode_body(doc_bytes("body-v1")), decode_body(doc_bytes("body"))
+    assert (v1["v"], v2["v"]) == (1, 2)
+    assert v1["series"] == v2["series"] and len(v2["series"]) == 2
+    assert {key: value for key, value in v1.items() if key != "v"} == {
+        key: value for key, value in v2.items() if key != "v"}
+
+
+@pytest.mark.parametrize("change", [
+    lambda sig: sig[:4],
+    lambda sig: [*sig[:3], sig[3][:-1], sig[4]],
+    lambda sig: [*sig[:4], sig[4][:-1]],
+    lambda sig: [sig[0], bytes([0, 4]), *sig[2:]],
+    lambda sig: [sig[0], sig[1], bytes([0, 8]), *sig[3:]],
+])
+def test_malformed_v2_series_are_rejected(change):
+    document = cbor2.loads(doc_bytes("body"))
+    document["sig"] = change(document["sig"])
+    with pytest.raises(SpecError):
+        decode_body(cbor2.dumps(document))
+
+
 def test_unknown_keys_are_ignored_and_unknown_versions_rejected():
     document = cbor2.loads(doc_bytes("body"))
     assert decode_body(cbor2.dumps({**document, "future": [1, 2]}))["seq"] == 0
-    for version in (2, None):
+    for version in (3, 0, None):
         changed = {**document, "v": version}
         with pytest.raises(SpecError, match="schema version"):
             decode_body(cbor2.dumps(changed))
