@@ -222,7 +222,7 @@ class Backend:
 
     def rows(self, body: BatchBody) -> Iterator[dict[str, Any]] | None:
         dictionary = self.dictionaries.lookup(body)
-        if dictionary is None:
+        if dictionary is None or any(s.signal >= len(dictionary) for s in body.series):
             self.undecodable += 1
             return None
         return sample_rows(body, dictionary)

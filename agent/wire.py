@@ -25,6 +25,7 @@ from agent.errors import WireFormatError
 # series, is still written on request (`[batch] schema = 1`) and always read.
 SCHEMA_VERSION = 2
 SCHEMA_VERSIONS = (1, 2)
+MAX_SIGNALS = 65535  # signal indices 0..65534 (the plan refuses more)
 
 
 class SeriesKind(IntEnum):
@@ -182,34 +183,42 @@ def decode_body(data: bytes) -> BatchBody:
     if not isinstance(document, dict):
         raise WireFormatError("batch body is not a CBOR map")
     schema = document.get("v")
-    if schema not in SCHEMA_VERSIONS or isinstance(schema, bool):
+    if type(schema) is not int or schema not in SCHEMA_VERSIONS:
         raise WireFormatError(f"unsupported batch schema version {schema!r}")
     try:
-        t0 = int(document["t0"])
-        bases = [tuple(t0 + t for t in decode_varints(base)) for base in document["tb"]]
+        t0 = integer(document["t0"], "t0")
+        bases = [tuple(t0 + t for t in decode_varints(byte_string(base, "tb entry")))
+                 for base in document["tb"]]
         rows = _series_rows(document["sig"]) if schema == 2 else document["sig"]
         series = tuple(_series(signal, bases, base, SeriesKind(kind_code), columns)
                        for signal, base, kind_code, *columns in rows)
+        if len({item.signal for item in series}) != len(series):
+            raise WireFormatError("a signal has more than one series")
         dictionary = document.get("dict")
+        dictionary = None if dictionary is None else _dictionary_from_cbor(dictionary)
+        if dictionary is not None and series and max(s.signal for s in series) >= len(dictionary):
+            raise WireFormatError(f"a series names a signal beyond the {len(dictionary)} "
+                                  "entries of the batch's dictionary")
         return BatchBody(
             schema=schema,
             vehicle=str(document["veh"]),
-            boot=bytes(document["boot"]),
-            seq=int(document["seq"]),
+            boot=byte_string(document["boot"], "boot", 16),
+            seq=integer(document["seq"], "seq"),
             t0_ms=t0,
-            t1_ms=int(document["t1"]),
+            t1_ms=integer(document["t1"], "t1"),
             clock=str(document["clk"]),
-            config_version=int(document["cfg"]),
-            dbc_digest=bytes(document["dbc"]),
-            health={str(k): int(v) for k, v in document["hlth"].items()},
-            dictionary_id=bytes(document["did"]),
-            dictionary=None if dictionary is None else _dictionary_from_cbor(dictionary),
+            config_version=integer(document["cfg"], "cfg"),
+            dbc_digest=byte_string(document["dbc"], "dbc", 32),
+            health={str(k): integer(v, f"hlth {k}") for k, v in document["hlth"].items()},
+            dictionary_id=byte_string(document["did"], "did", 8),
+            dictionary=dictionary,
             series=series,
             privacy=_privacy(document.get("prv")),
         )
     except WireFormatError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError, struct.error) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
+            struct.error) as exc:
         raise WireFormatError(f"batch body does not follow schema {schema}: "
                               f"{type(exc).__name__}: {exc}") from exc
 
@@ -224,7 +233,12 @@ def _series_rows(columns: Any) -> list[list[Any]]:
     if not len(signals) == len(bases) == len(kinds):
         raise WireFormatError(f"sig has {len(signals)} signals, {len(bases)} time bases and "
                               f"{len(kinds)} kinds")
-    if min(lengths, default=0) < 0 or sum(lengths) != len(data):
+    if len(signals) > MAX_SIGNALS:
+        raise WireFormatError(f"sig has {len(signals)} series; signals are numbered "
+                              f"0..{MAX_SIGNALS - 1}")
+    if min(lengths, default=0) < 0:
+        raise WireFormatError("sig has a negative column length")
+    if sum(lengths) != len(data):
         raise WireFormatError(f"sig column lengths add up to {sum(lengths)} bytes, "
                               f"not the {len(data)} given")
     bounds = list(itertools.accumulate(lengths, initial=0))
@@ -244,8 +258,10 @@ def _series_rows(columns: Any) -> list[list[Any]]:
 
 def _series(signal: int, bases: Sequence[tuple[int, ...]], base: int, kind: SeriesKind,
             columns: Sequence[bytes]) -> Series:
-    if signal < 0 or not 0 <= base < len(bases):
-        raise WireFormatError(f"series of signal {signal} names time base {base} of "
+    if type(signal) is not int or not 0 <= signal < MAX_SIGNALS:
+        raise WireFormatError(f"signal index {signal!r} is not in 0..{MAX_SIGNALS - 1}")
+    if type(base) is not int or not 0 <= base < len(bases):
+        raise WireFormatError(f"series of signal {signal} names time base {base!r} of "
                               f"{len(bases)}")
     times = bases[base]
     decoded = tuple(_decode_column(column, kind.is_float and position < 3)
@@ -261,7 +277,23 @@ def _privacy(value: Any) -> Mapping[str, Any] | None:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("consent"), str):
         raise WireFormatError("privacy field (prv) must be a map with a consent level")
-    return {"consent": value["consent"], "ver": int(value.get("ver", 0))}
+    return {"consent": value["consent"], "ver": integer(value.get("ver", 0), "prv ver")}
+
+
+def integer(value: Any, name: str) -> int:
+    """A CBOR integer field, exactly: not a float, bool or anything int() would convert."""
+    if type(value) is not int:
+        raise WireFormatError(f"{name} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def byte_string(value: Any, name: str, size: int | None = None) -> bytes:
+    """A CBOR byte string field, of `size` bytes when given (never bytes(n) of a number)."""
+    if not isinstance(value, bytes):
+        raise WireFormatError(f"{name} must be a byte string, got {type(value).__name__}")
+    if size is not None and len(value) != size:
+        raise WireFormatError(f"{name} must be {size} bytes, got {len(value)}")
+    return value
 
 
 def encode_varints(values: Sequence[int]) -> bytes:
@@ -338,6 +370,8 @@ def decode_varints(data: bytes) -> list[int]:
         zigzag |= (byte & 0x7F) << shift
         if byte & 0x80:
             shift += 7
+            if shift > 63:  # 10 bytes hold any 66-bit zigzag delta (§5.1); longer is hostile
+                raise WireFormatError("varint longer than 10 bytes")
             continue
         previous += (zigzag >> 1) if not zigzag & 1 else -((zigzag + 1) >> 1)
         values.append(previous)

@@ -1,4 +1,7 @@
+import dataclasses
+
 import pytest
+import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.backend import (
@@ -18,6 +21,7 @@ from agent.events.codec import EVENT_CONTENT_TYPE, EventBody, encode_event
 from agent.keys import generate_key_pair, key_id
 from agent.plan import build_plan
 from agent.ring import Field, Ring
+from agent.wire import Series, SeriesKind, encode_body
 from tests.dbc_fixtures import write_small_dbc
 
 
@@ -38,7 +42,7 @@ def batcher_and_keys(tmp_path):
         SignalRule("can0.Engine.*"), SignalRule("can0.Engine.Speed", mode="stats"))),
         {"can0": database})
     ring = Ring(100)
-    identity = BatchIdentity(vehicle="v1", boot=bytes(16), config_version=1, dbc_digest=b"",
+    identity = BatchIdentity(vehicle="v1", boot=bytes(16), config_version=1, dbc_digest=bytes(32),
                              clock=lambda: "rtc")
     batcher = Batcher(plan, ring, identity, Signer(key, CONTENT_TYPE), dict,
                       dictionary_every=2)
@@ -92,6 +96,18 @@ def test_dictionary_is_cached_across_batches_and_missing_one_is_reported(batcher
     assert list(backend.rows(backend.receive(second).body)) == []
     duplicate = backend.receive(first)
     assert duplicate.duplicate and backend.report()["duplicates"] == 1
+
+
+def test_a_series_beyond_the_cached_dictionary_is_undecodable_not_a_crash(batcher_and_keys):
+    _, ring, batcher, keyring = batcher_and_keys
+    backend = Backend(keyring)
+    first = backend.receive(batcher.seal(0, 1).envelope)  # carries the dictionary
+    size = len(first.body.dictionary)
+    beyond = dataclasses.replace(first.body, seq=1, dictionary=None, series=(
+        Series(size, SeriesKind.INT_LAST, (5,), ((1,),)),))
+    envelope = batcher._signer.sign(zstandard.ZstdCompressor().compress(encode_body(beyond)))
+    receipt = backend.receive(envelope)
+    assert receipt.ok and backend.rows(receipt.body) is None and backend.undecodable == 1
 
 
 def test_a_key_bound_to_another_vehicle_is_rejected(batcher_and_keys):

@@ -113,6 +113,6 @@ def test_spool_drops_what_was_sealed_under_a_wider_consent(tmp_path):
 
 
 def test_consent_travels_in_the_batch_body():
-    body = BatchBody("v", b"b" * 16, 0, 0, 1000, "ntp", 1, b"", {}, b"\0" * 8, None, (),
+    body = BatchBody("v", b"b" * 16, 0, 0, 1000, "ntp", 1, bytes(32), {}, b"\0" * 8, None, (),
                      privacy={"consent": "vehicle-health", "ver": 7})
     assert decode_body(encode_body(body)).privacy == {"consent": "vehicle-health", "ver": 7}

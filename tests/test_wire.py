@@ -82,7 +82,7 @@ def test_body_round_trip(body):
 def test_float_columns_keep_nan_and_infinities_bit_exact():
     values = (math.nan, math.inf, -math.inf, -0.0, 1e-310)
     body = BatchBody(vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=1000, clock="gps",
-                     config_version=1, dbc_digest=b"", health={}, dictionary_id=b"",
+                     config_version=1, dbc_digest=bytes(32), health={}, dictionary_id=bytes(8),
                      dictionary=None,
                      series=(Series(0, SeriesKind.FLOAT_LAST, (0, 1, 2, 3, 4), (values,)),))
     decoded = decode_body(encode_body(body)).series[0].columns[0]
@@ -93,7 +93,7 @@ def test_identical_time_columns_are_stored_once():
     times = tuple(range(0, 60000, 1000))
     series = tuple(Series(i, SeriesKind.INT_LAST, times, (tuple(range(60)),)) for i in range(5))
     body = BatchBody(vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=60000, clock="ntp",
-                     config_version=1, dbc_digest=b"", health={}, dictionary_id=b"",
+                     config_version=1, dbc_digest=bytes(32), health={}, dictionary_id=bytes(8),
                      dictionary=None, series=series)
     assert len(cbor2.loads(encode_body(body))["tb"]) == 1
 
@@ -112,7 +112,7 @@ def test_malformed_bodies_are_rejected_with_a_reason(data, message):
 def small_body(schema: int, *series: Series) -> dict:
     return cbor2.loads(encode_body(BatchBody(
         vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=1, clock="ntp", config_version=1,
-        dbc_digest=b"", health={}, dictionary_id=b"", dictionary=None, series=series,
+        dbc_digest=bytes(32), health={}, dictionary_id=bytes(8), dictionary=None, series=series,
         schema=schema)))
 
 
@@ -147,17 +147,53 @@ def test_series_with_columns_shorter_than_times_is_rejected():
         decode_body(cbor2.dumps(document))
 
 
+def test_hostile_fields_are_rejected_as_wire_format_errors():
+    document = small_body(2, SPEED)
+    for key, value, message in [
+            ("boot", 10**9, "boot must be a byte string"),  # bytes(10**9) would allocate 1 GB
+            ("boot", bytes(15), "boot must be 16 bytes"),
+            ("did", b"", "did must be 8 bytes"),
+            ("t0", 1.5, "t0 must be an integer"),
+            ("seq", float("inf"), "seq must be an integer"),
+            ("hlth", [1, 2], "AttributeError"),
+            ("v", 2.0, "unsupported batch schema version 2.0"),
+            ("v", True, "unsupported batch schema version True"),
+            ("tb", [[1, 2]], "tb entry must be a byte string"),
+            ("prv", {"consent": "full", "ver": "7"}, "prv ver must be an integer")]:
+        with pytest.raises(WireFormatError, match=message):
+            decode_body(cbor2.dumps({**document, key: value}))
+
+
+def test_an_overlong_varint_is_rejected_at_once():
+    with pytest.raises(WireFormatError, match="longer than 10 bytes"):
+        decode_varints(b"\xff" * 1_000_000 + b"\x00")
+    assert decode_varints(encode_varints([-(2**64), 2**64])) == [-(2**64), 2**64]
+
+
+def test_series_beyond_the_batch_dictionary_are_rejected():
+    dictionary = (SignalDef("can0.M.S", "", 1, 0, False, "last"),)
+    body = BatchBody(vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=1, clock="ntp",
+                     config_version=1, dbc_digest=bytes(32), health={},
+                     dictionary_id=dictionary_id(dictionary), dictionary=dictionary,
+                     series=(SPEED, TORQUE))
+    with pytest.raises(WireFormatError, match="beyond the 1 entries"):
+        decode_body(encode_body(body))
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda sig: sig[:4], "array of 5 byte strings"),
     (lambda sig: [*sig[:4], [sig[4]]], "array of 5 byte strings"),
     (lambda sig: [encode_varints([0]), *sig[1:]], "2 time bases"),
     (lambda sig: [*sig[:4], sig[4] + b"\0"], "add up to 27 bytes, not the 28"),
-    (lambda sig: [*sig[:3], encode_varints([2, 8, 8, 8, -1]), sig[4]], "add up to"),
+    (lambda sig: [*sig[:3], encode_varints([2, 8, 8, 8, -1]), sig[4]], "negative column length"),
     (lambda sig: [*sig[:3], encode_varints([2, 8, 8, 9]), sig[4]], "fewer column lengths"),
     (lambda sig: [*sig[:3], encode_varints([2, 8, 8, 8, 1, 0]), sig[4]], "1 column lengths left"),
     (lambda sig: [sig[0], encode_varints([0, 2]), *sig[2:]], "names time base 2 of 2"),
     (lambda sig: [sig[0], encode_varints([-1, 1]), *sig[2:]], "names time base -1"),
-    (lambda sig: [encode_varints([-1, 3]), *sig[1:]], "signal -1"),
+    (lambda sig: [encode_varints([-1, 3]), *sig[1:]], "signal index -1 is not in 0..65534"),
+    (lambda sig: [encode_varints([0, 65535]), *sig[1:]], "signal index 65535 is not"),
+    (lambda sig: [encode_varints([0, 0]), *sig[1:]], "more than one series"),
+    (lambda sig: [*sig[:4], sig[4][:0]], "add up to 27 bytes, not the 0"),
     (lambda sig: [sig[0], sig[1], encode_varints([0, 7]), *sig[3:]], "not a valid SeriesKind"),
 ])
 def test_malformed_schema_2_series_are_rejected_with_a_reason(change, message):

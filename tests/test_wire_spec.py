@@ -159,6 +159,8 @@ def decode_varints(data: bytes) -> list[int]:
         zigzag |= (byte & 0x7F) << shift
         if byte & 0x80:
             shift += 7
+            if shift > 63:
+                raise SpecError("varint longer than 10 bytes")
             continue
         previous += zigzag >> 1 if zigzag % 2 == 0 else -(zigzag >> 1) - 1
         values.append(previous)
@@ -222,6 +224,8 @@ def decode_body(body: bytes) -> dict[str, Any]:
             raise SpecError(f"series of signal {signal}: bad kind or column count")
         if not 0 <= base < len(bases):
             raise SpecError(f"series of signal {signal}: no time base {base}")
+        if not 0 <= signal <= 65534 or signal in series:
+            raise SpecError(f"signal {signal} out of range or repeated")
         times = bases[base]
         decoded = [decode_floats(c) if i in FLOAT_COLUMNS[kind] else decode_varints(c)
                    for i, c in enumerate(columns)]
@@ -237,6 +241,8 @@ def decode_body(body: bytes) -> dict[str, Any]:
             raise SpecError("did is not the hash of the dictionary")
         if any(len(entry) != 7 for entry in document["dict"]):
             raise SpecError("dictionary entries have 7 items")
+        if any(signal >= len(document["dict"]) for signal in series):
+            raise SpecError("a series names a signal beyond the dictionary")
         result["dict"] = document["dict"]
     return result
 
@@ -560,6 +566,10 @@ def test_both_doc_bodies_decode_to_the_same_series():
     lambda sig: [*sig[:4], sig[4][:-1]],
     lambda sig: [sig[0], bytes([0, 4]), *sig[2:]],
     lambda sig: [sig[0], sig[1], bytes([0, 8]), *sig[3:]],
+    lambda sig: [bytes([0, 0]), *sig[1:]],
+    lambda sig: [bytes([0, 0x80 | 0x7E, 0x80 | 0x7F, 0x07]), *sig[1:]],
+    lambda sig: [bytes([0, 4]), *sig[1:]],
+    lambda sig: [*sig[:3], b"\xff" * 10 + b"\x00", sig[4]],
 ])
 def test_malformed_v2_series_are_rejected(change):
     document = cbor2.loads(doc_bytes("body"))

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.batch import decompress_payload
 from agent.cose import verify
 from agent.errors import WireFormatError
+from agent.wire import byte_string
 
 EVENT_CONTENT_TYPE = "application/vnd.edge-agent.event+cbor+zstd"
 EVENT_SCHEMA = 1
@@ -56,7 +57,8 @@ def open_event(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Event
         if document["v"] != EVENT_SCHEMA:
             raise WireFormatError(f"unsupported event schema {document['v']!r}")
         return EventBody(
-            vehicle=str(document["veh"]), boot=bytes(document["boot"]), seq=int(document["seq"]),
+            vehicle=str(document["veh"]), boot=byte_string(document["boot"], "boot", 16),
+            seq=int(document["seq"]),
             type=str(document["type"]), time_ms=int(document["t"]), clock=str(document["clk"]),
             config_version=int(document["cfg"]), privacy=dict(document["prv"]),
             data=dict(document["data"]),
