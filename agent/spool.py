@@ -85,6 +85,8 @@ class Spool:
         self._undeleted: set[int] = set()
         # Published, awaiting PUBACK: evicted last, since they are probably delivered already.
         self._in_flight: set[int] = set()
+        # Evicted while in flight: lost only if no PUBACK comes (then counted in `evicted`).
+        self._evicted_in_flight: set[int] = set()
         self._reserve = path.with_name(path.name + ".reserve")
         self._reserve_bytes = reserve_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,9 +158,12 @@ class Spool:
             if row is None:
                 return
             self._db.execute("DELETE FROM batches WHERE id = ?", (row[0],))
-            self._in_flight.discard(row[0])
             self._bytes -= row[1]
-            self.evicted += 1
+            if row[0] in self._in_flight:
+                self._in_flight.discard(row[0])
+                self._evicted_in_flight.add(row[0])
+            else:
+                self.evicted += 1
 
     def _oldest_bulk(self, skip: Collection[int]) -> tuple[int, int] | None:
         marks = ",".join("?" * len(skip))
@@ -178,12 +183,18 @@ class Spool:
             return True
 
     def not_sending(self, batch_ids: Iterable[int] | None = None) -> None:
-        """These batches (None: all, the link dropped) are no longer in flight."""
+        """These batches (None: all, the link dropped) are no longer in flight; those evicted
+        meanwhile will not be sent again and are counted as lost."""
         with self._lock:
             if batch_ids is None:
                 self._in_flight.clear()
+                lost = set(self._evicted_in_flight)
             else:
-                self._in_flight.difference_update(batch_ids)
+                ids = set(batch_ids)
+                self._in_flight -= ids
+                lost = ids & self._evicted_in_flight
+            self._evicted_in_flight -= lost
+            self.evicted += len(lost)
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
@@ -218,6 +229,9 @@ class Spool:
         """Forget an acknowledged batch (kept aside in memory while the disk is full)."""
         with self._lock:
             self._in_flight.discard(batch_id)
+            if batch_id in self._evicted_in_flight:  # delivered after all: nothing to delete
+                self._evicted_in_flight.discard(batch_id)
+                return
             self._undeleted.add(batch_id)
             self._delete_acknowledged()
 

@@ -59,11 +59,22 @@ def test_eviction_spares_batches_in_flight_until_only_they_are_left(tmp_path):
     assert spool.stats().evicted == 2
     spool.delete(first.id)  # acknowledged: the count stays what was lost
     assert spool.stats().evicted == 2
-    lone = Spool(tmp_path / "t.sqlite", 150)
-    spool_id = put(lone, 0).id
-    assert lone.sending(spool_id)
-    put(lone, 1)  # the bound wins over a batch in flight
-    assert [b.seq for b in lone.next_batches(10)] == [1] and lone.stats().evicted == 1
+    for path, answer in [("acked", "puback"), ("lost", "link down"), ("failed", "not sent")]:
+        lone = Spool(tmp_path / f"{path}.sqlite", 150)
+        spool_id = put(lone, 0).id
+        assert lone.sending(spool_id)
+        put(lone, 1)  # the bound wins over a batch in flight...
+        assert [b.seq for b in lone.next_batches(10)] == [1]
+        assert lone.stats().evicted == 0  # ...which may still be delivered
+        if answer == "puback":
+            lone.delete(spool_id)
+        elif answer == "link down":
+            lone.not_sending()
+        else:
+            lone.not_sending((spool_id,))
+        assert lone.stats().evicted == (0 if answer == "puback" else 1), answer
+        lone.not_sending()
+        assert lone.stats().evicted == (0 if answer == "puback" else 1), answer
 
 
 def test_a_damaged_spool_is_moved_aside_and_a_fresh_one_started(tmp_path, caplog):
