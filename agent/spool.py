@@ -182,17 +182,13 @@ class Spool:
             self._in_flight.add(batch_id)
             return True
 
-    def not_sending(self, batch_ids: Iterable[int] | None = None) -> None:
-        """These batches (None: all, the link dropped) are no longer in flight; those evicted
-        meanwhile will not be sent again and are counted as lost."""
+    def not_sending(self, batch_ids: Iterable[int]) -> None:
+        """These batches are no longer in flight (not published after all, or the uplink
+        stopped before their PUBACK); those evicted meanwhile are lost now and counted."""
         with self._lock:
-            if batch_ids is None:
-                self._in_flight.clear()
-                lost = set(self._evicted_in_flight)
-            else:
-                ids = set(batch_ids)
-                self._in_flight -= ids
-                lost = ids & self._evicted_in_flight
+            ids = set(batch_ids)
+            self._in_flight -= ids
+            lost = ids & self._evicted_in_flight
             self._evicted_in_flight -= lost
             self.evicted += len(lost)
 

@@ -6,7 +6,9 @@ thread owns all delivery state; paho's callbacks only post events to its queue, 
 held across a paho call. Order: batches go out as the spool orders them, at most
 `max_inflight` awaiting PUBACK. After a reconnect the backlog (batches spooled before it)
 drains in order at `drain_rate` batches/s while batches sealed since keep flowing at once.
-Batches in flight when the link drops are published again; the backend drops duplicates by
+Batches in flight when the link drops stay in flight: paho keeps every publish until its PUBACK
+and sends it again (DUP) after the reconnect, so the spool does not offer them a second time.
+The broker may have passed one on before the drop; the backend drops duplicates by
 (boot, seq).
 
 Besides batches: with `on_config`, the retained `{prefix}/{vehicle}/config` topic is subscribed
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 
 WORKER_TICK = 0.5
 MAX_PENDING_MESSAGES = 100
+# What paho answers when it has taken a QoS 1 publish: sent, or (the link just dropped) kept
+# to be sent after the reconnect. Either way it is paho's until the PUBACK.
+PAHO_KEEPS = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 
 
 @dataclass
@@ -93,6 +98,7 @@ class Uplink:
         self._tokens_at = time.monotonic()
         self._closing = threading.Event()
         self._link_up = threading.Event()
+        self._disconnect_seen = False  # by paho, for the current connection (network thread)
         self._client = self._make_client()
         self._worker = threading.Thread(target=self._work, name="uplink", daemon=True)
         self._network = threading.Thread(target=self._run_network, name="mqtt", daemon=True)
@@ -163,6 +169,7 @@ class Uplink:
         delays = backoff_delays(config.reconnect_min, config.reconnect_max, random.Random())
         connected_once = False
         while not self._closing.is_set():
+            self._disconnect_seen = False
             try:
                 if connected_once:
                     client.reconnect()
@@ -183,7 +190,8 @@ class Uplink:
                     fresh_delays = True
             if self._closing.is_set():
                 break
-            self._events.put(("disconnected", "connection lost"))
+            if not self._disconnect_seen:
+                self._events.put(("disconnected", "connection lost"))
             self._closing.wait(next(delays))
         with contextlib.suppress(OSError):
             client.loop(timeout=0.1)
@@ -203,6 +211,7 @@ class Uplink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:
         self._link_up.clear()
+        self._disconnect_seen = True
         self._events.put(("disconnected", reason))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
@@ -274,17 +283,11 @@ class Uplink:
                           "check that the broker trusts this vehicle's certificate",
                           self._config.host, self._config.port, value)
             health.connected = False
-            # In-flight batches are still in the spool (or memory): they go out again.
-            for batch in self._inflight.values():
-                if batch.id is None:
-                    self._memory.appendleft(batch)
-            self._inflight.clear()
-            self._spool.not_sending()
 
     def _pump(self) -> None:
         while self.health.connected and self._messages:
             leaf_topic, payload = self._messages[0]
-            if self._client.publish(leaf_topic, payload, qos=1).rc != mqtt.MQTT_ERR_SUCCESS:
+            if self._client.publish(leaf_topic, payload, qos=1).rc not in PAHO_KEEPS:
                 break
             self._messages.popleft()
         while self.health.connected and len(self._inflight) < self._config.max_inflight:
@@ -292,7 +295,7 @@ class Uplink:
             if batch is None:
                 return
             info = self._client.publish(self.topic_for(batch.topic), batch.envelope, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            if info.rc not in PAHO_KEEPS:
                 if batch.id is None:
                     self._memory.appendleft(batch)
                 else:
@@ -331,6 +334,8 @@ class Uplink:
     def _say_goodbye(self) -> None:
         if self._pending_anything():
             log.warning("uplink: stopping with batches unacknowledged; they stay spooled")
+        # Those the spool evicted while they were in flight are lost now: counted.
+        self._spool.not_sending([b.id for b in self._inflight.values() if b.id is not None])
         if self.health.connected:
             info = self._client.publish(self._status, self._status_payload("offline"), qos=1,
                                         retain=True)

@@ -59,7 +59,7 @@ def test_eviction_spares_batches_in_flight_until_only_they_are_left(tmp_path):
     assert spool.stats().evicted == 2
     spool.delete(first.id)  # acknowledged: the count stays what was lost
     assert spool.stats().evicted == 2
-    for path, answer in [("acked", "puback"), ("lost", "link down"), ("failed", "not sent")]:
+    for path, answer in [("acked", "puback"), ("failed", "not sent")]:
         lone = Spool(tmp_path / f"{path}.sqlite", 150)
         spool_id = put(lone, 0).id
         assert lone.sending(spool_id)
@@ -68,12 +68,10 @@ def test_eviction_spares_batches_in_flight_until_only_they_are_left(tmp_path):
         assert lone.stats().evicted == 0  # ...which may still be delivered
         if answer == "puback":
             lone.delete(spool_id)
-        elif answer == "link down":
-            lone.not_sending()
         else:
             lone.not_sending((spool_id,))
         assert lone.stats().evicted == (0 if answer == "puback" else 1), answer
-        lone.not_sending()
+        lone.not_sending((spool_id,))
         assert lone.stats().evicted == (0 if answer == "puback" else 1), answer
 
 

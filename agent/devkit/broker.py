@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -146,6 +147,7 @@ class MosquittoBroker:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a paused broker would not see SIGTERM
         process.terminate()
         try:
             process.wait(5)
@@ -156,3 +158,13 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is read or answered,
+        as when a cellular link stalls."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
