@@ -66,6 +66,7 @@ def status(agent: Agent) -> dict[str, Any]:
                    "port": agent.config.uplink.port, "tls": agent.config.uplink.tls,
                    "published": uplink.published, "acked": uplink.acked,
                    "dropped": uplink.dropped, "connect_failures": uplink.connect_failures,
+                   "refused": uplink.refused,
                    "last_puback_age_s": None if not uplink.last_puback
                    else round(now - uplink.last_puback, 1)},
     }
@@ -138,6 +139,9 @@ def warnings(document: Mapping[str, Any]) -> list[str]:
     if not uplink["connected"]:
         found.append(f"not connected to {uplink['host']}:{uplink['port']} "
                      f"({uplink['connect_failures']} failed attempts): data waits in the spool")
+    if uplink["refused"]:
+        found.append(f"the broker refused {uplink['refused']} batches (its ACL for this "
+                     "vehicle?): they wait in the spool")
     spool = document["spool"]
     if spool["evicted"]:
         found.append(f"spool was full: {spool['evicted']} oldest batches dropped")

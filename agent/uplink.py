@@ -9,7 +9,10 @@ drains in order at `drain_rate` batches/s while batches sealed since keep flowin
 Batches in flight when the link drops stay in flight: paho keeps every publish until its PUBACK
 and sends it again (DUP) after the reconnect, so the spool does not offer them a second time.
 The broker may have passed one on before the drop; the backend drops duplicates by
-(boot, seq).
+(boot, seq). A PUBACK with an error reason (MQTT v5: Mosquitto answers "Not authorized" when
+its ACL denies the topic) is not a delivery: the batch stays spooled, is counted as refused,
+and batches wait out a back-off before the next try, so a fleet-side ACL mistake costs nothing
+once it is fixed.
 
 Besides batches: with `on_config`, the retained `{prefix}/{vehicle}/config` topic is subscribed
 on every connect and its documents handed over as they arrive (agent/config_updates.py), and
@@ -56,12 +59,14 @@ class UplinkHealth:
     dropped: int = 0
     connects: int = 0
     connect_failures: int = 0
+    refused: int = 0
     connected: bool = False
     last_puback: float = 0.0
 
     def counters(self) -> dict[str, int]:
         return {"published": self.published, "acked": self.acked, "dropped": self.dropped,
-                "connects": self.connects, "connect_failures": self.connect_failures}
+                "connects": self.connects, "connect_failures": self.connect_failures,
+                "refused": self.refused}
 
 
 def topic(prefix: str, vehicle: str, leaf: str) -> str:
@@ -94,6 +99,8 @@ class Uplink:
         self._memory: deque[SpooledBatch] = deque()
         self._inflight: dict[int, SpooledBatch] = {}
         self._backlog_mark = 0
+        self._refusal_delays = self._fresh_delays()
+        self._hold_until = 0.0  # after a refused PUBACK: no batch goes out before this
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
         self._closing = threading.Event()
@@ -102,6 +109,10 @@ class Uplink:
         self._client = self._make_client()
         self._worker = threading.Thread(target=self._work, name="uplink", daemon=True)
         self._network = threading.Thread(target=self._run_network, name="mqtt", daemon=True)
+
+    def _fresh_delays(self) -> Any:
+        return backoff_delays(self._config.reconnect_min, self._config.reconnect_max,
+                              random.Random())
 
     def topic_for(self, leaf: str) -> str:
         return topic(self._config.prefix, self._vehicle, leaf)
@@ -216,7 +227,8 @@ class Uplink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason: ReasonCode, properties: Properties | None) -> None:
-        self._events.put(("acked", mid))
+        self._events.put(("refused_puback", (mid, reason)) if reason.is_failure
+                         else ("acked", mid))
 
     # The worker: owns _memory, _inflight, the drain budget and health.
     def _work(self) -> None:
@@ -259,6 +271,9 @@ class Uplink:
                     self._spool.delete(batch.id)
                 health.acked += 1
                 health.last_puback = time.time()
+                self._refusal_delays = self._fresh_delays()
+        elif kind == "refused_puback":
+            self._refused(*value)
         elif kind == "connected":
             health.connected = True
             health.connects += 1
@@ -290,6 +305,8 @@ class Uplink:
             if self._client.publish(leaf_topic, payload, qos=1).rc not in PAHO_KEEPS:
                 break
             self._messages.popleft()
+        if time.monotonic() < self._hold_until:
+            return
         while self.health.connected and len(self._inflight) < self._config.max_inflight:
             batch = self._memory.popleft() if self._memory else self._next_from_spool()
             if batch is None:
@@ -303,6 +320,24 @@ class Uplink:
                 return
             self._inflight[info.mid] = batch
             self.health.published += 1
+
+    def _refused(self, mid: int, reason: ReasonCode) -> None:
+        batch = self._inflight.pop(mid, None)
+        if batch is None:  # a small message (status, config ack): not kept
+            log.warning("uplink: the broker refused a message (%s)", reason)
+            return
+        self.health.refused += 1
+        if batch.id is None:
+            self._memory.appendleft(batch)
+        else:
+            self._spool.not_sending((batch.id,))
+        if time.monotonic() >= self._hold_until:
+            delay = next(self._refusal_delays)
+            self._hold_until = time.monotonic() + delay
+            log.error("uplink: the broker refused batch %d on %s (%s): it stays %s and is "
+                      "tried again in %.1f s; check the broker's ACL for this vehicle's "
+                      "certificate and [vehicle] id", batch.seq, self.topic_for(batch.topic),
+                      reason, "spooled" if batch.id is not None else "in memory", delay)
 
     def _next_from_spool(self) -> SpooledBatch | None:
         while True:

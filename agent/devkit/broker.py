@@ -86,13 +86,14 @@ class MosquittoBroker:
     """
 
     def __init__(self, workdir: Path, pki: DevPki | None, *, port: int | None = None,
-                 persistence: bool = False) -> None:
+                 persistence: bool = False, acl: str | None = None) -> None:
         self.workdir = workdir
         self.pki = pki
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.tls = pki is not None
         self.persistence = persistence
+        self.acl = acl  # the text of a Mosquitto acl_file; None: every client may do anything
         self.log_path = workdir / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -120,6 +121,8 @@ class MosquittoBroker:
                       f"keyfile {self.pki.server.key}", "require_certificate true",
                       "use_identity_as_username true", "tls_version tlsv1.2",
                       "allow_anonymous false"]
+        if self.acl is not None:
+            lines.append(f"acl_file {self.workdir / 'acl'}")
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
@@ -127,6 +130,8 @@ class MosquittoBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "mosquitto.conf"
         config.write_text(self._config())
+        if self.acl is not None:
+            (self.workdir / "acl").write_text(self.acl)
         self._process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
@@ -158,6 +163,13 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def set_acl(self, acl: str) -> None:
+        """Replace the ACL and have the running broker reload it (SIGHUP)."""
+        self.acl = acl
+        (self.workdir / "acl").write_text(acl)
+        if self._process is not None:
+            self._process.send_signal(signal.SIGHUP)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open, nothing is read or answered,

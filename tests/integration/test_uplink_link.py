@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 from agent.config import UplinkConfig
+from agent.devkit.broker import MosquittoBroker
 from agent.spool import Spool
 from agent.uplink import Uplink
 from tests.integration.capture import Capture
+from tests.support import require_mosquitto
 
 VEHICLE = "demo-0001"
 BOOT = bytes(16)
@@ -27,15 +29,18 @@ def wait_for(condition, timeout: float) -> bool:
     return condition()
 
 
+def uplink_config(broker: MosquittoBroker, tls) -> UplinkConfig:
+    return UplinkConfig(host=broker.host, port=broker.port, ca_cert=tls.ca_cert, cert=tls.cert,
+                        key=tls.key, reconnect_min=0.2, reconnect_max=0.5, drain_rate=0)
+
+
 def test_batches_in_flight_when_the_link_drops_arrive_and_are_not_counted_lost(
         tmp_path, mosquitto, dev_pki, caplog):
     """paho keeps what awaits a PUBACK and publishes it again after the reconnect, so a batch
     evicted from the full spool while in flight still arrives: lost and counted are only the
     batches evicted before they were sent."""
     tls = dev_pki.client(VEHICLE)
-    config = UplinkConfig(host=mosquitto.host, port=mosquitto.port, ca_cert=tls.ca_cert,
-                          cert=tls.cert, key=tls.key, reconnect_min=0.2, reconnect_max=0.5,
-                          drain_rate=0)
+    config = uplink_config(mosquitto, tls)
     spool = Spool(tmp_path / "spool.sqlite", max_bytes=5 * ENVELOPE_BYTES,
                   reserve_bytes=4096)
     capture = Capture(mosquitto.port, dev_pki.client("backend"), f"fleet/{VEHICLE}/telemetry")
@@ -67,3 +72,36 @@ def test_batches_in_flight_when_the_link_drops_arrive_and_are_not_counted_lost(
         uplink.stop(timeout=2)
         capture.close()
         spool.close()
+
+
+# Each vehicle publishes under its own certificate's name only, as a fleet broker would have it.
+FLEET_ACL = "pattern readwrite fleet/%u/#\nuser backend\ntopic read fleet/#\n"
+
+
+def test_a_batch_the_broker_refuses_stays_spooled_and_goes_once_the_acl_allows_it(
+        tmp_path, dev_pki, caplog):
+    """Mosquitto answers a publish its ACL denies with PUBACK "Not authorized" (MQTT v5).
+    That is no delivery: the batches stay on disk, counted, until the ACL is fixed."""
+    require_mosquitto()
+    tls = dev_pki.client("demo-0001")
+    with MosquittoBroker(tmp_path / "broker", dev_pki, acl=FLEET_ACL) as broker:
+        spool = Spool(tmp_path / "spool.sqlite", max_bytes=1 << 20, reserve_bytes=4096)
+        capture = Capture(broker.port, dev_pki.client("backend"), "fleet/+/telemetry")
+        # The certificate says demo-0001, the config says demo-0002: every topic is denied.
+        uplink = Uplink(uplink_config(broker, tls), "demo-0002", BOOT, spool)
+        uplink.start()
+        try:
+            for seq in range(3):
+                uplink.submit(spool.put("telemetry", BOOT, seq, envelope(seq)))
+            assert wait_for(lambda: uplink.health.refused >= 3, 10), uplink.health
+            assert spool.stats().depth == 3 and uplink.health.acked == 0
+            assert "refused batch 0 on fleet/demo-0002/telemetry (Not authorized)" in caplog.text
+            broker.set_acl(FLEET_ACL + "user demo-0001\ntopic readwrite fleet/demo-0002/#\n")
+            assert wait_for(lambda: spool.stats().depth == 0, 15), uplink.health
+            assert wait_for(lambda: capture.count() >= 3, 5)
+            assert capture.envelopes[:3] == [envelope(seq) for seq in range(3)]  # in order
+            assert spool.stats().evicted == 0 and uplink.health.acked == 3
+        finally:
+            uplink.stop(timeout=2)
+            capture.close()
+            spool.close()

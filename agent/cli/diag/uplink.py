@@ -38,7 +38,7 @@ def _do_uplink(args: argparse.Namespace) -> int:
             out.print(f"agent: {'connected' if state['connected'] else 'NOT connected'} to "
                       f"{state['host']}:{state['port']}, {state['acked']} acknowledged, last "
                       f"PUBACK {age(state['last_puback_age_s'])}, {state['connect_failures']} "
-                      "failed attempts")
+                      f"failed attempts, {state['refused']} refused by the broker")
         else:
             out.print(f"agent: {state['error']}")
         out.print(f"test:  {verdict['verdict'].upper()}: {verdict['detail']}")
