@@ -135,7 +135,7 @@ class Spool:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._make_room(size)
+                evicted = self._make_room(size)
                 cursor = self._db.execute(
                     "INSERT INTO batches (priority, topic, boot, seq, created, envelope, "
                     "consent) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -148,29 +148,52 @@ class Spool:
                           "only", seq, exc)
                 return SpooledBatch(None, priority, topic, seq, envelope)
             self._bytes += size
+            self._count_evicted(evicted)
             if not self._reserve.exists():
                 self._take_reserve()
             return SpooledBatch(cursor.lastrowid, priority, topic, seq, envelope)
 
-    def _make_room(self, size: int) -> None:
+    def _make_room(self, size: int) -> list[int]:
+        """Delete the oldest bulk batches until `size` more bytes fit; their ids. Counted by
+        the caller once the transaction commits (a rollback brings them back)."""
+        evicted: list[int] = []
         while self._bytes + size > self.max_bytes:
-            row = self._oldest_bulk(skip=self._in_flight) or self._oldest_bulk(skip=())
+            # Acknowledged ones still here (the disk was full) go first: they were delivered.
+            row = self._oldest(among=self._undeleted) \
+                or self._oldest(skip=self._in_flight | self._undeleted, bulk=True) \
+                or self._oldest(skip=self._undeleted, bulk=True)
             if row is None:
-                return
+                return evicted
             self._db.execute("DELETE FROM batches WHERE id = ?", (row[0],))
             self._bytes -= row[1]
-            if row[0] in self._in_flight:
-                self._in_flight.discard(row[0])
-                self._evicted_in_flight.add(row[0])
+            evicted.append(row[0])
+        return evicted
+
+    def _count_evicted(self, ids: list[int]) -> None:
+        for batch_id in ids:
+            if batch_id in self._undeleted:
+                self._undeleted.discard(batch_id)  # delivered: nothing lost
+            elif batch_id in self._in_flight:
+                self._in_flight.discard(batch_id)
+                self._evicted_in_flight.add(batch_id)
             else:
                 self.evicted += 1
 
-    def _oldest_bulk(self, skip: Collection[int]) -> tuple[int, int] | None:
-        marks = ",".join("?" * len(skip))
-        return self._db.execute(
-            "SELECT id, LENGTH(envelope) FROM batches WHERE priority = ? "
-            f"AND id NOT IN ({marks}) ORDER BY id LIMIT 1",
-            (PRIORITY_TELEMETRY, *skip)).fetchone()
+    def _oldest(self, *, skip: Collection[int] = (), among: Collection[int] | None = None,
+                bulk: bool = False) -> tuple[int, int] | None:
+        if among is not None and not among:
+            return None
+        conditions, parameters = [], []
+        if bulk:
+            conditions.append("priority = ?")
+            parameters.append(PRIORITY_TELEMETRY)
+        for ids, operator in ((skip, "NOT IN"), (among, "IN")):
+            if ids:
+                conditions.append(f"id {operator} ({','.join('?' * len(ids))})")
+                parameters.extend(ids)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        return self._db.execute(f"SELECT id, LENGTH(envelope) FROM batches {where} "
+                                "ORDER BY id LIMIT 1", parameters).fetchone()
 
     def sending(self, batch_id: int) -> bool:
         """Claim `batch_id` for publishing: it is evicted after the others while its PUBACK is

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import uuid
@@ -131,3 +132,45 @@ def test_disk_full_is_survived_counted_and_recovered(tiny_filesystem):
     assert spool.next_batches(100) == [] and spool.stats().depth == 0
     assert put(spool, 100, size=20_000).id is not None   # writing works again
     assert spool.stats().depth == 1
+
+
+
+def fill(directory, name):
+    """Something else fills the disk."""
+    with (directory / name).open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(bytes(4096))
+
+
+def test_a_full_spool_on_a_full_disk_counts_only_what_it_loses(tiny_filesystem):
+    """Evictions are counted when they commit: those of a put that fails are rolled back with
+    it, and a batch in flight keeps its row until its PUBACK deletes it."""
+    spool = Spool(tiny_filesystem / "spool.sqlite", 500_000, reserve_bytes=64 * 1024)
+    kept = [put(spool, seq, size=100_000) for seq in range(5)]
+    assert all(b.id is not None for b in kept) and spool.stats().evicted == 0
+    assert spool.sending(kept[0].id)
+    fill(tiny_filesystem, "filler")
+    # Made room for a bigger batch than the WAL has held, then could not grow it: undone.
+    assert put(spool, 5, size=200_000).id is None
+    stats = spool.stats()
+    assert (stats.depth, stats.evicted, stats.not_kept) == (5, 0, 1)
+    spool.delete(kept[0].id)  # its PUBACK
+    assert [b.seq for b in spool.next_batches(20)] == [1, 2, 3, 4]
+    (tiny_filesystem / "filler").unlink()
+    assert put(spool, 6, size=100_000).id is not None
+    assert spool.stats().evicted == 0
+    assert put(spool, 7, size=100_000).id is not None  # now the spool is full: one goes
+    assert [b.seq for b in spool.next_batches(20)] == [2, 3, 4, 6, 7]
+    assert spool.stats().evicted == 1
+
+
+def test_an_acknowledged_batch_the_disk_would_not_let_go_is_evicted_first_uncounted(tmp_path):
+    spool = Spool(tmp_path / "s.sqlite", 350)
+    batches = [put(spool, seq) for seq in range(3)]
+    # The state a PUBACK leaves when its DELETE fails on a full disk and the reserve is gone
+    # (that needs a WAL truncated to nothing on a full filesystem; the test above covers the
+    # path that releases the reserve).
+    spool._undeleted.add(batches[2].id)
+    put(spool, 3)
+    assert spool.stats().depth == 3 and spool.stats().evicted == 0
+    assert [b.seq for b in spool.next_batches(10)] == [0, 1, 3]
