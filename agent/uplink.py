@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 
 WORKER_TICK = 0.5
 MAX_PENDING_MESSAGES = 100
-# What paho answers when it has taken a QoS 1 publish: sent, or (the link just dropped) kept
-# to be sent after the reconnect. Either way it is paho's until the PUBACK.
-PAHO_KEEPS = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+# paho keeps every QoS 1 publish until its PUBACK (sending it again after a reconnect) except
+# when it answers this: the message id is still taken.
+PAHO_DID_NOT_KEEP = mqtt.MQTT_ERR_QUEUE_SIZE
 
 
 @dataclass
@@ -105,7 +105,10 @@ class Uplink:
         self._tokens_at = time.monotonic()
         self._closing = threading.Event()
         self._link_up = threading.Event()
-        self._disconnect_seen = False  # by paho, for the current connection (network thread)
+        # For the current connection, on the network thread: paho reported its end, or the
+        # broker refused it in its CONNACK (paho then reports the end too: said once).
+        self._disconnect_seen = False
+        self._connack_refused = False
         self._client = self._make_client()
         self._worker = threading.Thread(target=self._work, name="uplink", daemon=True)
         self._network = threading.Thread(target=self._run_network, name="mqtt", daemon=True)
@@ -141,6 +144,10 @@ class Uplink:
                         "encrypted in transit")
         client.will_set(self._status, self._status_payload("offline"), qos=1, retain=True)
         client.max_inflight_messages_set(config.max_inflight)
+        # Only the network thread writes to the socket. Without this hook paho writes inline in
+        # publish() on the calling thread, so two threads could write (and SSL_write) at once,
+        # and a write failing there makes publish() report a message paho has kept anyway.
+        client.on_socket_register_write = lambda client, userdata, sock: None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -180,7 +187,7 @@ class Uplink:
         delays = backoff_delays(config.reconnect_min, config.reconnect_max, random.Random())
         connected_once = False
         while not self._closing.is_set():
-            self._disconnect_seen = False
+            self._disconnect_seen = self._connack_refused = False
             try:
                 if connected_once:
                     client.reconnect()
@@ -210,6 +217,7 @@ class Uplink:
     # paho callbacks: run on the network thread, only post events.
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Properties | None) -> None:
+        self._connack_refused = reason.is_failure
         self._events.put(("refused" if reason.is_failure else "connected", reason))
         if not reason.is_failure and self._on_config is not None:
             client.subscribe(self._config_topic, qos=1)
@@ -223,7 +231,8 @@ class Uplink:
                        reason: ReasonCode, properties: Properties | None) -> None:
         self._link_up.clear()
         self._disconnect_seen = True
-        self._events.put(("disconnected", reason))
+        if not self._connack_refused:
+            self._events.put(("disconnected", reason))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason: ReasonCode, properties: Properties | None) -> None:
@@ -302,7 +311,7 @@ class Uplink:
     def _pump(self) -> None:
         while self.health.connected and self._messages:
             leaf_topic, payload = self._messages[0]
-            if self._client.publish(leaf_topic, payload, qos=1).rc not in PAHO_KEEPS:
+            if self._client.publish(leaf_topic, payload, qos=1).rc == PAHO_DID_NOT_KEEP:
                 break
             self._messages.popleft()
         if time.monotonic() < self._hold_until:
@@ -312,7 +321,7 @@ class Uplink:
             if batch is None:
                 return
             info = self._client.publish(self.topic_for(batch.topic), batch.envelope, qos=1)
-            if info.rc not in PAHO_KEEPS:
+            if info.rc == PAHO_DID_NOT_KEEP:
                 if batch.id is None:
                     self._memory.appendleft(batch)
                 else:
@@ -367,16 +376,28 @@ class Uplink:
         return False
 
     def _say_goodbye(self) -> None:
-        if self._pending_anything():
-            log.warning("uplink: stopping with batches unacknowledged; they stay spooled")
-        # Those the spool evicted while they were in flight are lost now: counted.
-        self._spool.not_sending([b.id for b in self._inflight.values() if b.id is not None])
         if self.health.connected:
             info = self._client.publish(self._status, self._status_payload("offline"), qos=1,
                                         retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2)
         self._client.disconnect()
+        while True:  # PUBACKs that came in meanwhile still count
+            try:
+                kind, value = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if kind in ("acked", "refused_puback"):
+                self._handle(kind, value)
+        unsent = [b for b in (*self._inflight.values(), *self._memory) if b.id is None]
+        if unsent:
+            self.health.dropped += len(unsent)
+            log.warning("uplink: stopping: %d batches the disk could not keep are lost",
+                        len(unsent))
+        if self._spool.next_batches(1):
+            log.warning("uplink: stopping with batches unacknowledged; they stay spooled")
+        # Those the spool evicted while they were in flight are lost now: counted.
+        self._spool.not_sending([b.id for b in self._inflight.values() if b.id is not None])
 
     def _status_payload(self, state: str) -> bytes:
         return json.dumps({"state": state, "boot": self._boot}).encode()

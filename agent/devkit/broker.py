@@ -86,7 +86,8 @@ class MosquittoBroker:
     """
 
     def __init__(self, workdir: Path, pki: DevPki | None, *, port: int | None = None,
-                 persistence: bool = False, acl: str | None = None) -> None:
+                 persistence: bool = False, acl: str | None = None,
+                 anonymous: bool = True) -> None:
         self.workdir = workdir
         self.pki = pki
         self.host = "127.0.0.1"
@@ -94,6 +95,7 @@ class MosquittoBroker:
         self.tls = pki is not None
         self.persistence = persistence
         self.acl = acl  # the text of a Mosquitto acl_file; None: every client may do anything
+        self.anonymous = anonymous  # without a PKI: False refuses every client in its CONNACK
         self.log_path = workdir / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -115,7 +117,7 @@ class MosquittoBroker:
         if os.geteuid() == 0:
             lines.append("user root")  # it drops privileges before reading the keys otherwise
         if self.pki is None:
-            lines.append("allow_anonymous true")
+            lines.append(f"allow_anonymous {'true' if self.anonymous else 'false'}")
         else:
             lines += [f"cafile {self.pki.ca_cert}", f"certfile {self.pki.server.cert}",
                       f"keyfile {self.pki.server.key}", "require_certificate true",

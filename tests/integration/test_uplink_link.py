@@ -105,3 +105,25 @@ def test_a_batch_the_broker_refuses_stays_spooled_and_goes_once_the_acl_allows_i
             uplink.stop(timeout=2)
             capture.close()
             spool.close()
+
+
+def test_a_broker_refusing_the_connection_is_one_failure_each_time_in_its_own_words(
+        tmp_path, caplog):
+    """A CONNACK refusal makes paho report the connection's end too: counted and said once,
+    with the broker's reason, not as a certificate problem."""
+    require_mosquitto()
+    with MosquittoBroker(tmp_path / "broker", None, anonymous=False) as broker:
+        config = UplinkConfig(host=broker.host, port=broker.port, tls=False,
+                              reconnect_min=0.1, reconnect_max=0.2)
+        spool = Spool(tmp_path / "spool.sqlite", max_bytes=1 << 20, reserve_bytes=4096)
+        uplink = Uplink(config, VEHICLE, BOOT, spool)
+        uplink.start()
+        try:
+            assert wait_for(lambda: uplink.health.connect_failures >= 3, 10)
+        finally:
+            uplink.stop(timeout=1)
+            spool.close()
+    said = caplog.text.count("uplink: cannot connect to")
+    assert uplink.health.connects == 0 and said == uplink.health.connect_failures
+    assert "Not authorized" in caplog.text
+    assert "closed the connection before accepting it" not in caplog.text
