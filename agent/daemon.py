@@ -160,10 +160,7 @@ class Agent:
                 pipeline = self.pipeline  # swapped on a config change
                 store = pipeline.stores.get(source)
                 if store is not None:
-                    advance, accept = pipeline.sampler.advance, store.accept
-                    for frame in frames:
-                        advance(frame.timestamp)
-                        accept(frame)
+                    store.accept_all(frames, pipeline.sampler.advance)
             beat(name)
 
         return on_frames

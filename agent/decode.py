@@ -89,6 +89,8 @@ class _MessagePlan:
     selector: Callable[[bytes], int] | None
     pages: frozenset[int]
     stats: dict[str, int] = field(default_factory=dict)
+    # Kept with a dict write alone: no multiplexer page, no per-frame statistics.
+    plain: bool = False
 
 
 class FrameStore:
@@ -137,12 +139,39 @@ class FrameStore:
                      for frame_id, pages in messages.items()]
             for period, messages in by_period.items()
         }
+        for plan in self._messages.values():
+            plan.plain = plan.selector is None and not plan.stats
 
     def accept(self, frame: can.Message) -> None:
         """Keep a received frame if the plan needs it; count it either way."""
         health = self.health
         health.frames += 1
         health.last_frame_time = frame.timestamp
+        self._keep(frame)
+
+    def accept_all(self, frames: Sequence[can.Message], advance: Callable[[float], None]
+                   ) -> None:
+        """`accept` each frame after moving event time to it (`advance`: the sampler's).
+
+        The ingest hot path: one call per received batch, and a planned, plain frame (no
+        multiplexer, no per-frame statistics, which is most of them) costs a dict write."""
+        health = self.health
+        health.frames += len(frames)
+        health.last_frame_time = frames[-1].timestamp
+        plans, latest = self._messages, self._latest
+        for frame in frames:
+            timestamp = frame.timestamp
+            advance(timestamp)
+            plan = plans.get(frame.arbitration_id)
+            if plan is None or not plan.plain or frame.is_error_frame \
+                    or frame.is_remote_frame or frame.is_extended_id != plan.extended \
+                    or len(frame.data) < plan.length:
+                self._keep(frame)
+            else:
+                latest[frame.arbitration_id] = (timestamp, bytes(frame.data))
+
+    def _keep(self, frame: can.Message) -> None:
+        health = self.health
         if frame.is_error_frame:
             health.error_frames += 1
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.decode import Emit, EmitStats, StatsAccumulator
@@ -50,6 +50,13 @@ class ValueStore:
 
     def can_filters(self) -> list[dict[str, int | bool]]:
         return []
+
+    def accept_all(self, readings: Sequence[Reading], advance: Callable[[float], None]
+                   ) -> None:
+        """`accept` each reading after moving event time to it (`advance`: the sampler's)."""
+        for reading in readings:
+            advance(reading.timestamp)
+            self.accept(reading)
 
     def accept(self, reading: Reading) -> None:
         """Keep a reading if the plan needs it; count it either way."""

@@ -96,6 +96,36 @@ def test_bad_frames_are_counted_and_do_not_replace_good_data(tmp_path, caplog):
     assert "multiplexer value 9" in caplog.text
 
 
+
+def test_a_received_batch_is_kept_and_counted_as_frame_by_frame(tmp_path):
+    """`accept_all` (the ingest hot path) against `accept` on every kind of frame, and event
+    time moved to each frame before it is kept."""
+    _, _, _, db = _store(tmp_path)
+    engine, cells = db.get_message_by_name("Engine"), db.get_message_by_name("Cells")
+    frames = [_frame(0x100, engine.encode({"Speed": 1.0, "Temp": 0, "Gear": 0}), 1.0),
+              _frame(0x300, cells.encode({"Group": 0, "CellA_0": 3.1, "CellB_0": 3.2}), 1.1),
+              _frame(0x100, b"\x01\x02", 1.2),
+              _frame(0x300, bytes([9, 0, 0, 0, 0, 0, 0, 0]), 1.3),
+              _frame(0x7FF, bytes(8), 1.4),
+              can.Message(arbitration_id=0x100, is_error_frame=True, timestamp=1.5),
+              _frame(0x100, bytes(8), 1.6, extended=True),
+              can.Message(arbitration_id=0x100, is_remote_frame=True, timestamp=1.7),
+              _frame(0x100, engine.encode({"Speed": 55.55, "Temp": -30, "Gear": 3}), 1.8)]
+    rules = [SignalRule(match="can0.*"), SignalRule(match="can0.Engine.Speed", mode="stats")]
+    one_by_one, plan, health_one, _ = _store(tmp_path, rules)
+    for frame in frames:
+        one_by_one.accept(frame)
+    batched, _, health_all, _ = _store(tmp_path, rules)
+    times: list[float] = []
+    batched.accept_all(frames, times.append)
+    assert times == [frame.timestamp for frame in frames]
+    assert health_all == health_one and health_one.frames == len(frames)
+    assert _sample(batched, plan, 2.0) == _sample(one_by_one, plan, 2.0) != {}
+    stats: list[tuple] = []
+    for store in (one_by_one, batched):
+        store.take_stats(range(len(plan.signals)), lambda *values: stats.append(values))
+    assert stats[0] == stats[1] and len(stats) == 2
+
 def test_stale_payloads_are_not_sampled(tmp_path):
     store, plan, _, db = _store(tmp_path)
     engine = db.get_message_by_name("Engine")
