@@ -99,7 +99,7 @@ class Uplink:
         self._memory: deque[SpooledBatch] = deque()
         self._inflight: dict[int, SpooledBatch] = {}
         self._backlog_mark = 0
-        self._refusal_delays = self._fresh_delays()
+        self._refusal_delays: Any = None  # back-off since the first refusal after a PUBACK
         self._hold_until = 0.0  # after a refused PUBACK: no batch goes out before this
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
@@ -184,7 +184,7 @@ class Uplink:
     def _run_network(self) -> None:
         client = self._client
         config = self._config
-        delays = backoff_delays(config.reconnect_min, config.reconnect_max, random.Random())
+        delays = self._fresh_delays()
         connected_once = False
         while not self._closing.is_set():
             self._disconnect_seen = self._connack_refused = False
@@ -203,8 +203,7 @@ class Uplink:
                 if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS:
                     break
                 if self._link_up.is_set() and not fresh_delays:
-                    delays = backoff_delays(config.reconnect_min, config.reconnect_max,
-                                            random.Random())
+                    delays = self._fresh_delays()
                     fresh_delays = True
             if self._closing.is_set():
                 break
@@ -280,7 +279,7 @@ class Uplink:
                     self._spool.delete(batch.id)
                 health.acked += 1
                 health.last_puback = time.time()
-                self._refusal_delays = self._fresh_delays()
+                self._refusal_delays = None
         elif kind == "refused_puback":
             self._refused(*value)
         elif kind == "connected":
@@ -341,6 +340,8 @@ class Uplink:
         else:
             self._spool.not_sending((batch.id,))
         if time.monotonic() >= self._hold_until:
+            if self._refusal_delays is None:
+                self._refusal_delays = self._fresh_delays()
             delay = next(self._refusal_delays)
             self._hold_until = time.monotonic() + delay
             log.error("uplink: the broker refused batch %d on %s (%s): it stays %s and is "

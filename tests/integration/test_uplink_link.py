@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 from agent.config import UplinkConfig
 from agent.devkit.broker import MosquittoBroker
 from agent.spool import Spool
 from agent.uplink import Uplink
 from tests.integration.capture import Capture
-from tests.support import require_mosquitto
+from tests.support import require_mosquitto, wait_until
 
 VEHICLE = "demo-0001"
 BOOT = bytes(16)
@@ -18,15 +16,6 @@ ENVELOPE_BYTES = 1000
 
 def envelope(seq: int) -> bytes:
     return f"batch {seq:04d} ".encode().ljust(ENVELOPE_BYTES, b".")
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def uplink_config(broker: MosquittoBroker, tls) -> UplinkConfig:
@@ -47,22 +36,22 @@ def test_batches_in_flight_when_the_link_drops_arrive_and_are_not_counted_lost(
     uplink = Uplink(config, VEHICLE, BOOT, spool)
     uplink.start()
     try:
-        assert wait_for(lambda: uplink.health.connected, 10)
+        assert wait_until(lambda: uplink.health.connected, 10)
         mosquitto.pause()
         try:
             for seq in range(5):
                 uplink.submit(spool.put("telemetry", BOOT, seq, envelope(seq)))
-            assert wait_for(lambda: uplink.health.published == 5, 10)
+            assert wait_until(lambda: uplink.health.published == 5, 10)
             uplink.reconnect()  # the link drops with five batches awaiting their PUBACK
-            assert wait_for(lambda: not uplink.health.connected, 10)
+            assert wait_until(lambda: not uplink.health.connected, 10)
             for seq in range(5, 10):  # a full spool: batch 0 (in flight), then 5-8 make room
                 uplink.submit(spool.put("telemetry", BOOT, seq, envelope(seq)))
             assert [b.seq for b in spool.next_batches(20)] == [1, 2, 3, 4, 9]
         finally:
             mosquitto.resume()
-        assert wait_for(lambda: uplink.health.connects >= 2 and spool.stats().depth == 0, 30)
+        assert wait_until(lambda: uplink.health.connects >= 2 and spool.stats().depth == 0, 30)
         expected = {envelope(seq) for seq in (0, 1, 2, 3, 4, 9)}
-        assert wait_for(lambda: set(capture.envelopes) == expected, 10), capture.envelopes
+        assert wait_until(lambda: set(capture.envelopes) == expected, 10), capture.envelopes
         assert spool.stats().evicted == 4  # 5-8, never sent; 0 arrived from paho's copy
         assert uplink.health.acked == 6, uplink.health
         # One drop, reported once, and not as a broker refusing this vehicle.
@@ -93,12 +82,12 @@ def test_a_batch_the_broker_refuses_stays_spooled_and_goes_once_the_acl_allows_i
         try:
             for seq in range(3):
                 uplink.submit(spool.put("telemetry", BOOT, seq, envelope(seq)))
-            assert wait_for(lambda: uplink.health.refused >= 3, 10), uplink.health
+            assert wait_until(lambda: uplink.health.refused >= 3, 10), uplink.health
             assert spool.stats().depth == 3 and uplink.health.acked == 0
             assert "refused batch 0 on fleet/demo-0002/telemetry (Not authorized)" in caplog.text
             broker.set_acl(FLEET_ACL + "user demo-0001\ntopic readwrite fleet/demo-0002/#\n")
-            assert wait_for(lambda: spool.stats().depth == 0, 15), uplink.health
-            assert wait_for(lambda: capture.count() >= 3, 5)
+            assert wait_until(lambda: spool.stats().depth == 0, 15), uplink.health
+            assert wait_until(lambda: capture.count() >= 3, 5)
             assert capture.envelopes[:3] == [envelope(seq) for seq in range(3)]  # in order
             assert spool.stats().evicted == 0 and uplink.health.acked == 3
         finally:
@@ -119,7 +108,7 @@ def test_a_broker_refusing_the_connection_is_one_failure_each_time_in_its_own_wo
         uplink = Uplink(config, VEHICLE, BOOT, spool)
         uplink.start()
         try:
-            assert wait_for(lambda: uplink.health.connect_failures >= 3, 10)
+            assert wait_until(lambda: uplink.health.connect_failures >= 3, 10)
         finally:
             uplink.stop(timeout=1)
             spool.close()
