@@ -160,7 +160,7 @@ class Agent:
                 pipeline = self.pipeline  # swapped on a config change
                 store = pipeline.stores.get(source)
                 if store is not None:
-                    store.accept_all(frames, pipeline.sampler.advance)
+                    store.accept_all(frames, pipeline.sampler)
             beat(name)
 
         return on_frames

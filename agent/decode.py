@@ -13,6 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import can
 from cantools.database.can import Database, Message, Signal
@@ -48,6 +49,19 @@ class StatsAccumulator:
             stats = self._stats.pop(index, None)
             if stats is not None:
                 emit(index, stats[0], stats[1], stats[2], int(stats[3]))
+
+
+class EventClock(Protocol):
+    """Event time, moved on by the frames themselves (the `Sampler`)."""
+
+    def advance(self, now: float) -> None:
+        """Move event time to `now` (seconds), doing whatever falls due on the way."""
+
+    def quiet_span(self) -> tuple[int, int]:
+        """[low, high) in ms: a frame stamped inside it moves time forward and does nothing
+        else, so its `advance` may wait for the newest such frame of a batch."""
+
+
 MAX_IGNORED_IDS = 256
 # A multiplexed page is keyed (frame_id, selector); a plain message by its frame_id.
 PayloadKey = int | tuple[int, int]
@@ -73,6 +87,23 @@ def bit_extractor(signal: Signal) -> Callable[[bytes], int]:
     return big
 
 
+def raw_reader(signal: Signal) -> Callable[[bytes], int] | None:
+    """Return a function reading `signal`'s raw value exactly as cantools decodes it with
+    `scaling=False` (two's complement for signed signals), or None for a float signal."""
+    if signal.is_float:
+        return None
+    unsigned = bit_extractor(signal)
+    if not signal.is_signed:
+        return unsigned
+    sign_bit, span = 1 << (signal.length - 1), 1 << signal.length
+
+    def signed(data: bytes) -> int:
+        value = unsigned(data)
+        return value - span if value & sign_bit else value
+
+    return signed
+
+
 @dataclass
 class _Page:
     """Signals read from one payload key at a tick."""
@@ -89,7 +120,11 @@ class _MessagePlan:
     selector: Callable[[bytes], int] | None
     pages: frozenset[int]
     stats: dict[str, int] = field(default_factory=dict)
-    # Kept with a dict write alone: no multiplexer page, no per-frame statistics.
+    # The `stats` signals read straight from the payload, (reader, plan index); None when one
+    # is a float or the message is multiplexed: cantools decodes those.
+    stats_readers: tuple[tuple[Callable[[bytes], int], int], ...] | None = None
+    # Kept with a dict write (and a bit read per `stats` signal): no multiplexer page, no
+    # float `stats` signal.
     plain: bool = False
 
 
@@ -140,7 +175,11 @@ class FrameStore:
             for period, messages in by_period.items()
         }
         for plan in self._messages.values():
-            plan.plain = plan.selector is None and not plan.stats
+            readers = tuple((raw_reader(plan.message.get_signal_by_name(name)), index)
+                            for name, index in plan.stats.items())
+            if plan.selector is None and all(read is not None for read, _ in readers):
+                plan.stats_readers = readers  # type: ignore[assignment]
+                plan.plain = True
 
     def accept(self, frame: can.Message) -> None:
         """Keep a received frame if the plan needs it; count it either way."""
@@ -149,26 +188,43 @@ class FrameStore:
         health.last_frame_time = frame.timestamp
         self._keep(frame)
 
-    def accept_all(self, frames: Sequence[can.Message], advance: Callable[[float], None]
-                   ) -> None:
-        """`accept` each frame after moving event time to it (`advance`: the sampler's).
+    def accept_all(self, frames: Sequence[can.Message], clock: EventClock) -> None:
+        """`accept` each frame after moving event time to it.
 
-        The ingest hot path: one call per received batch, and a planned, plain frame (no
-        multiplexer, no per-frame statistics, which is most of them) costs a dict write."""
+        The ingest hot path: one call per received batch. A frame inside the clock's quiet
+        span only moves time on, so the clock is called once a batch for those; a planned,
+        plain frame (most of them) costs a dict write and a bit read per `stats` signal."""
         health = self.health
         health.frames += len(frames)
         health.last_frame_time = frames[-1].timestamp
-        plans, latest = self._messages, self._latest
+        plans, latest, add = self._messages, self._latest, self._stats.add
+        advance = clock.advance
+        low, high = clock.quiet_span()
+        newest = 0.0
         for frame in frames:
             timestamp = frame.timestamp
-            advance(timestamp)
+            # The clock works in whole ms (int() of this product): exact against its bounds.
+            if low <= timestamp * 1000 < high:
+                if timestamp > newest:
+                    newest = timestamp
+            else:
+                if newest:  # what those before it would have done, frame by frame
+                    advance(newest)
+                    newest = 0.0
+                advance(timestamp)
+                low, high = clock.quiet_span()
             plan = plans.get(frame.arbitration_id)
             if plan is None or not plan.plain or frame.is_error_frame \
                     or frame.is_remote_frame or frame.is_extended_id != plan.extended \
                     or len(frame.data) < plan.length:
                 self._keep(frame)
-            else:
-                latest[frame.arbitration_id] = (timestamp, bytes(frame.data))
+                continue
+            data = bytes(frame.data)
+            latest[frame.arbitration_id] = (timestamp, data)
+            for read, index in plan.stats_readers:  # type: ignore[union-attr]
+                add(index, read(data))
+        if newest:
+            advance(newest)
 
     def _keep(self, frame: can.Message) -> None:
         health = self.health
@@ -204,6 +260,10 @@ class FrameStore:
             self._accumulate(plan, payload[1])
 
     def _accumulate(self, plan: _MessagePlan, data: bytes) -> None:
+        if plan.stats_readers is not None:
+            for read, index in plan.stats_readers:
+                self._stats.add(index, read(data))
+            return
         decoded = self._decode(plan, data)
         if decoded is None:
             return

@@ -129,6 +129,13 @@ class Sampler:
             if due and self._on_tick is not None:
                 self._on_tick(moment)
 
+    def quiet_span(self) -> tuple[int, int]:
+        """[low, high) in ms: a time inside it falls nothing due and jumps nowhere, so
+        `advance` to it only moves `now_ms` forward (the per-frame fast path, for a batch)."""
+        if self.now_ms is None:
+            return 0, 0
+        return self.now_ms - 2 * self._window_ms, self._next_moment
+
     def seal_now(self) -> bool:
         """Seal the open window at the current event time and carry on with a new one."""
         if self.now_ms is None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.decode import Emit, EmitStats, StatsAccumulator
+from agent.decode import Emit, EmitStats, EventClock, StatsAccumulator
 from agent.health import SourceHealth
 from agent.plan import PlannedSignal
 
@@ -51,11 +51,10 @@ class ValueStore:
     def can_filters(self) -> list[dict[str, int | bool]]:
         return []
 
-    def accept_all(self, readings: Sequence[Reading], advance: Callable[[float], None]
-                   ) -> None:
-        """`accept` each reading after moving event time to it (`advance`: the sampler's)."""
+    def accept_all(self, readings: Sequence[Reading], clock: EventClock) -> None:
+        """`accept` each reading after moving event time to it."""
         for reading in readings:
-            advance(reading.timestamp)
+            clock.advance(reading.timestamp)
             self.accept(reading)
 
     def accept(self, reading: Reading) -> None:

@@ -1,4 +1,5 @@
 import random
+from pathlib import Path
 
 import can
 import pytest
@@ -6,7 +7,7 @@ from cantools.database.can import Message, Signal
 
 from agent.config import SamplingConfig, SignalRule, SourceConfig
 from agent.dbc import load_dbc
-from agent.decode import FrameStore, bit_extractor
+from agent.decode import FrameStore, bit_extractor, raw_reader
 from agent.health import SourceHealth
 from agent.plan import build_plan
 from agent.sources import open_source
@@ -34,6 +35,57 @@ def test_bit_extractor_matches_cantools_for_every_placement(byte_order):
             expected = message.decode(data, scaling=False, decode_choices=False)["S"]
             assert bit_extractor(signal)(data) == expected, (start, length)
             checked += 1
+    assert checked > 2000
+
+
+@pytest.mark.parametrize("byte_order", ["little_endian", "big_endian"])
+def test_raw_reader_matches_cantools_for_every_placement_signed_or_not(byte_order):
+    """The per-frame `stats` path reads raw values itself; cantools (scaling off) is the
+    oracle, including long payloads it trims (allow_excess)."""
+    rng = random.Random(11)
+    checked = 0
+    for start in range(64):
+        for length in range(2, 65):
+            if not _fits(start, length, byte_order):
+                continue
+            for is_signed in (False, True):
+                signal = Signal("S", start=start, length=length, byte_order=byte_order,
+                                is_signed=is_signed)
+                message = Message(frame_id=1, name="M", length=8, signals=[signal],
+                                  strict=True)
+                read = raw_reader(signal)
+                assert read is not None
+                for _ in range(3):
+                    data = bytes(rng.getrandbits(8) for _ in range(rng.choice([8, 8, 12])))
+                    expected = message.decode(data, scaling=False, decode_choices=False,
+                                              allow_excess=True)["S"]
+                    assert read(data) == expected, (start, length, is_signed)
+                    checked += 1
+    assert checked > 10_000
+
+
+def test_raw_reader_leaves_float_signals_to_cantools():
+    signal = Signal("F", start=0, length=32)
+    signal.is_float = True
+    assert raw_reader(signal) is None
+
+
+def test_stats_of_every_signal_of_the_example_dbc_match_cantools():
+    """Every integer signal of dbc/vehicle.dbc read by `raw_reader` on random payloads."""
+    database = load_dbc([Path(__file__).parent.parent / "dbc" / "vehicle.dbc"]).database
+    rng = random.Random(5)
+    checked = 0
+    for message in database.messages:
+        if message.is_multiplexed():
+            continue
+        for _ in range(5):
+            data = bytes(rng.getrandbits(8) for _ in range(message.length))
+            decoded = message.decode(data, scaling=False, decode_choices=False)
+            for signal in message.signals:
+                read = raw_reader(signal)
+                if read is not None:
+                    assert read(data) == decoded[signal.name], (message.name, signal.name)
+                    checked += 1
     assert checked > 2000
 
 
@@ -97,6 +149,19 @@ def test_bad_frames_are_counted_and_do_not_replace_good_data(tmp_path, caplog):
 
 
 
+class _RecordingClock:
+    """An event clock with no quiet span: every frame is advanced to, and recorded."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def advance(self, now: float) -> None:
+        self.times.append(now)
+
+    def quiet_span(self) -> tuple[int, int]:
+        return 0, 0
+
+
 def test_a_received_batch_is_kept_and_counted_as_frame_by_frame(tmp_path):
     """`accept_all` (the ingest hot path) against `accept` on every kind of frame, and event
     time moved to each frame before it is kept."""
@@ -116,9 +181,9 @@ def test_a_received_batch_is_kept_and_counted_as_frame_by_frame(tmp_path):
     for frame in frames:
         one_by_one.accept(frame)
     batched, _, health_all, _ = _store(tmp_path, rules)
-    times: list[float] = []
-    batched.accept_all(frames, times.append)
-    assert times == [frame.timestamp for frame in frames]
+    clock = _RecordingClock()
+    batched.accept_all(frames, clock)
+    assert clock.times == [frame.timestamp for frame in frames]
     assert health_all == health_one and health_one.frames == len(frames)
     assert _sample(batched, plan, 2.0) == _sample(one_by_one, plan, 2.0) != {}
     stats: list[tuple] = []
@@ -185,3 +250,4 @@ def test_a_bus_that_cannot_filter_gets_no_python_filters_and_still_drops_unplann
     finally:
         sender.shutdown()
         bus.shutdown()
+

@@ -1,3 +1,6 @@
+import math
+import random
+
 import can
 import pytest
 
@@ -146,3 +149,64 @@ def test_ring_too_small_for_a_window_is_warned_about(tmp_path, caplog):
     assert "raise [ring] memory_mb" not in caplog.text
     check_ring_size(Ring(2 * 840 - 1), plan, 60_000)
     assert "raise [ring] memory_mb" in caplog.text
+
+
+def test_a_batch_samples_exactly_as_frame_by_frame(tmp_path):
+    """`FrameStore.accept_all` moves event time once a batch inside the sampler's quiet span:
+    the ring and the windows must come out as with `advance` + `accept` for every frame,
+    through ticks, window ends, a frame exactly on a tick, late frames and a replay that
+    loops back in time."""
+    dbc = load_dbc([write_small_dbc(tmp_path)])
+    rules = (SignalRule("can0.*"), SignalRule("can0.Engine.Speed", mode="stats"),
+             SignalRule("can0.Engine.Temp", mode="stats"),  # signed
+             SignalRule("can0.Chassis.Height", mode="stats"))  # signed, big-endian
+    plan = build_plan(SamplingConfig(signals=rules), {"can0": dbc.database})
+    engine = dbc.database.get_message_by_name("Engine")
+    cells = dbc.database.get_message_by_name("Cells")
+    chassis = dbc.database.get_message_by_name("Chassis")
+    rng = random.Random(3)
+    frames, t = [], 100.0
+    for n in range(3000):
+        t += rng.choice([0.003, 0.01, 0.05, 0.2])
+        if n == 1000:
+            t = float(math.ceil(t))  # exactly on a tick
+        at = t - 0.02 if n % 97 == 0 else t  # a late frame now and then
+        if n == 2000:
+            t = at = 60.0  # the replay loops: more than two windows back
+        if n % 5 == 4:
+            data = chassis.encode({"Height": rng.uniform(-300, 300), "Odo": n})
+            frames.append(can.Message(arbitration_id=0x200, timestamp=at, data=data,
+                                      is_extended_id=False))
+        elif n % 3:
+            data = engine.encode({"Speed": rng.uniform(0, 200), "Temp": rng.randint(-40, 80),
+                                  "Gear": rng.randint(0, 5)})
+            frames.append(can.Message(arbitration_id=0x100, timestamp=at, data=data,
+                                      is_extended_id=False))
+        else:
+            group = rng.randint(0, 1)
+            data = cells.encode({"Group": group, f"CellA_{group}": 3.1, f"CellB_{group}": 3.2})
+            frames.append(can.Message(arbitration_id=0x300, timestamp=at, data=data,
+                                      is_extended_id=False))
+
+    def rig() -> tuple[Sampler, FrameStore, Ring, list]:
+        ring, windows = Ring(100_000), []
+        store = FrameStore(dbc.database, plan.for_source("can0"), SourceHealth())
+        sampler = Sampler(plan, ring, {"can0": store}, 5_000,
+                          lambda t0, t1: windows.append((t0, t1, ring.written)))
+        return sampler, store, ring, windows
+
+    sampler, store, ring_one, windows_one = rig()
+    for frame in frames:
+        sampler.advance(frame.timestamp)
+        store.accept(frame)
+    for batch_size in (lambda: 64, lambda: rng.randint(1, 64)):  # 64: the loop is mid-batch
+        batched_sampler, batched, ring_all, windows_all = rig()
+        position = 0
+        while position < len(frames):
+            size = batch_size()
+            batched.accept_all(frames[position:position + size], batched_sampler)
+            position += size
+        assert len(windows_one) > 10 and windows_all == windows_one
+        assert ring_all.read(0) == ring_one.read(0) and ring_one.written > 1000
+        assert batched_sampler.now_ms == sampler.now_ms
+        assert batched.health == store.health
