@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import can
 from cantools.database.can import Database
@@ -32,6 +33,7 @@ from agent.errors import AgentError
 from agent.events.codec import EVENT_CONTENT_TYPE
 from agent.events.engine import EventEngine, event_inputs
 from agent.events.sink import EventCounters, EventIdentity, EventSequence, EventSink
+from agent.handover import HandoverLock
 from agent.health import SourceHealth
 from agent.health_watch import HealthSnapshot, SourceCounters
 from agent.keys import load_private_key
@@ -78,7 +80,7 @@ class Agent:
         self.spool = spool
         self.signer = signer
         self.boot = os.urandom(16)
-        self.lock = threading.Lock()
+        self.lock = HandoverLock()
         self.liveness = Liveness()
         self.rates = FrameRates()
         self.started = time.monotonic()
@@ -155,12 +157,14 @@ class Agent:
         beat = self.liveness.beat
         lock = self.lock
 
+        def keep(frames: Sequence[can.Message | Reading]) -> None:
+            pipeline = self.pipeline  # swapped on a config change
+            store = pipeline.stores.get(source)
+            if store is not None:
+                store.accept_all(frames, pipeline.sampler)
+
         def on_frames(frames: Sequence[can.Message | Reading]) -> None:
-            with lock:
-                pipeline = self.pipeline  # swapped on a config change
-                store = pipeline.stores.get(source)
-                if store is not None:
-                    store.accept_all(frames, pipeline.sampler)
+            lock.submit(partial(keep, frames))
             beat(name)
 
         return on_frames
