@@ -1,4 +1,5 @@
 import random
+import threading
 from pathlib import Path
 
 import can
@@ -11,6 +12,7 @@ from agent.decode import FrameStore, bit_extractor, raw_reader
 from agent.health import SourceHealth
 from agent.plan import build_plan
 from agent.sources import open_source
+from agent.sources.canbus import BATCH_FRAMES, CanBusSource
 from tests.dbc_fixtures import write_small_dbc
 
 
@@ -251,3 +253,28 @@ def test_a_bus_that_cannot_filter_gets_no_python_filters_and_still_drops_unplann
         sender.shutdown()
         bus.shutdown()
 
+
+def test_the_receive_loop_takes_queued_frames_in_batches_through_python_cans_filters(
+        tmp_path):
+    """The loop reads what is already queued below `recv`; a bus whose filters python-can
+    applies in Python (here a virtual bus opened with filters) must still get only the
+    matching frames, in order, in batches of at most BATCH_FRAMES."""
+    health = SourceHealth()
+    filters = [{"can_id": 0x100, "can_mask": 0x7FF, "extended": False}]
+    source = CanBusSource("can0", health, {"interface": "virtual", "channel": "t-batches"},
+                          filters)
+    bus = can.Bus(interface="virtual", channel="t-batches", can_filters=filters)
+    frames = [_frame(0x100 if n % 3 else 0x200, bytes([n % 256]) * 8, n / 1000)
+              for n in range(300)]
+    for frame in frames:
+        bus.queue.put_nowait(frame)
+    batches: list[list[can.Message]] = []
+    source.end_of_data = lambda: True  # type: ignore[method-assign]
+    try:
+        source._receive(bus, batches.append, lambda now: None, threading.Event())
+    finally:
+        bus.shutdown()
+    assert [f for batch in batches for f in batch] == [f for f in frames
+                                                      if f.arbitration_id == 0x100]
+    assert max(map(len, batches)) == BATCH_FRAMES and len(batches) > 3
+    assert source.finished.is_set()

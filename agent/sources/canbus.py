@@ -108,14 +108,22 @@ class CanBusSource(Source):
     def _receive(self, bus: can.BusABC, on_frames: OnFrames, on_idle: OnIdle,
                  stop: threading.Event) -> None:
         recv = bus.recv
+        # What is already queued is taken through the method every python-can interface
+        # implements behind `recv`, without `recv`'s per-call timing and logging: ~0.5 µs a
+        # frame, a third of our own work on it. python-can's software filters still apply.
+        queued, matches = bus._recv_internal, bus._matches_filters
         while not stop.is_set():
             frame = recv(RECV_TIMEOUT)
             if frame is not None:
                 # Whatever else is already queued goes along: with several busy buses, one
                 # handover per frame to the shared pipeline lock costs more than the frame.
                 frames = [frame]
-                while len(frames) < BATCH_FRAMES and (frame := recv(0)) is not None:
-                    frames.append(frame)
+                while len(frames) < BATCH_FRAMES:
+                    frame, filtered = queued(0)
+                    if frame is None:
+                        break
+                    if filtered or matches(frame):
+                        frames.append(frame)
                 on_frames(frames)
             elif self.end_of_data():
                 self.finished.set()
