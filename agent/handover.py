@@ -19,7 +19,10 @@ from types import TracebackType
 log = logging.getLogger(__name__)
 
 Work = Callable[[], None]
-MAX_PENDING = 64  # 64 batches of up to 64 frames: ~250 ms of four full buses
+# Then a submitter waits, as on a plain lock. Each piece holds a batch of frames (up to 64 from
+# a busy bus, one or two from a bus at its real rate), so this bounds what the agent holds for
+# a busy pipeline: a car's frames wait in the kernel's socket buffer instead, outside our RSS.
+MAX_PENDING = 16
 
 
 class HandoverLock:
