@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 from agent.devkit.broker import find_mosquitto
+
+T = TypeVar("T")
 
 
 def _missing(what: str, how: str) -> None:
@@ -32,13 +36,14 @@ def require_mosquitto() -> str:
     return found
 
 
-def wait_until(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
-    """Poll `condition` until it is true or `timeout` seconds pass; return its last verdict."""
+def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05) -> T:
+    """Poll `condition` until it gives a true value or `timeout` seconds pass; return what it
+    gave last (so a test can wait for a value and use it)."""
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return True
+        if result := condition():
+            return result
         time.sleep(interval)
-    return bool(condition())
+    return condition()

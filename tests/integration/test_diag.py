@@ -10,30 +10,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.integration.agent_setup import REPO, write_agent_config
-from tests.support import require_tool
+from tests.support import require_tool, wait_until
 
 
 def diag(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agent", "diag", *args], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)},
                           cwd="/")
-
-
-def wait_for(condition, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    return condition()
 
 
 @pytest.fixture
@@ -66,7 +55,7 @@ def running_agent(tmp_path, mosquitto, dev_pki):
             pass
         return any(m.startswith(prefix) for m in messages)
 
-    assert wait_for(lambda: received(b"READY=1"), 60), (tmp_path / "agent.log").read_text()
+    assert wait_until(lambda: received(b"READY=1"), 60), (tmp_path / "agent.log").read_text()
     yield {"process": process, "config": config, "socket": control_dir / "control.sock",
            "received": received, "messages": messages, "log": tmp_path / "agent.log"}
     if process.poll() is None:
@@ -86,7 +75,7 @@ def test_diag_commands_report_real_values(running_agent):
         awake = document["sources"][0]["frames_per_s"] > 100  # the drive starts parked
         return document if document["uplink"]["acked"] >= 1 and awake else None
 
-    document = wait_for(status, 60)
+    document = wait_until(status, 60)
     assert document, diag("status", *socket_args).stdout
     source = document["sources"][0]
     assert source["name"] == "can0" and source["frames"] > 100 and source["frames_per_s"] > 100
@@ -96,7 +85,7 @@ def test_diag_commands_report_real_values(running_agent):
     buses = json.loads(diag("buses", "--json", *socket_args).stdout)
     assert len(buses[0]["filters"]) > 50 and buses[0]["error_frames"] == 0
 
-    rows = wait_for(lambda: json.loads(diag("signals", "--json", *socket_args,
+    rows = wait_until(lambda: json.loads(diag("signals", "--json", *socket_args,
                                             "can0.TPMS_Status.*").stdout), 30)
     assert {row["signal"].split(".")[-1] for row in rows} >= {
         "TirePressure_FL", "TirePressure_RR", "TireTemp_FL"}
@@ -123,7 +112,7 @@ def test_diag_commands_report_real_values(running_agent):
 def test_watchdog_pings_while_alive_and_stopping_on_sigterm(running_agent):
     received = running_agent["received"]
     running_agent["messages"].clear()
-    assert wait_for(lambda: [m for m in running_agent["messages"] if m == b"WATCHDOG=1"]
+    assert wait_until(lambda: [m for m in running_agent["messages"] if m == b"WATCHDOG=1"]
                     if received(b"WATCHDOG=1") else None, 10)
     process = running_agent["process"]
     process.send_signal(signal.SIGTERM)

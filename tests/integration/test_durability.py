@@ -22,6 +22,7 @@ from agent.batch import open_batch
 from agent.config import UplinkConfig
 from tests.integration.agent_setup import BUNDLED_DRIVE, REPO, write_agent_config
 from tests.integration.capture import Capture
+from tests.support import wait_until
 
 SEALED = re.compile(r"sealed batch (\d+): .* (spooled|in memory only)")
 BOOT = re.compile(r"boot ([0-9a-f]{32})")
@@ -52,15 +53,6 @@ def committed_batches(log: Path) -> tuple[str | None, list[int]]:
     boot = BOOT.search(text)
     return (boot.group(1) if boot else None,
             [int(m.group(1)) for m in SEALED.finditer(text) if m.group(2) == "spooled"])
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def opened(envelopes, keyring):
@@ -133,14 +125,14 @@ def test_broker_outage_then_everything_arrives_in_order(tmp_path, mosquitto, dev
     log = tmp_path / "agent.log"
     agent = spawn_agent(config, log, "--exit-after-replay")
     try:
-        assert wait_for(lambda: collector.count() >= 3, 30)
+        assert wait_until(lambda: collector.count() >= 3, 30)
         mosquitto.stop()
         outage_started = len(SEALED.findall(log.read_text()))
-        assert wait_for(lambda: len(SEALED.findall(log.read_text())) >= outage_started + 30, 60)
+        assert wait_until(lambda: len(SEALED.findall(log.read_text())) >= outage_started + 30, 60)
         mosquitto.start()
         assert agent.wait(120) == 0, log.read_text()[-3000:]
         sealed = len(SEALED.findall(log.read_text()))
-        assert wait_for(lambda: collector.count() >= sealed, 30)
+        assert wait_until(lambda: collector.count() >= sealed, 30)
     finally:
         collector.close()
     text = log.read_text()
@@ -164,11 +156,11 @@ def test_a_full_spool_evicts_oldest_counts_it_and_stays_in_bound(tmp_path, mosqu
     log = tmp_path / "agent.log"
     agent = spawn_agent(config, log, "--exit-after-replay")
     try:
-        assert wait_for(lambda: len(SEALED.findall(log.read_text())) >= 60, 90)
+        assert wait_until(lambda: len(SEALED.findall(log.read_text())) >= 60, 90)
         mosquitto.start()
         assert agent.wait(120) == 0, log.read_text()[-3000:]
         sealed = len(SEALED.findall(log.read_text()))
-        wait_for(lambda: collector.count() >= 1, 10)
+        wait_until(lambda: collector.count() >= 1, 10)
         time.sleep(2)
     finally:
         collector.close()

@@ -26,6 +26,7 @@ from agent.keys import generate_key_pair, load_private_key
 from agent.ota import CONTENT_TYPE, DbcEntry, sign_update
 from agent.wire import BatchBody
 from tests.integration.agent_setup import BUNDLED_DBC, REPO, write_agent_config
+from tests.support import wait_until
 
 VEHICLE = "demo-0001"
 RUNNING = re.compile(r"agent running: .* config version (\d+),")
@@ -64,7 +65,7 @@ class Backend:
         info.wait_for_publish(10)
 
     def next_ack(self, seen: int, timeout: float = 40) -> dict:
-        assert wait_for(lambda: len(self.acks) > seen, timeout), f"no ack after {seen}"
+        assert wait_until(lambda: len(self.acks) > seen, timeout), f"no ack after {seen}"
         return self.acks[seen]
 
     def bodies(self, vehicle_pub: Path) -> list[BatchBody]:
@@ -76,15 +77,6 @@ class Backend:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def wait_for(condition, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def agent_config(directory: Path, mosquitto, dev_pki, grace: float = 2.0,
@@ -137,13 +129,13 @@ def test_an_applied_update_changes_the_next_batches_and_is_acked(tmp_path, mosqu
     log = tmp_path / "agent.log"
     agent = spawn(config, log)
     try:
-        assert wait_for(lambda: len(backend.batches) >= 3, 40), log.read_text()[-2000:]
+        assert wait_until(lambda: len(backend.batches) >= 3, 40), log.read_text()[-2000:]
         backend.publish(update(tmp_path, 2))
         ack = backend.next_ack(0)
         assert ack["outcome"] == "applied" and ack["version"] == 2, ack
         assert ack["running_version"] == 2
         seen = len(backend.batches)
-        assert wait_for(lambda: len(backend.batches) >= seen + 3, 30)
+        assert wait_until(lambda: len(backend.batches) >= seen + 3, 30)
         status = request(tmp_path / "state" / "control.sock", "status")
         assert status["config"]["version"] == 2
         stop(agent)
@@ -165,7 +157,7 @@ def test_an_applied_update_changes_the_next_batches_and_is_acked(tmp_path, mosqu
     assert bodies[first_new].t0_ms >= bodies[first_new - 1].t1_ms
     restarted = spawn(config, tmp_path / "restart.log")
     try:
-        assert wait_for(lambda: RUNNING.search((tmp_path / "restart.log").read_text()), 40)
+        assert wait_until(lambda: RUNNING.search((tmp_path / "restart.log").read_text()), 40)
         assert RUNNING.search((tmp_path / "restart.log").read_text()).group(1) == "2"
         stop(restarted)
     finally:
@@ -205,7 +197,7 @@ def test_hostile_updates_are_rejected_and_the_running_config_stays(tmp_path, mos
           for n in range(5)],
     ]
     try:
-        assert wait_for(lambda: len(backend.batches) >= 2, 40), log.read_text()[-2000:]
+        assert wait_until(lambda: len(backend.batches) >= 2, 40), log.read_text()[-2000:]
         backend.publish(update(tmp_path, 5))
         assert backend.next_ack(0)["outcome"] == "applied"
         for number, (case, envelope, reason) in enumerate(hostile, start=1):
@@ -214,13 +206,13 @@ def test_hostile_updates_are_rejected_and_the_running_config_stays(tmp_path, mos
             assert (ack["outcome"], ack["reason"]) == ("rejected", reason), (case, ack)
             assert ack["running_version"] == 5, (case, ack)
         seen = len(backend.batches)
-        assert wait_for(lambda: len(backend.batches) >= seen + 3, 30)
+        assert wait_until(lambda: len(backend.batches) >= seen + 3, 30)
         assert set(versions_after(backend, tmp_path, seen)) == {5}
         assert agent.poll() is None
         backend.publish(b"")  # clear the retained update
         stop(agent)
         agent = spawn(config, log)
-        assert wait_for(lambda: len(RUNNING.findall(log.read_text())) == 2, 40)
+        assert wait_until(lambda: len(RUNNING.findall(log.read_text())) == 2, 40)
         assert RUNNING.findall(log.read_text())[-1] == "5"
         acks = len(backend.acks)
         backend.publish(update(tmp_path, 3))  # a replay of an older version after restart
@@ -246,14 +238,14 @@ def test_an_update_that_fails_at_run_time_is_rolled_back(tmp_path, mosquitto, de
               f'dbc = ["{BUNDLED_DBC}"]\n')
     digest = hashlib.sha256(BUNDLED_DBC.read_bytes()).digest()
     try:
-        assert wait_for(lambda: len(backend.batches) >= 2, 40), log.read_text()[-2000:]
+        assert wait_until(lambda: len(backend.batches) >= 2, 40), log.read_text()[-2000:]
         backend.publish(update(tmp_path, 2, broken, dbc={str(BUNDLED_DBC): DbcEntry(digest)}))
         ack = backend.next_ack(0)
         assert (ack["outcome"], ack["reason"], ack["version"]) == (
             "rolled-back", "runtime-failure", 2), ack
         assert "can1" in ack["message"] and ack["running_version"] == 1
         seen = len(backend.batches)
-        assert wait_for(lambda: len(backend.batches) >= seen + 3, 30)
+        assert wait_until(lambda: len(backend.batches) >= seen + 3, 30)
         assert set(versions_after(backend, tmp_path, seen + 1)) == {1}
         assert request(tmp_path / "state" / "control.sock", "status")["config"]["version"] == 1
         stop(agent)
@@ -279,22 +271,22 @@ def test_sigkill_during_apply_leaves_the_old_or_the_new_config(tmp_path, mosquit
         for version in range(2, 10):
             log = tmp_path / f"run-{version}.log"
             agent = spawn(config, log)
-            assert wait_for(lambda log=log: RUNNING.search(log.read_text()), 40)
+            assert wait_until(lambda log=log: RUNNING.search(log.read_text()), 40)
             window = 1.0 + version / 10
             backend.publish(update(tmp_path, version, f"[batch]\nwindow = {window}\n"))
             applying = f"applying version {version}"
-            assert wait_for(lambda log=log, a=applying: a in log.read_text(), 30, 0.002)
+            assert wait_until(lambda log=log, a=applying: a in log.read_text(), 30, 0.002)
             time.sleep(rng.uniform(0.0, 0.01))  # inside the write, the swap or the watch
             agent.send_signal(signal.SIGKILL)
             agent.wait(10)
             check = tmp_path / f"check-{version}.log"
             restarted = spawn(config, check)
-            assert wait_for(lambda check=check: RUNNING.search(check.read_text()), 40), \
+            assert wait_until(lambda check=check: RUNNING.search(check.read_text()), 40), \
                 check.read_text()[-2000:]
             started_with = int(RUNNING.search(check.read_text()).group(1))
             assert started_with in (running, version), (running, version, started_with)
             outcomes.append(started_with == version)
-            assert wait_for(lambda v=version: running_version(
+            assert wait_until(lambda v=version: running_version(
                 tmp_path / "state" / "control.sock") == v, 30)
             stop(restarted)
             running = version
@@ -311,13 +303,13 @@ def test_sighup_and_the_control_socket_reload_the_local_file(tmp_path, mosquitto
     socket = tmp_path / "state" / "control.sock"
     original = config.read_text()
     try:
-        assert wait_for(lambda: len(backend.batches) >= 2, 40), log.read_text()[-2000:]
+        assert wait_until(lambda: len(backend.batches) >= 2, 40), log.read_text()[-2000:]
         config.write_text("version = 2\n" + original.replace(
             'match = "can0.*"', 'match = "can0.VCU_Status.*"'))
         agent.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: "running version 2" in log.read_text(), 30)
+        assert wait_until(lambda: "running version 2" in log.read_text(), 30)
         seen = len(backend.batches)
-        assert wait_for(lambda: len(backend.batches) >= seen + 2, 30)
+        assert wait_until(lambda: len(backend.batches) >= seen + 2, 30)
         new = backend.bodies(tmp_path / "vehicle.pub")[seen]
         assert new.config_version == 2
         keys = {d.key for d in new.dictionary} - {"can0.ESP_VehicleSpeed.VehicleSpeed"}
@@ -330,11 +322,11 @@ def test_sighup_and_the_control_socket_reload_the_local_file(tmp_path, mosquitto
         except ControlUnavailable as exc:
             assert "still running version 2" in str(exc) and "[batch] window" in str(exc)
         agent.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: log.read_text().count("reload rejected") >= 2, 30)
+        assert wait_until(lambda: log.read_text().count("reload rejected") >= 2, 30)
         config.write_text("version = 4\n" + original)
         assert "running version 4" in request(socket, "reload", timeout=10)
         seen = len(backend.batches)
-        assert wait_for(lambda: len(backend.batches) >= seen + 2, 30)
+        assert wait_until(lambda: len(backend.batches) >= seen + 2, 30)
         assert set(versions_after(backend, tmp_path, seen + 1)) == {4}
         stop(agent)
     finally:
@@ -362,7 +354,7 @@ def test_the_backend_tools_deliver_a_dbc_and_report_the_ack(tmp_path, mosquitto,
     log = tmp_path / "agent.log"
     agent = spawn(config, log)
     try:
-        assert wait_for(lambda: RUNNING.search(log.read_text()), 40)
+        assert wait_until(lambda: RUNNING.search(log.read_text()), 40)
         published = subprocess.run(
             [*tool, "publish", str(office / "update.cose"), "--vehicle", VEHICLE, "--host",
              "127.0.0.1", "--port", str(mosquitto.port), "--ca-cert", str(tls.ca_cert),
