@@ -72,12 +72,18 @@ class GpsFake:
         return False
 
     def _stop_and_read(self) -> str:
-        assert self.process is not None and self._output is not None
+        assert self.process is not None
         ended = self.process.poll()
-        self._output.seek(0)
-        text = self._output.read().decode(errors="replace").strip()[-1500:] or "(no output)"
+        text = self.output()
         self.stop()
         return f"{'running' if ended is None else f'exited {ended}'}: {text}"
+
+    def output(self) -> str:
+        """The end of what gpsfake printed so far (for a failing test's message)."""
+        if self._output is None:
+            return "(stopped)"
+        self._output.seek(0)
+        return self._output.read().decode(errors="replace").strip()[-1500:] or "(no output)"
 
     def wait(self, timeout: float) -> None:
         assert self.process is not None
@@ -88,7 +94,12 @@ class GpsFake:
             return
         with contextlib.suppress(ProcessLookupError):  # it ended by itself
             os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # seen once in CI, with gpsd feeding nothing
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
         self.process = None
         if self._output is not None:
             self._output.close()

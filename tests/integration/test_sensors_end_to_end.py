@@ -125,7 +125,9 @@ def test_without_ntp_batch_times_are_corrected_from_gps(tmp_path, mosquitto, dev
     else:
         # the first window may close before gpsd's first fix: `rtc`, then `gps` for good
         names = [clk for _, clk in clocks]
-        assert names[-1] == "gps" and set(names) <= {"rtc", "gps"}
+        assert names[-1] == "gps" and set(names) <= {"rtc", "gps"}, (
+            f"clocks {names}: no GPS time reached the agent; gpsfake said:\n"
+            f"{looping_gpsd.output()}\nagent:\n{agent.stderr[-2000:]}")
         assert names == sorted(names, key=("rtc", "gps").index)
         # the log runs 12:00:00-12:00:23 UTC and loops; times follow it, not this machine
         starts = [start for start, clk in clocks if clk == "gps"]
