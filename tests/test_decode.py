@@ -1,5 +1,6 @@
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import can
@@ -16,27 +17,25 @@ from agent.sources.canbus import BATCH_FRAMES, CanBusSource
 from tests.dbc_fixtures import write_small_dbc
 
 
-def _fits(start: int, length: int, byte_order: str) -> bool:
-    if byte_order == "little_endian":
-        return start + length <= 64
-    msb = 8 * (start // 8) + (7 - start % 8)
-    return msb + length <= 64
+def _placements(byte_order: str, shortest: int = 1) -> Iterator[tuple[int, int]]:
+    """Every (start, length) of a signal that fits in 8 bytes, in DBC numbering."""
+    for start in range(64):
+        msb = start if byte_order == "little_endian" else 8 * (start // 8) + (7 - start % 8)
+        for length in range(shortest, 64 - msb + 1):
+            yield start, length
 
 
 @pytest.mark.parametrize("byte_order", ["little_endian", "big_endian"])
 def test_bit_extractor_matches_cantools_for_every_placement(byte_order):
     rng = random.Random(7)
     checked = 0
-    for start in range(64):
-        for length in range(1, 65):
-            if not _fits(start, length, byte_order):
-                continue
-            signal = Signal("S", start=start, length=length, byte_order=byte_order)
-            message = Message(frame_id=1, name="M", length=8, signals=[signal], strict=True)
-            data = bytes(rng.getrandbits(8) for _ in range(8))
-            expected = message.decode(data, scaling=False, decode_choices=False)["S"]
-            assert bit_extractor(signal)(data) == expected, (start, length)
-            checked += 1
+    for start, length in _placements(byte_order):
+        signal = Signal("S", start=start, length=length, byte_order=byte_order)
+        message = Message(frame_id=1, name="M", length=8, signals=[signal], strict=True)
+        data = bytes(rng.getrandbits(8) for _ in range(8))
+        expected = message.decode(data, scaling=False, decode_choices=False)["S"]
+        assert bit_extractor(signal)(data) == expected, (start, length)
+        checked += 1
     assert checked > 2000
 
 
@@ -46,23 +45,19 @@ def test_raw_reader_matches_cantools_for_every_placement_signed_or_not(byte_orde
     oracle, including long payloads it trims (allow_excess)."""
     rng = random.Random(11)
     checked = 0
-    for start in range(64):
-        for length in range(2, 65):
-            if not _fits(start, length, byte_order):
-                continue
-            for is_signed in (False, True):
-                signal = Signal("S", start=start, length=length, byte_order=byte_order,
-                                is_signed=is_signed)
-                message = Message(frame_id=1, name="M", length=8, signals=[signal],
-                                  strict=True)
-                read = raw_reader(signal)
-                assert read is not None
-                for _ in range(3):
-                    data = bytes(rng.getrandbits(8) for _ in range(rng.choice([8, 8, 12])))
-                    expected = message.decode(data, scaling=False, decode_choices=False,
-                                              allow_excess=True)["S"]
-                    assert read(data) == expected, (start, length, is_signed)
-                    checked += 1
+    for start, length in _placements(byte_order, shortest=2):
+        for is_signed in (False, True):
+            signal = Signal("S", start=start, length=length, byte_order=byte_order,
+                            is_signed=is_signed)
+            message = Message(frame_id=1, name="M", length=8, signals=[signal], strict=True)
+            read = raw_reader(signal)
+            assert read is not None
+            for _ in range(3):
+                data = bytes(rng.getrandbits(8) for _ in range(rng.choice([8, 8, 12])))
+                expected = message.decode(data, scaling=False, decode_choices=False,
+                                          allow_excess=True)["S"]
+                assert read(data) == expected, (start, length, is_signed)
+                checked += 1
     assert checked > 10_000
 
 

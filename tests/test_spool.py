@@ -134,7 +134,6 @@ def test_disk_full_is_survived_counted_and_recovered(tiny_filesystem):
     assert spool.stats().depth == 1
 
 
-
 def fill(directory, name):
     """Something else fills the disk."""
     with (directory / name).open("wb", buffering=0) as filler, contextlib.suppress(OSError):
