@@ -121,11 +121,9 @@ class _MessagePlan:
     pages: frozenset[int]
     stats: dict[str, int] = field(default_factory=dict)
     # The `stats` signals read straight from the payload, (reader, plan index); None when one
-    # is a float or the message is multiplexed: cantools decodes those.
+    # is a float or the message is multiplexed: cantools decodes those. A message with
+    # readers is plain: kept with a dict write and a bit read per `stats` signal.
     stats_readers: tuple[tuple[Callable[[bytes], int], int], ...] | None = None
-    # Kept with a dict write (and a bit read per `stats` signal): no multiplexer page, no
-    # float `stats` signal.
-    plain: bool = False
 
 
 class FrameStore:
@@ -179,7 +177,6 @@ class FrameStore:
                             for name, index in plan.stats.items())
             if plan.selector is None and all(read is not None for read, _ in readers):
                 plan.stats_readers = readers  # type: ignore[assignment]
-                plan.plain = True
 
     def accept(self, frame: can.Message) -> None:
         """Keep a received frame if the plan needs it; count it either way."""
@@ -214,14 +211,14 @@ class FrameStore:
                 advance(timestamp)
                 low, high = clock.quiet_span()
             plan = plans.get(frame.arbitration_id)
-            if plan is None or not plan.plain or frame.is_error_frame \
+            if plan is None or plan.stats_readers is None or frame.is_error_frame \
                     or frame.is_remote_frame or frame.is_extended_id != plan.extended \
                     or len(frame.data) < plan.length:
                 self._keep(frame)
                 continue
             data = bytes(frame.data)
             latest[frame.arbitration_id] = (timestamp, data)
-            for read, index in plan.stats_readers:  # type: ignore[union-attr]
+            for read, index in plan.stats_readers:
                 add(index, read(data))
         if newest:
             advance(newest)
