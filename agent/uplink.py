@@ -321,13 +321,17 @@ class Uplink:
                 return
             info = self._client.publish(self.topic_for(batch.topic), batch.envelope, qos=1)
             if info.rc == PAHO_DID_NOT_KEEP:
-                if batch.id is None:
-                    self._memory.appendleft(batch)
-                else:
-                    self._spool.not_sending((batch.id,))
+                self._put_back(batch)
                 return
             self._inflight[info.mid] = batch
             self.health.published += 1
+
+    def _put_back(self, batch: SpooledBatch) -> None:
+        """Not on its way after all: first in line again, in memory or in the spool."""
+        if batch.id is None:
+            self._memory.appendleft(batch)
+        else:
+            self._spool.not_sending((batch.id,))
 
     def _refused(self, mid: int, reason: ReasonCode) -> None:
         batch = self._inflight.pop(mid, None)
@@ -335,10 +339,7 @@ class Uplink:
             log.warning("uplink: the broker refused a message (%s)", reason)
             return
         self.health.refused += 1
-        if batch.id is None:
-            self._memory.appendleft(batch)
-        else:
-            self._spool.not_sending((batch.id,))
+        self._put_back(batch)
         if time.monotonic() >= self._hold_until:
             if self._refusal_delays is None:
                 self._refusal_delays = self._fresh_delays()
