@@ -52,6 +52,9 @@ class SourceConfig:
     bitrate: int = 500_000
     fd: bool = False
     data_bitrate: int = 2_000_000
+    # SocketCAN: the socket's receive queue, which rides out a stall of the agent (~1 kB a
+    # frame: 8 MB holds ~2 s of a full 500 kbit/s bus); what overflows is counted, not read.
+    receive_buffer_kb: int = 8192
     # replay
     path: Path | None = None
     speed: float = 1.0
@@ -400,6 +403,8 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
             raise builder.error(where, "speed", "use 1 for real time, 10 for 10x, 0 for max")
         if source.type != "replay" and not source.channel:
             raise builder.error(where, "channel", f"a {source.type} bus needs a channel")
+        if source.receive_buffer_kb <= 0:
+            raise builder.error(where, "receive_buffer_kb", "must be a positive number of kB")
     for rule in config.sampling.signals:
         if rule.mode not in SAMPLING_MODES:
             raise builder.error("sampling.signals", "mode", f"{rule.mode!r} is not one of "

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field, fields
 class SourceHealth:
     """Counters of one source; only its own thread writes them.
 
-    `rejected` counts input that a non-CAN source dropped, by reason (bad checksum, out of
-    range, ...); `state` holds the gauges a source reports about itself (gpsd `fix_mode`,
-    `connected`, `stale`). Both are flattened into the counters as `rejected.<reason>` and
-    `<gauge>`, so a CAN source reports exactly what it did before.
+    `overflow` counts frames the kernel dropped before the agent read them (a SocketCAN
+    socket's receive queue was full). `rejected` counts input that a non-CAN source dropped,
+    by reason (bad checksum, out of range, ...); `state` holds the gauges a source reports
+    about itself (gpsd `fix_mode`, `connected`, `stale`). Both are flattened into the
+    counters as `rejected.<reason>` and `<gauge>`.
     """
 
     frames: int = 0
@@ -21,6 +22,7 @@ class SourceHealth:
     short_frames: int = 0
     decode_errors: int = 0
     reconnects: int = 0
+    overflow: int = 0
     last_frame_time: float = 0.0
     rejected: dict[str, int] = field(default_factory=dict)
     state: dict[str, int] = field(default_factory=dict)

@@ -133,6 +133,10 @@ def warnings(document: Mapping[str, Any]) -> list[str]:
             found.append(f"bus {source['name']}: {source['short_frames']} short frames and "
                          f"{source['decode_errors']} undecodable frames (DBC does not match "
                          "the vehicle?)")
+        if source["overflow"]:
+            found.append(f"bus {source['name']}: {source['overflow']} frames lost in the kernel "
+                         "(the agent did not read fast enough: CPU starved, or raise "
+                         "receive_buffer_kb)")
         if source["reconnects"]:
             found.append(f"bus {source['name']}: reopened {source['reconnects']} times")
     uplink = document["uplink"]

@@ -39,6 +39,7 @@ def test_defaults_and_relative_paths(tmp_path):
     config = parse_config(MINIMAL, tmp_path / "c.toml")
     assert config.sources[0].dbc == (tmp_path / "a.dbc",)
     assert config.sampling.period == 1.0 and config.ring.memory_mb == 4.0
+    assert config.sources[0].receive_buffer_kb == 8192
     assert config.version == 1
 
 
@@ -48,6 +49,8 @@ def test_defaults_and_relative_paths(tmp_path):
     (("tls = false", "tls = 'no'"), r"\[uplink\] tls: must be true or false"),
     (("tls = false", "tls = true"), r"\[uplink\] ca_cert: TLS needs ca_cert, cert and key"),
     (('channel = "can0"', ""), r"\[sources.can0\] channel: a socketcan bus needs a channel"),
+    (('channel = "can0"', 'channel = "can0"\nreceive_buffer_kb = 0'),
+     r"\[sources.can0\] receive_buffer_kb: must be a positive number of kB"),
     (('dbc = ["a.dbc"]', "dbc = 'a.dbc'"), r"\[sources.can0\] dbc: must be a list"),
     (("[keys]\nsigning_key = \"k.key\"", ""), r"\[keys\]: missing required key"),
     (('id = "v1"', 'id = "v1"\n[batch]\nwindow = 0.5'), r"\[batch\] window: must be at least"),

@@ -60,4 +60,5 @@ def open_source(config: SourceConfig, can_filters: Sequence[dict[str, Any]],
                                "bitrate": config.bitrate}
     if config.fd:
         options.update(fd=True, data_bitrate=config.data_bitrate)
-    return CanBusSource(config.name, health, options, can_filters)
+    return CanBusSource(config.name, health, options, can_filters,
+                        receive_buffer=config.receive_buffer_kb * 1024)

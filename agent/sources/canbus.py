@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
+import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import can
@@ -26,7 +28,12 @@ REOPEN_MAX = 30.0
 # A SocketCAN socket's receive queue, in bytes (a frame takes ~1 kB of it): the kernel default
 # (~200 kB, ~200 frames) overflows when a busy Python process stalls a fraction of a second.
 RECEIVE_BUFFER = 8 * 2**20
-SO_RCVBUFFORCE = 33  # Linux, <asm-generic/socket.h>; Python's socket module lacks the name
+# Linux, <asm-generic/socket.h>; Python's socket module lacks the names.
+SO_RCVBUFFORCE = 33
+SO_MEMINFO = 55  # since 4.12: struct of SK_MEMINFO_VARS u32; DROPS counts frames not queued
+_MEMINFO = struct.Struct("=9I")
+SK_MEMINFO_DROPS = 8
+OVERFLOW_EVERY = 1.0  # s between reads of the kernel's drop count on a busy bus
 # Interfaces that cannot filter in a kernel or adapter: python-can would test every frame
 # against every filter in Python (~7 µs a frame for 85 IDs, more than all our own work on
 # it), where the FrameStore drops an unplanned ID with one dict lookup. They get no filters.
@@ -49,18 +56,24 @@ class CanBusSource(Source):
 
     When the bus fails (interface down, adapter unplugged) it is closed and reopened with
     exponential back-off and jitter; each reopening is counted in `health.reconnects`.
+    Frames the kernel drops because the socket's receive queue is full (the agent did not
+    read fast enough) are counted in `health.overflow` (SocketCAN).
     """
 
     def __init__(self, name: str, health: SourceHealth, bus_options: dict[str, Any],
-                 can_filters: Sequence[dict[str, Any]]) -> None:
+                 can_filters: Sequence[dict[str, Any]], *,
+                 receive_buffer: int = RECEIVE_BUFFER) -> None:
         super().__init__(name, health)
         self._bus_options = bus_options
         self._filters = list(can_filters)
+        self._receive_buffer = receive_buffer
 
     def open_bus(self) -> can.BusABC:
         software = self._bus_options.get("interface") in FILTERED_IN_PYTHON
         bus = can.Bus(can_filters=None if software else self._filters, **self._bus_options)
-        _enlarge_receive_buffer(bus)
+        sock = _can_socket(bus)
+        if sock is not None:
+            _set_receive_buffer(sock, self._receive_buffer)
         return bus
 
     def idle_time(self) -> float:
@@ -112,24 +125,36 @@ class CanBusSource(Source):
         # implements behind `recv`, without `recv`'s per-call timing and logging: ~0.5 µs a
         # frame, a third of our own work on it. python-can's software filters still apply.
         queued, matches = bus._recv_internal, bus._matches_filters
-        while not stop.is_set():
-            frame = recv(RECV_TIMEOUT)
-            if frame is not None:
-                # Whatever else is already queued goes along: with several busy buses, one
-                # handover per frame to the shared pipeline lock costs more than the frame.
-                frames = [frame]
-                while len(frames) < BATCH_FRAMES:
-                    frame, filtered = queued(0)
-                    if frame is None:
-                        break
-                    if filtered or matches(frame):
-                        frames.append(frame)
-                on_frames(frames)
-            elif self.end_of_data():
-                self.finished.set()
-                return
-            else:
-                on_idle(self.idle_time())
+        overflow = _overflow_counter(bus, self.health)
+        next_count = 0.0
+        try:
+            while not stop.is_set():
+                frame = recv(RECV_TIMEOUT)
+                if frame is not None:
+                    # Whatever else is already queued goes along: with several busy buses, one
+                    # handover per frame to the shared pipeline lock costs more than the frame.
+                    frames = [frame]
+                    while len(frames) < BATCH_FRAMES:
+                        frame, filtered = queued(0)
+                        if frame is None:
+                            break
+                        if filtered or matches(frame):
+                            frames.append(frame)
+                    on_frames(frames)
+                    if overflow is not None and (now := time.monotonic()) >= next_count:
+                        overflow()
+                        next_count = now + OVERFLOW_EVERY
+                elif self.end_of_data():
+                    self.finished.set()
+                    return
+                else:
+                    if overflow is not None:
+                        overflow()
+                    on_idle(self.idle_time())
+        finally:
+            if overflow is not None:
+                with contextlib.suppress(OSError):
+                    overflow()
 
     def end_of_data(self) -> bool:
         return False
@@ -139,12 +164,42 @@ class CanBusSource(Source):
         return f"{options.get('interface')}:{options.get('channel')}"
 
 
-def _enlarge_receive_buffer(bus: can.BusABC) -> None:
+def _can_socket(bus: can.BusABC) -> socket.socket | None:
+    """The SocketCAN socket under a python-can bus, or None for any other interface."""
     sock = getattr(bus, "socket", None)
     if not isinstance(sock, socket.socket) or sock.family != getattr(socket, "AF_CAN", -1):
-        return
+        return None
+    return sock
+
+
+def _set_receive_buffer(sock: socket.socket, size: int) -> None:
     try:  # beyond net.core.rmem_max needs CAP_NET_ADMIN; without it the kernel caps the size
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     log.debug("receive buffer: %d bytes", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def socket_drops(sock: socket.socket) -> int:
+    """Frames the kernel dropped for this socket because its receive queue was full."""
+    meminfo = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+    return _MEMINFO.unpack(meminfo)[SK_MEMINFO_DROPS]
+
+
+def _overflow_counter(bus: can.BusABC, health: SourceHealth) -> Callable[[], None] | None:
+    """A function that brings `health.overflow` up to date with this bus's socket, which
+    counts from 0 (earlier sockets' drops stay counted); None where there is no such count."""
+    sock = _can_socket(bus)
+    if sock is None:
+        return None
+    try:
+        socket_drops(sock)
+    except OSError:  # a kernel before 4.12
+        log.warning("this kernel does not report SocketCAN receive overflows (SO_MEMINFO)")
+        return None
+    counted = health.overflow
+
+    def update() -> None:
+        health.overflow = counted + socket_drops(sock)
+
+    return update

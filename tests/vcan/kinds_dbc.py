@@ -42,9 +42,11 @@ def write_kinds_dbc(directory: Path) -> Path:
     return path
 
 
-def kinds_source(dbc: Path, *, fd: bool = False) -> str:
+def kinds_source(dbc: Path, *, fd: bool = False, receive_buffer_kb: int | None = None) -> str:
     """The config's [[sources]] entry: can0 on the real vcan0, decoded with `dbc`."""
     fd_line = "fd = true\n" if fd else ""
+    if receive_buffer_kb is not None:
+        fd_line += f"receive_buffer_kb = {receive_buffer_kb}\n"
     return f"""
 [[sources]]
 name = "can0"

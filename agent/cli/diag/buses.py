@@ -27,10 +27,11 @@ def render(buses: list[dict[str, Any]]) -> int:
         table = Table("counter", "value", title=f"bus {bus['name']} ({bus['type']} "
                       f"{bus['channel']})", title_justify="left")
         for key in ("frames_per_s", "frames", "ignored", "error_frames", "short_frames",
-                    "decode_errors", "reconnects"):
+                    "decode_errors", "overflow", "reconnects"):
             table.add_row(key.replace("_", " "), str(bus[key]))
         out.print(table)
-        problem |= bool(bus["error_frames"] or bus["short_frames"] or bus["decode_errors"])
+        problem |= bool(bus["error_frames"] or bus["short_frames"] or bus["decode_errors"]
+                        or bus["overflow"])
         if bus["unknown_ids"]:
             out.print("  not in the plan: " + ", ".join(
                 f"{entry['id']} ({entry['frames']})" for entry in bus["unknown_ids"]))

@@ -39,7 +39,7 @@ def render(document: dict[str, Any]) -> int:
                   "last frame", title="sources", title_justify="left")
     for source in document["sources"]:
         errors = source["error_frames"] + source["short_frames"] + source["decode_errors"] \
-            + sum(rejected(source).values())
+            + source["overflow"] + sum(rejected(source).values())
         table.add_row(source["name"], source["type"], source["channel"],
                       f"{source['frames_per_s']:.0f}", str(source["frames"]), str(errors),
                       str(source["reconnects"]),
