@@ -44,6 +44,8 @@ def run(quick: bool) -> Figure:
     drift = (final - warm) / warm
     baseline = _baseline_rss()
     breakdown = breakdown_steps()
+    floor = dict(breakdown)["ring_default"]
+    floor_without_numpy = dict(breakdown_steps(with_numpy=False))["ring_default"]
     return Figure(
         key="memory_rss_mb", title=f"RSS with {SIGNALS:,} sampled signals, and soak drift",
         unit="MB", value=round(warm, 1), baseline=round(baseline, 1),
@@ -54,6 +56,10 @@ def run(quick: bool) -> Figure:
         details={"drift_percent": round(drift * 100, 2), "final_mb": round(final, 1),
                  "peak_mb": round(max(rss for _, rss in samples), 1),
                  "soak_wall_s": soak, "soak_vehicle_hours": round(vehicle_seconds / 3600, 2),
+                 # The libraries, the parsed DBC and the ring before any agent module: what
+                 # any agent on these parts starts from (docs/performance.md).
+                 "floor_mb": round(floor, 1),
+                 "floor_without_numpy_mb": round(floor_without_numpy, 1),
                  **{f"step_{name}_mb": round(mb, 1) for name, mb in breakdown}})
 
 
@@ -114,10 +120,11 @@ def _baseline_rss() -> float:
     return int(out) / 1024
 
 
-def breakdown_steps() -> list[tuple[str, float]]:
+def breakdown_steps(with_numpy: bool = True) -> list[tuple[str, float]]:
     """RSS after each step of an agent's start, measured in a fresh interpreter."""
     out = subprocess.run([sys.executable, str(Path(__file__).with_name("memory_steps.py")),
-                          str(VEHICLE_DBC)], check=True,
+                          str(VEHICLE_DBC), *([] if with_numpy else ["--without-numpy"])],
+                         check=True,
                          capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
     return [(name, mb) for name, mb in json.loads(out)]

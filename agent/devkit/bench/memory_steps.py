@@ -1,5 +1,10 @@
 """RSS after each step of an agent's start, in this fresh interpreter (run as a script so that
-nothing but the standard library is loaded before the first figure). Prints JSON pairs."""
+nothing but the standard library is loaded before the first figure). Prints JSON pairs.
+
+The libraries, the parsed DBC and the ring come before the agent's own modules, so the step
+before `agent_modules` is the floor any agent built on these parts starts from. With
+`--without-numpy` numpy is left out: the floor of an agent whose seal does not use it.
+"""
 
 from __future__ import annotations
 
@@ -17,17 +22,18 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc")
 
 
-def _measure_steps() -> list[tuple[str, float]]:
+def _measure_steps(dbc_path: Path, with_numpy: bool) -> list[tuple[str, float]]:
     steps = [("python", rss_mb())]
 
     def step(name: str) -> None:
         steps.append((name, rss_mb()))
 
-    import numpy  # noqa: F401
-    step("numpy")
+    if with_numpy:
+        import numpy  # noqa: F401
+        step("numpy")
     import can  # noqa: F401
     step("python_can")
-    import cantools  # noqa: F401
+    import cantools
     step("cantools")
     import paho.mqtt.client  # noqa: F401
     step("paho")
@@ -36,20 +42,28 @@ def _measure_steps() -> list[tuple[str, float]]:
     import cbor2  # noqa: F401
     import zstandard  # noqa: F401
     step("zstd_cbor")
-    import agent.cli
-    import agent.daemon  # noqa: F401
-    step("agent_modules")
-    from agent.dbc import load_dbc
-    dbc = load_dbc([Path(sys.argv[1])])
+    database = cantools.database.load_file(str(dbc_path))
     step("parsed_dbc")
-    from agent.config import RingConfig
-    from agent.ring import Ring
-    ring = Ring.for_memory(RingConfig().memory_mb)
+    ring = _default_ring()
     step("ring_default")
-    del dbc, ring
+    if with_numpy:
+        import agent.cli
+        import agent.daemon  # noqa: F401
+        step("agent_modules")
+    del database, ring
     return steps
 
 
+def _default_ring() -> object:
+    """The ring's columns at the default size, as `agent.ring.Ring` allocates them (that
+    module imports numpy, so it is not imported here)."""
+    from array import array
+
+    from agent.config import RingConfig
+    records = int(RingConfig().memory_mb * 1024 * 1024 // (8 + 2 + 1 + 8))
+    return [array(code, bytes(size * records)) for code, size in
+            (("q", 8), ("H", 2), ("B", 1), ("q", 8))]
+
 
 if __name__ == "__main__":
-    print(json.dumps(_measure_steps()))
+    print(json.dumps(_measure_steps(Path(sys.argv[1]), "--without-numpy" not in sys.argv)))
