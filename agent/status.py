@@ -111,6 +111,15 @@ def _source_status(agent: Agent, name: str, now: float) -> dict[str, Any]:
             "finished": source.finished.is_set()}
 
 
+# A bus's counters of frames it could not use (each is also warned of below); `diag status`
+# sums them and `diag buses` exits with EXIT_PROBLEM when any is non-zero.
+FRAME_PROBLEMS = ("error_frames", "short_frames", "decode_errors", "overflow")
+
+
+def frame_problems(source: Mapping[str, Any]) -> int:
+    return sum(source[key] for key in FRAME_PROBLEMS)
+
+
 def warnings(document: Mapping[str, Any]) -> list[str]:
     """Problems in the words a field technician would use."""
     found = []

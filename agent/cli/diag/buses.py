@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, common_options, console, run_against_daemon
+from agent.status import frame_problems
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +31,7 @@ def render(buses: list[dict[str, Any]]) -> int:
                     "decode_errors", "overflow", "reconnects"):
             table.add_row(key.replace("_", " "), str(bus[key]))
         out.print(table)
-        problem |= bool(bus["error_frames"] or bus["short_frames"] or bus["decode_errors"]
-                        or bus["overflow"])
+        problem |= frame_problems(bus) > 0
         if bus["unknown_ids"]:
             out.print("  not in the plan: " + ", ".join(
                 f"{entry['id']} ({entry['frames']})" for entry in bus["unknown_ids"]))

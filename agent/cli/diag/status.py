@@ -17,6 +17,7 @@ from agent.cli.diag.common import (
     size,
 )
 from agent.sensor_status import rejected
+from agent.status import frame_problems
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +39,7 @@ def render(document: dict[str, Any]) -> int:
     table = Table("source", "type", "channel", "frames/s", "frames", "errors", "reopened",
                   "last frame", title="sources", title_justify="left")
     for source in document["sources"]:
-        errors = source["error_frames"] + source["short_frames"] + source["decode_errors"] \
-            + source["overflow"] + sum(rejected(source).values())
+        errors = frame_problems(source) + sum(rejected(source).values())
         table.add_row(source["name"], source["type"], source["channel"],
                       f"{source['frames_per_s']:.0f}", str(source["frames"]), str(errors),
                       str(source["reconnects"]),
