@@ -294,12 +294,18 @@ def _shared_time_columns(times: np.ndarray, starts: np.ndarray) -> list[bytes]:
             for group in groups.tolist():
                 columns[group] = shared
             continue
-        distinct: dict[bytes, int] = {}
-        which = [distinct.setdefault(row.tobytes(), len(distinct)) for row in rows]
-        firsts = np.array(list(dict.fromkeys(which)))  # the first row of each distinct one
-        encoded = encode_grouped_varints(rows[firsts].ravel(), np.arange(len(firsts)) * length)
-        for group, index in zip(groups.tolist(), which, strict=True):
-            columns[group] = encoded[index]
+        # Equal lengths, different times (a message that went quiet and came back): each
+        # distinct row is encoded once, from the first row that holds it, and given to every
+        # group whose times are byte for byte the same.
+        keys = [row.tobytes() for row in rows]
+        first_row: dict[bytes, int] = {}
+        for position, key in enumerate(keys):
+            first_row.setdefault(key, position)
+        encoded = encode_grouped_varints(rows[list(first_row.values())].ravel(),
+                                         np.arange(len(first_row)) * length)
+        by_key = dict(zip(first_row, encoded, strict=True))
+        for group, key in zip(groups.tolist(), keys, strict=True):
+            columns[group] = by_key[key]
     return columns
 
 

@@ -1,8 +1,16 @@
 import cbor2
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, decompress_payload, open_batch
+from agent.batch import (
+    CONTENT_TYPE,
+    Batcher,
+    BatchIdentity,
+    _shared_time_columns,
+    decompress_payload,
+    open_batch,
+)
 from agent.config import SamplingConfig, SignalRule
 from agent.cose import Signer, verify
 from agent.dbc import load_dbc
@@ -179,3 +187,29 @@ def test_time_columns_shared_or_not_open_to_each_signals_own_times(tmp_path, key
     assert by_signal[b].times_ms == (0, 1000, 2000)
     assert by_signal[c].times_ms == (500, 1500, 2500)
     assert by_signal[c].columns == ((c * 10, c * 10 + 1, c * 10 + 2),)
+
+
+def test_equal_length_time_columns_are_shared_only_when_their_times_are_equal():
+    # Two signals on the same ticks, then one with as many samples on later ticks: the third
+    # column was once encoded from the second row (the first row of its *distinct* number).
+    times = np.array([0, 1000, 2000, 0, 1000, 2000, 5000, 6000, 7000])
+    columns = _shared_time_columns(times, np.array([0, 3, 6]))
+    assert [decode_varints(column) for column in columns] == [
+        [0, 1000, 2000], [0, 1000, 2000], [5000, 6000, 7000]]
+
+
+def test_a_signal_that_went_quiet_keeps_its_own_times_beside_equal_counts(tmp_path, key,
+                                                                        keyring):
+    # A parked car: Speed and Temp tick through the first seconds; Gear's message is quiet,
+    # then sends as many samples later in the window.
+    ring = Ring(1000)
+    plan, batcher = make_batcher(tmp_path, key, ring)
+    speed, temp, gear = (s.index for s in plan.signals[:3])
+    times = {speed: (0, 1000, 2000), temp: (0, 1000, 2000), gear: (5000, 6000, 7000)}
+    for second in range(3):
+        for signal, at in times.items():
+            ring.append(at[second], signal, Field.VALUE, signal * 10 + second)
+    by_signal = {s.signal: s for s in open_batch(batcher.seal(0, 8000).envelope,
+                                                 keyring).series}
+    assert {signal: by_signal[signal].times_ms for signal in times} == times
+    assert by_signal[gear].columns == ((gear * 10, gear * 10 + 1, gear * 10 + 2),)
