@@ -373,9 +373,15 @@ def _serve(args: argparse.Namespace) -> int:
             connected.put(f"refused: {reason}")
             return
         client.subscribe([(topic, 1) for topic in subscriptions])
-        connected.put("")
+
+    def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                     properties: Any) -> None:
+        # Ready only at the SUBACK: a batch published before it would not reach us.
+        refused = [str(reason) for reason in reasons if reason.is_failure]
+        connected.put(f"subscription refused: {', '.join(refused)}" if refused else "")
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_message = lambda client, userdata, message: arrivals.put(
         (message.topic, bytes(message.payload)))
     client.connect(args.host, args.port, keepalive=30)
@@ -387,6 +393,7 @@ def _serve(args: argparse.Namespace) -> int:
     if problem:
         client.loop_stop()
         raise AgentError(f"cannot connect to {args.host}:{args.port}: {problem}")
+    # The readiness line scripts and tests wait for before they publish.
     log.info("subscribed to %s", " and ".join(subscriptions))
     out = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
     writer = RowWriter(out, args.format) if args.format != "summary" else None

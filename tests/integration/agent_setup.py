@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from agent.devkit.pki import TlsFiles
@@ -66,12 +67,29 @@ def run_agent(config: Path, *args: str, timeout: float = 120) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout, env=_env())
 
 
-def start_backend(port: int, tls: TlsFiles, keys: Path | str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
+def start_backend(port: int, tls: TlsFiles, keys: Path | str, *args: str,
+                  ready_timeout: float = 60) -> subprocess.Popen:
+    """The backend, returned once the broker acknowledged its subscriptions (it logs
+    "subscribed to" then), so that whatever a test publishes next reaches it."""
+    backend = subprocess.Popen(
         [sys.executable, "-m", "agent.backend", "--host", "127.0.0.1", "--port", str(port),
          "--ca-cert", str(tls.ca_cert), "--cert", str(tls.cert), "--key", str(tls.key),
          "--keys", str(keys), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    assert backend.stderr is not None
+    # A backend that never says it is ready is killed, which ends the readline below.
+    watchdog = threading.Timer(ready_timeout, backend.kill)
+    watchdog.start()
+    before = []
+    try:
+        while "subscribed to" not in (line := backend.stderr.readline()):
+            if not line:
+                raise AssertionError("the backend ended (or hung) before it subscribed:\n"
+                                     + "".join(before)[-3000:])
+            before.append(line)
+    finally:
+        watchdog.cancel()
+    return backend
 
 
 def _env() -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import time
+import threading
 from collections import defaultdict
 
 import can
@@ -22,6 +22,7 @@ from tests.integration.agent_setup import (
     start_backend,
     write_agent_config,
 )
+from tests.support import wait_until
 
 STATS_SIGNAL = "can0.ESP_VehicleSpeed.VehicleSpeed"
 
@@ -67,7 +68,6 @@ def test_bundled_drive_arrives_verified_and_equal_to_cantools(tmp_path, mosquitt
                             f"demo-0001={tmp_path / 'vehicle.pub'}",
                             "--format", "jsonl", "--output", str(rows_path), "--idle", "4",
                             "--timeout", "150", "--report", str(report_path))
-    time.sleep(1.0)  # the backend subscribes before the agent publishes (no retained telemetry)
     agent = run_agent(config, "--exit-after-replay")
     assert agent.returncode == 0, agent.stderr[-3000:]
     out, err = backend.communicate(timeout=60)
@@ -128,22 +128,20 @@ def test_tampered_batch_is_rejected_by_the_backend(tmp_path, mosquitto, dev_pki)
     subscriber.on_message = lambda c, u, message: envelopes.append(message.payload)
     subscriber.connect("127.0.0.1", mosquitto.port)
     subscriber.subscribe("fleet/+/telemetry", qos=1)
+    subscribed = threading.Event()
+    subscriber.on_subscribe = lambda *args: subscribed.set()
     subscriber.loop_start()
     try:
-        time.sleep(0.5)
+        assert subscribed.wait(30), "the test's subscriber got no SUBACK"
         agent = run_agent(config, "--exit-after-replay")
         assert agent.returncode == 0, agent.stderr[-3000:]
-        deadline = time.monotonic() + 10
-        while not envelopes and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert envelopes
+        assert wait_until(lambda: envelopes, timeout=30), "no batch reached the subscriber"
         protected, unprotected, payload, signature = cbor2.loads(envelopes[0]).value
         tampered = cbor2.dumps(cbor2.CBORTag(18, [protected, dict(unprotected),
                                                   payload[:-1] + bytes([payload[-1] ^ 0x20]),
                                                   signature]))
         backend = start_backend(mosquitto.port, backend_tls, tmp_path / "vehicle.pub",
                                 "--count", "2", "--timeout", "30")
-        time.sleep(1.0)
         for envelope in (tampered, envelopes[0]):
             subscriber.publish("fleet/demo-0001/telemetry", envelope, qos=1).wait_for_publish(5)
         out, err = backend.communicate(timeout=40)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 
 from agent.clock import kernel_clock_synchronised
 from agent.sensor_protocols import nmea_sentence
@@ -66,7 +65,6 @@ def test_gps_and_tpms_signals_arrive_in_verified_batches(tmp_path, mosquitto, de
                             "--timeout", "150", "--report", str(report_path))
     try:
         feeder.start()
-        time.sleep(1.0)  # the backend subscribes before the agent publishes
         agent = run_agent(config, "--duration", "16")
     finally:
         stop.set()
@@ -111,7 +109,6 @@ def test_without_ntp_batch_times_are_corrected_from_gps(tmp_path, mosquitto, dev
                             f"demo-0001={tmp_path / 'vehicle.pub'}", "--idle", "12",
                             "--timeout", "150", "--report", str(report_path))
     try:
-        time.sleep(1.0)
         agent = run_agent(config, "--duration", "14")
     finally:
         emulator.close()
