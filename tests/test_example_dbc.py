@@ -13,7 +13,7 @@ from agent.dbc import load_dbc
 
 REPO = Path(__file__).resolve().parents[1]
 DBC = REPO / "dbc" / "vehicle.dbc"
-GEN_DBC = REPO / "tools" / "gen-dbc"
+GEN_DBC = REPO / "tools" / "gen_dbc.py"
 
 REQUIRED = {
     "VCU_Status": ["IgnitionState", "Gear", "DriveReady"],
@@ -164,3 +164,10 @@ def test_gen_dbc_writes_the_committed_file_byte_for_byte(tmp_path):
     assert result.returncode == 0, result.stderr
     assert output.read_bytes() == DBC.read_bytes()
     assert "signals" in result.stdout
+
+
+def test_the_tool_runs_in_the_project_venv_from_any_shell():
+    result = subprocess.run([str(REPO / "tools" / "gen-dbc"), "--help"], capture_output=True,
+                            text=True, env={"PATH": "/usr/bin:/bin"}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tools/gen-dbc")

@@ -20,7 +20,7 @@ from agent.dbc import load_dbc
 
 REPO = Path(__file__).resolve().parents[1]
 DBC = REPO / "dbc" / "vehicle.dbc"
-SIMULATE = REPO / "tools" / "simulate"
+SIMULATE = REPO / "tools" / "simulate.py"
 BUNDLED = REPO / "dbc" / "drive.log.gz"
 START = 1780300800  # the default start, 2026-06-01T08:00:00Z
 DURATION = 60
@@ -206,3 +206,11 @@ def test_the_bundled_drive_is_four_minutes_that_cantools_decodes(database):
     for frame in frames:
         database.get_message_by_frame_id(frame.arbitration_id).decode(bytes(frame.data))
     assert any(f.is_fd for f in frames) and any(f.is_extended_id for f in frames)
+
+
+def test_the_tool_runs_in_the_project_venv_from_any_shell():
+    """`tools/simulate` finds cantools in .venv even when the caller's python has none."""
+    result = subprocess.run([str(REPO / "tools" / "simulate"), "--help"], capture_output=True,
+                            text=True, env={"PATH": "/usr/bin:/bin"}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tools/simulate")
