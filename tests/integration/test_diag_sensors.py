@@ -25,7 +25,9 @@ def diag(*args: str) -> subprocess.CompletedProcess:
 
 def diag_json(*args: str) -> tuple[int, dict]:
     result = diag(*args, "--json")
-    return result.returncode, json.loads(result.stdout)
+    document = json.loads(result.stdout)
+    assert "error" not in document, f"diag {args[0]} got no answer: {document['error']}"
+    return result.returncode, document
 
 
 def agent_log(config: Path) -> str:

@@ -18,6 +18,9 @@ from agent.errors import ConfigError
 DEFAULT_CONFIG = Path("/etc/edge-agent/config.toml")
 DEFAULT_SOCKET = Path("/run/edge-agent/control.sock")
 
+# A unit whose two cores are saturated answered `status` in several seconds: wait, do not fail.
+DEFAULT_TIMEOUT = 30.0
+
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_NOT_RUNNING = 3
@@ -31,6 +34,9 @@ def common_options() -> argparse.ArgumentParser:
                              f"{DEFAULT_SOCKET})")
     parent.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="the agent's config file (default: %(default)s)")
+    parent.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                        help="seconds to wait for the agent's answer (default: %(default)s; "
+                             "a busy unit can take a while)")
     return parent
 
 
@@ -44,7 +50,8 @@ def socket_path(args: argparse.Namespace) -> Path:
 
 
 def ask(args: argparse.Namespace, command: str, **arguments: Any) -> Any:
-    return request(socket_path(args), command, arguments)
+    return request(socket_path(args), command, arguments,
+                   timeout=getattr(args, "timeout", DEFAULT_TIMEOUT))
 
 
 def console() -> Console:
