@@ -49,6 +49,9 @@ def free_port() -> int:
     raise OSError("no free loopback port")
 
 
+APT_LOCK_WAIT = 300
+
+
 def find_mosquitto() -> str | None:
     found = shutil.which("mosquitto")
     if found:
@@ -64,14 +67,20 @@ def ensure_mosquitto() -> str:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise BrokerUnavailable("mosquitto is not installed: run `sudo apt-get install "
                                 "mosquitto` (the broker binary is enough; no service needed)")
-    log.warning("installing the Debian package mosquitto")
+    log.warning("installing the Debian package mosquitto (waiting up to %d s for apt's lock "
+                "if another apt or unattended-upgrades holds it)", APT_LOCK_WAIT)
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"]
+    # A fresh machine often runs unattended-upgrades at boot: wait for dpkg's lock.
+    apt = ["apt-get", "-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT}"]
+    install = [*apt, "install", "-y", "-q", "--no-install-recommends", "mosquitto"]
     if subprocess.run(install, env=environment, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=environment, capture_output=True)
+        subprocess.run([*apt, "update", "-q"], env=environment, capture_output=True)
         result = subprocess.run(install, env=environment, capture_output=True, text=True)
         if result.returncode != 0:
-            raise BrokerUnavailable(f"apt-get install mosquitto failed: {result.stderr[-500:]}")
+            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BrokerUnavailable(
+                f"apt-get install mosquitto failed ({reason}); install it yourself "
+                "(sudo apt-get install mosquitto) and run this again")
     found = find_mosquitto()
     if not found:
         raise BrokerUnavailable("mosquitto was installed but its binary is not on PATH")

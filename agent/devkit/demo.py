@@ -17,13 +17,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.devkit.broker import MosquittoBroker, ensure_mosquitto
+from agent.devkit.broker import BrokerUnavailable, MosquittoBroker, ensure_mosquitto
 from agent.devkit.pki import make_dev_pki
 from agent.keys import generate_key_pair
 
@@ -62,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace, workdir: Path) -> int:
-    ensure_mosquitto()
+    try:
+        ensure_mosquitto()
+    except BrokerUnavailable as exc:
+        say(f"cannot start: {exc}")
+        return 1
     say("making throwaway keys and certificates")
     pki = make_dev_pki(workdir / "pki")
     vehicle_tls, backend_tls = pki.client(VEHICLE), pki.client("backend")
@@ -78,8 +81,14 @@ def _demo(args: argparse.Namespace, workdir: Path) -> int:
                           "--keys", f"{VEHICLE}={workdir / 'vehicle.pub'}", "--idle", "5",
                           "--report", str(workdir / "report.json")])
         echo_backend = _echo(backend.stdout, "backend  ")
-        _echo(backend.stderr, "backend  ", only=("error", "ERROR"))
-        time.sleep(1.0)
+        subscribed = threading.Event()
+        _echo(backend.stderr, "backend  ", only=("error", "ERROR"),
+              seen=("subscribed to", subscribed))
+        # The agent starts once the broker acknowledged the backend's subscriptions.
+        while not subscribed.wait(0.5):
+            if backend.poll() is not None:
+                say(f"the backend stopped before it subscribed (exit {backend.returncode})")
+                return 1
         say(f"agent replays {REPO / 'dbc' / 'drive.log.gz'} at {args.speed:g}x, "
             f"{args.window:g} s windows, for {args.duration:g} s")
         agent = _spawn([sys.executable, "-m", "agent", "run", "--config", str(config),
@@ -158,10 +167,15 @@ def _spawn(command: list[str]) -> subprocess.Popen[str]:
                             env=env, cwd=REPO)
 
 
-def _echo(stream: IO[str] | None, prefix: str, only: tuple[str, ...] = ()) -> threading.Thread:
+def _echo(stream: IO[str] | None, prefix: str, only: tuple[str, ...] = (),
+          seen: tuple[str, threading.Event] | None = None) -> threading.Thread:
+    """Print the lines of `stream` that contain a word of `only`; set `seen`'s event at the
+    first line containing its text."""
     def pump() -> None:
         assert stream is not None
         for line in stream:
+            if seen is not None and seen[0] in line:
+                seen[1].set()
             if not only or any(word in line for word in only):
                 print(f"{prefix}| {line.rstrip()}", flush=True)
 
