@@ -33,7 +33,7 @@ class Capture:
         session.SessionExpiryInterval = 3600
         self.client.connect("127.0.0.1", port, clean_start=False, properties=session)
         self.client.loop_start()
-        assert self._subscribed.wait(10), "the capture could not subscribe"
+        assert self._subscribed.wait(30), "the capture could not subscribe"
 
     def _on_message(self, client, userdata, message) -> None:
         with self._lock:

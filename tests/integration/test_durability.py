@@ -26,6 +26,7 @@ from tests.support import wait_until
 
 SEALED = re.compile(r"sealed batch (\d+): .* (spooled|in memory only)")
 BOOT = re.compile(r"boot ([0-9a-f]{32})")
+ACKED = re.compile(r"agent stopped: \d+ batches sealed, (\d+) acknowledged")
 MAX_INFLIGHT = UplinkConfig().max_inflight
 
 
@@ -84,15 +85,19 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path, mosquitto, 
         final = spawn_agent(config, final_log, "--duration", "6")
         assert final.wait(60) == 0, final_log.read_text()[-3000:]
         boot, seqs = committed_batches(final_log)
+        # What the test itself saw, whatever the host's speed: the run to the end committed.
+        assert seqs, "the final, uninterrupted run committed no batch"
         committed.update((boot, seq) for seq in seqs)
         assert "batches unacknowledged" not in final_log.read_text()
-        time.sleep(1.0)
+        keyring = load_keyring([tmp_path / "vehicle.pub"])[0]
+        wait_until(lambda: committed <= {(body.boot.hex(), body.seq) for body in
+                                         opened(list(collector.envelopes), keyring)},
+                   timeout=30, interval=0.5)
     finally:
         collector.close()
 
-    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"])[0])
+    bodies = opened(collector.envelopes, keyring)
     delivered = [(body.boot.hex(), body.seq) for body in bodies]
-    assert len(committed) > kills
     missing = committed - set(delivered)
     assert not missing, f"{len(missing)} committed batches never arrived: {sorted(missing)[:10]}"
     first_arrivals: dict[str, list[int]] = defaultdict(list)
@@ -160,11 +165,15 @@ def test_a_full_spool_evicts_oldest_counts_it_and_stays_in_bound(tmp_path, mosqu
         mosquitto.start()
         assert agent.wait(120) == 0, log.read_text()[-3000:]
         sealed = len(SEALED.findall(log.read_text()))
-        wait_until(lambda: collector.count() >= 1, 10)
-        time.sleep(2)
+        acked = int(ACKED.search(log.read_text()).group(1))
+        keyring = load_keyring([tmp_path / "vehicle.pub"])[0]
+        # Every batch the broker acknowledged reaches the capture's persistent session.
+        assert wait_until(lambda: len({body.seq for body in opened(collector.envelopes,
+                                                                    keyring)}) >= acked,
+                          timeout=30, interval=0.5), f"{acked} acknowledged, not all arrived"
     finally:
         collector.close()
-    bodies = opened(collector.envelopes, load_keyring([tmp_path / "vehicle.pub"])[0])
+    bodies = opened(collector.envelopes, keyring)
     evicted = max(body.health["spool.evicted"] for body in bodies)
     assert evicted > 0
     assert all(body.health["spool.bytes"] <= max_bytes for body in bodies)
