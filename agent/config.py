@@ -15,7 +15,7 @@ import re
 import tomllib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,11 @@ BATCH_SCHEMAS = (1, 2)
 SAMPLING_MODES = ("last", "stats")
 VALUE_SOURCE_TYPES = ("gpsd", "serial")  # sources described by a catalogue, not a DBC
 GPSD_PORT = 2947
+MAX_LATENESS_LIMIT = 60.0  # seconds; [sampling] max_lateness may not exceed it
+
+# Marks a field that is not a key of the file: the loader sets it to where the file sets the
+# key named by the marker ("config.toml:12: [sources.can0] dbc"), for errors found later.
+ORIGIN_OF = "origin_of"
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,10 @@ class SourceConfig:
     name: str
     type: str
     dbc: tuple[Path, ...] = ()
-    # python-can buses
+    # Refuse a DBC whose signals overlap (as cantools' strict mode) instead of loading it
+    # with a warning for each overlap (agent/dbc.py).
+    strict: bool = False
+    # python-can buses; for `replay`, the log channel to play ("" plays every frame)
     channel: str = ""
     bitrate: int = 500_000
     fd: bool = False
@@ -66,6 +74,8 @@ class SourceConfig:
     baudrate: int = 9600
     protocol: str = "nmea"
     stale_after: float = 10.0
+    # Not a key: where the file names the DBCs, for DBC errors raised when they load.
+    dbc_origin: str = field(default="", compare=False, metadata={ORIGIN_OF: "dbc"})
 
     @property
     def gpsd_port(self) -> int:
@@ -86,6 +96,9 @@ class SignalRule:
 class SamplingConfig:
     period: float = 1.0
     stale_after: float = 10.0
+    # Event time across sources: a source lagging the newest one by more than this many
+    # seconds of event time is not waited for (docs in config.toml).
+    max_lateness: float = 2.0
     signals: tuple[SignalRule, ...] = ()
 
 
@@ -413,6 +426,9 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
             raise builder.error("sampling.signals", "period", "must be a positive number of s")
     if config.sampling.period <= 0:
         raise builder.error("sampling", "period", "must be a positive number of seconds")
+    if not 0 < config.sampling.max_lateness <= MAX_LATENESS_LIMIT:
+        raise builder.error("sampling", "max_lateness", "must be more than 0 and at most "
+                            f"{MAX_LATENESS_LIMIT:g} seconds")
     if config.batch.window < config.sampling.period:
         raise builder.error("batch", "window", "must be at least the sampling period")
     if config.batch.schema not in BATCH_SCHEMAS:
@@ -438,6 +454,9 @@ def _check_value_source(source: SourceConfig, builder: _Builder, where: str) -> 
     if source.dbc:
         raise builder.error(where, "dbc", f"a {source.type} source has no DBC: its signals "
                             "are listed in docs/sensors.md")
+    if source.strict:
+        raise builder.error(where, "strict", f"a {source.type} source has no DBC to be "
+                            "strict about")
     if source.stale_after <= 0:
         raise builder.error(where, "stale_after", "must be positive (seconds without data "
                             "before the source is reported stale)")
@@ -491,13 +510,26 @@ class _Builder:
         self.label = label or str(path)
 
     def error(self, section: str, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.where(section, key)}: {message}")
+
+    def where(self, section: str, key: str) -> str:
+        """Where the file sets `key` of `section`: file:line: [section] key (see `_line_of`)."""
         line = self._line_of(section, key)
-        where = f"{self.label}:{line}" if line else self.label
+        place = f"{self.label}:{line}" if line else self.label
         name = (f"[{section}] {key}" if section else f"[{key}]") if key else f"[{section}]"
-        return ConfigError(f"{where}: {name}: {message}")
+        return f"{place}: {name}"
 
     def _line_of(self, section: str, key: str) -> int | None:
-        """Best-effort line number: the key's line after its section header, else the header."""
+        """Best-effort line number: the key's line after its section header, else the header.
+
+        An entry of an array of tables (`sources.can1`: the [[sources]] whose name is "can1",
+        or the second one without names) is looked up in its own block."""
+        entry = self._entry_block(section)
+        if entry is not None:
+            header_line, lines = entry
+            found = next((number for number, line in lines
+                          if key and re.match(rf"{re.escape(key)}\s*=", line)), None)
+            return found or header_line
         header = section.split(".")[0]
         in_section = header == ""
         header_line = None
@@ -512,13 +544,36 @@ class _Builder:
                 return number
         return header_line
 
+    def _entry_block(self, section: str) -> tuple[int, list[tuple[int, str]]] | None:
+        """The header line and the (number, stripped line)s of one [[array]] entry."""
+        array, _, label = section.rpartition(".")
+        entries: list[tuple[int, list[tuple[int, str]]]] = []
+        inside = False
+        for number, line in enumerate(self.lines, start=1):
+            stripped = line.strip()
+            if stripped.startswith("["):
+                inside = stripped.startswith("[[") and stripped.strip("[]").strip() == array
+                if inside:
+                    entries.append((number, []))
+            elif inside:
+                entries[-1][1].append((number, stripped))
+        named = rf"name\s*=\s*[\"']{re.escape(label)}[\"']\s*(#|$)"
+        for entry in entries:
+            if any(re.match(named, line) for _, line in entry[1]):
+                return entry
+        if label.isdigit() and int(label) < len(entries):
+            return entries[int(label)]
+        return None
+
     def build(self, cls: type, table: Any, section: str) -> Any:
         if not isinstance(table, dict):
             raise self.error(section, "", f"must be a table, got {type(table).__name__}")
         hints = typing.get_type_hints(cls)
         # TOML keys that are Python keywords (`class`) are fields with a trailing underscore.
         table = {f"{k}_" if keyword.iskeyword(k) else k: v for k, v in table.items()}
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        origins = {f.name: f.metadata[ORIGIN_OF] for f in dataclasses.fields(cls)
+                   if ORIGIN_OF in f.metadata}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in origins}
         unknown = sorted(set(table) - set(fields))
         if unknown:
             raise self.error(section, unknown[0], f"unknown key (known keys: "
@@ -530,6 +585,7 @@ class _Builder:
             elif (spec.default is dataclasses.MISSING
                   and spec.default_factory is dataclasses.MISSING):
                 raise self.error(section, name, "missing required key")
+        values.update({name: self.where(section, key) for name, key in origins.items()})
         return cls(**values)
 
     def _convert(self, hint: Any, value: Any, section: str, key: str) -> Any:

@@ -113,3 +113,57 @@ def test_gpsd_and_serial_sources_need_no_dbc(tmp_path):
 def test_value_source_mistakes_are_named(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(VALUE_SOURCES.replace(*change), tmp_path / "c.toml")
+
+
+def test_strict_is_off_by_default_and_only_for_sources_with_a_dbc(tmp_path):
+    config = parse_config(MINIMAL.replace('dbc = ["a.dbc"]', 'dbc = ["a.dbc"]\nstrict = true'),
+                          tmp_path / "c.toml")
+    assert config.sources[0].strict
+    assert not parse_config(MINIMAL, tmp_path / "c.toml").sources[0].strict
+    text = VALUE_SOURCES.replace('type = "gpsd"', 'type = "gpsd"\nstrict = true')
+    with pytest.raises(ConfigError, match=r"c.toml:\d+: \[sources.gps\] strict: a gpsd source "
+                                          r"has no DBC"):
+        parse_config(text, tmp_path / "c.toml")
+
+
+def test_each_source_knows_the_line_of_its_own_dbc_key(tmp_path):
+    text = MINIMAL + '\n[[sources]]\nname = "can1"\ntype = "replay"\npath = "x.log"\n' \
+                     'dbc = ["b.dbc"]\n'
+    config = parse_config(text, tmp_path / "c.toml")
+    lines = text.splitlines()
+    for source, dbc in zip(config.sources, ('["a.dbc"]', '["b.dbc"]'), strict=True):
+        line = next(n for n, t in enumerate(lines, start=1) if t == f"dbc = {dbc}")
+        assert source.dbc_origin == f"{tmp_path / 'c.toml'}:{line}: [sources.{source.name}] dbc"
+    # not a key a file may set
+    with pytest.raises(ConfigError, match=r"\[sources.can0\] dbc_origin: unknown key"):
+        parse_config(MINIMAL.replace('dbc = ["a.dbc"]', 'dbc = ["a.dbc"]\ndbc_origin = "x"'),
+                     tmp_path / "c.toml")
+
+
+def test_errors_in_a_later_source_name_its_own_lines(tmp_path):
+    first = MINIMAL.replace('dbc = ["a.dbc"]', 'dbc = ["a.dbc"]\nreceive_buffer_kb = 64')
+    text = first + '\n[[sources]]\nname = "can1"\ntype = "socketcan"\nchannel = "can1"\n' \
+                   'receive_buffer_kb = 0\ndbc = ["b.dbc"]\n'
+    line = text.splitlines().index("receive_buffer_kb = 0") + 1
+    with pytest.raises(ConfigError, match=rf"c.toml:{line}: \[sources.can1\] receive_buffer_kb"):
+        parse_config(text, tmp_path / "c.toml")
+    # a key the entry lacks: its own [[sources]] line, not the key in another entry
+    text = first + '\n[[sources]]\nname = "can1"\ntype = "socketcan"\ndbc = ["b.dbc"]\n'
+    header = len(first.splitlines()) + 2
+    assert text.splitlines()[header - 1] == "[[sources]]"
+    with pytest.raises(ConfigError, match=rf"c.toml:{header}: \[sources.can1\] channel"):
+        parse_config(text, tmp_path / "c.toml")
+
+
+def test_max_lateness_defaults_to_two_seconds_and_is_bounded(tmp_path):
+    assert parse_config(MINIMAL, tmp_path / "c.toml").sampling.max_lateness == 2.0
+    sampling = MINIMAL + "\n[sampling]\nmax_lateness = {}\n"
+    assert parse_config(sampling.format(60), tmp_path / "c.toml").sampling.max_lateness == 60.0
+    assert parse_config(sampling.format(0.25), tmp_path / "c.toml").sampling.max_lateness == 0.25
+    line = sampling.splitlines().index("max_lateness = {}") + 1
+    for bad in ("0", "-1", "60.5"):
+        with pytest.raises(ConfigError, match=rf"c.toml:{line}: \[sampling\] max_lateness: must "
+                                              r"be more than 0 and at most 60 seconds"):
+            parse_config(sampling.format(bad), tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match=r"\[sampling\] max_lateness: must be a number"):
+        parse_config(sampling.format("'2s'"), tmp_path / "c.toml")
