@@ -7,13 +7,18 @@ config the operator edited is never overwritten (the new default goes beside it 
 batches not yet sent) unless `--purge` is given.
 
 Layout, under `--root` (default `/`, another folder for images and tests):
-  {prefix}/                      virtualenv with the agent; README.md
+  {prefix}/                      virtualenv with the agent (the target's python3); README.md
   /usr/local/bin/edge-agent      symlink to {prefix}/bin/edge-agent (for field techs)
   /etc/systemd/system/edge-agent.service
   /usr/lib/sysusers.d/edge-agent.conf, /usr/lib/tmpfiles.d/edge-agent.conf
   /etc/edge-agent/config.toml    the default config, state in /var/lib/edge-agent
   /etc/edge-agent/dbc/           the example database and bundled drive
   /etc/edge-agent/keys/vehicle.key  made on first install, mode 0600, owned by the service user
+
+`--root` builds for a target with the build host's architecture and Debian release: the
+virtualenv links to the same `/usr/bin/python3` and holds compiled wheels for this machine. Every
+path written into it (script shebangs, pyvenv.cfg, activate scripts, the paths in compiled
+bytecode) is the path on the target, never the folder being built.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -34,6 +40,10 @@ SERVICE_USER = "edge-agent"
 UNIT_NAME = "edge-agent.service"
 STATE_DIRECTORY = "/var/lib/edge-agent"
 DEFAULT_PREFIX = "/opt/edge-agent"
+# Debian's own interpreter: the unit runs with ProtectHome=yes, so one under /root or /home (pyenv)
+# is invisible to the service, and an image has only the base system's.
+DEFAULT_PYTHON = "/usr/bin/python3"
+HIDDEN_FROM_SERVICE = ("/root", "/home", "/run/user")
 # Source files whose change means the installed package is out of date.
 PACKAGE_INPUTS = ("pyproject.toml", "agent")
 
@@ -66,13 +76,20 @@ class Report:
 class Layout:
     root: Path
     prefix: str
+    python: Path = Path(DEFAULT_PYTHON)
 
     def at(self, path: str) -> Path:
         return self.root / path.lstrip("/")
 
     @property
     def venv(self) -> Path:
+        """The virtualenv as this machine reaches it (inside --root)."""
         return self.at(self.prefix)
+
+    @property
+    def target_venv(self) -> Path:
+        """The virtualenv where the target will have it, once --root is its /."""
+        return Path(self.prefix)
 
     @property
     def unit(self) -> Path:
@@ -105,9 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Install the edge agent as a hardened systemd service (idempotent), or "
                     "remove it with --uninstall. Run as root.")
     parser.add_argument("--root", type=Path, default=Path("/"),
-                        help="install into this folder instead of / (an image being built)")
+                        help="install into this folder instead of / (an image being built); "
+                             "the image must have this machine's architecture and Debian "
+                             "release, since it runs the same python3 and compiled wheels")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX,
                         help=f"where the virtualenv goes (default {DEFAULT_PREFIX})")
+    parser.add_argument("--python", type=Path, default=Path(DEFAULT_PYTHON), metavar="PATH",
+                        help="the interpreter the virtualenv uses, as the target has it "
+                             f"(default {DEFAULT_PYTHON}, Debian's python3)")
     parser.add_argument("--uninstall", action="store_true",
                         help="remove the service and the program; keep config and state")
     parser.add_argument("--purge", action="store_true",
@@ -119,7 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.purge and not args.uninstall:
         parser.error("--purge only goes with --uninstall")
-    layout = Layout(args.root.resolve(), args.prefix)
+    # Both are written into the installed files as they are, so they must not depend on the
+    # folder this was started from.
+    if not args.prefix.startswith("/"):
+        parser.error("--prefix must be an absolute path")
+    if not args.python.is_absolute():
+        parser.error("--python must be an absolute path (the one the target has)")
+    layout = Layout(args.root.resolve(), str(Path(args.prefix)), args.python)
     report = Report(quiet=args.json)
     try:
         if os.geteuid() != 0:
@@ -200,18 +228,78 @@ def uninstall(layout: Layout, report: Report, *, purge: bool) -> None:
 def install_package(layout: Layout, report: Report) -> None:
     """A virtualenv at the prefix with this source tree installed (not editable)."""
     python = layout.venv / "bin" / "python"
-    if not python.exists():
-        run_tool([sys.executable, "-m", "venv", str(layout.venv)], f"virtualenv {layout.venv}",
-                 report)
+    make_virtualenv(layout, report)
     stamp = layout.venv / ".edge-agent-source"
     digest = source_digest()
     if stamp.exists() and stamp.read_text() == digest:
         report.step("unchanged", f"package in {layout.venv}")
     else:
+        # pip would compile with the build folder in every code object's file name; compileall
+        # below names the target's path instead, which is what tracebacks on the vehicle show.
         run_tool([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                  str(REPO)], f"package into {layout.venv}", report)
+                  "--no-compile", str(REPO)], f"package into {layout.venv}", report)
+        # The service cannot write bytecode (ProtectSystem=strict), so it is made here, also for
+        # pip and setuptools that venv compiled with the build path. A file that does not compile
+        # is skipped by Python at import too, so that is not an install failure (nor is it for
+        # pip).
+        run_tool([str(python), "-m", "compileall", "-q", "-f",
+                  "-d", str(layout.target_venv / "lib"), str(layout.venv / "lib")],
+                 f"bytecode in {layout.venv}", report, check=False)
         stamp.write_text(digest)
+    relocate(layout, report)
     write_file(layout.venv / "README.md", (REPO / "README.md").read_text(), 0o644, report)
+
+
+def make_virtualenv(layout: Layout, report: Report) -> None:
+    """The virtualenv, made with the target's interpreter; one made with another is replaced
+    (an install from before --python used whatever python3 ran this, e.g. pyenv's)."""
+    interpreter = layout.python
+    if not interpreter.exists():
+        raise InstallError(f"{interpreter} is missing: on Debian apt-get install python3 "
+                           "python3-venv, or name the target's interpreter with --python")
+    real = Path(os.path.realpath(interpreter))
+    hidden = next((top for top in HIDDEN_FROM_SERVICE if real.is_relative_to(top)), None)
+    if hidden is not None:
+        raise InstallError(f"{interpreter} is under {hidden}, which the service cannot see "
+                           f"(ProtectHome=yes): use {DEFAULT_PYTHON}")
+    python = layout.venv / "bin" / "python"
+    if python.exists() and os.path.realpath(python) == os.path.realpath(interpreter):
+        return
+    if python.exists() or python.is_symlink():
+        report.step("replacing", str(layout.venv),
+                    f"made with {os.path.realpath(python)}, not {interpreter}")
+        shutil.rmtree(layout.venv)
+    if subprocess.run([str(interpreter), "-c", "import ensurepip"],
+                      capture_output=True).returncode != 0:
+        raise InstallError(f"{interpreter} cannot make a virtualenv (no ensurepip): on Debian "
+                           "apt-get install python3-venv")
+    run_tool([str(interpreter), "-m", "venv", str(layout.venv)], f"virtualenv {layout.venv}",
+             report)
+
+
+def relocate(layout: Layout, report: Report) -> None:
+    """Name the target's prefix wherever venv and pip wrote the build folder's (script
+    shebangs, pyvenv.cfg, activate scripts): under --root they differ, and the image must run
+    once the root is its /. A no-op for an install into /."""
+    built, target = str(layout.venv).encode(), str(layout.target_venv).encode()
+    if built == target:
+        return
+    candidates = [layout.venv / "pyvenv.cfg", *sorted((layout.venv / "bin").iterdir())]
+    changed = 0
+    for path in candidates:
+        if path.is_symlink() or not path.is_file():
+            continue
+        content = path.read_bytes()
+        if built in content:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            partial = path.with_name(path.name + ".partial")
+            partial.write_bytes(content.replace(built, target))
+            partial.chmod(mode)
+            partial.replace(path)
+            changed += 1
+    if changed:
+        report.step("relocated", f"{changed} files in {layout.venv}",
+                    f"{layout.venv} -> {layout.target_venv}")
 
 
 def source_digest() -> str:
@@ -269,8 +357,10 @@ def install_signing_key(layout: Layout, report: Report) -> None:
         report.step("kept", str(key))
         return
     key.parent.mkdir(parents=True, exist_ok=True)
-    run_tool([str(layout.venv / "bin" / "edge-agent"), "keys", "gen", "--out", str(key)],
-             f"signing key {key}", report)
+    # Through the venv's python, not the script: under --root the shebang names the target's
+    # path, which this machine need not have. -B: no bytecode naming the build folder.
+    run_tool([str(layout.venv / "bin" / "python"), "-B", str(layout.venv / "bin" / "edge-agent"),
+              "keys", "gen", "--out", str(key)], f"signing key {key}", report)
     # The service reads its own key; nobody else may (`diag selftest` checks the mode).
     chown(key, layout, SERVICE_USER, SERVICE_USER)
     key.chmod(0o600)

@@ -1,5 +1,6 @@
 """tools/install into a scratch root: a real virtualenv, real systemd-sysusers/-tmpfiles, twice
-(the second run changes nothing), then --uninstall and --uninstall --purge."""
+(the second run changes nothing), then --uninstall and --uninstall --purge. The installed program
+runs with the scratch root as its / (chroot), as it will once the root is an image on a vehicle."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from agent.installer import unit_text
+from agent.keys import key_id, load_public_key
 from tests.support import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
+# What a Debian 12 base image has at its top: merged /usr.
+MERGED_USR = ("bin", "lib", "lib64", "sbin")
 
 
 def install(root: Path, *extra: str) -> dict:
@@ -22,6 +26,19 @@ def install(root: Path, *extra: str) -> dict:
                              *extra], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr + result.stdout
     return json.loads(result.stdout)
+
+
+def in_image(root: Path, *command: str) -> subprocess.CompletedProcess:
+    """Run `command` with `root` as /, in a private mount namespace (nothing shows on the host).
+
+    The image's /usr is the Debian base's plus what the installer put there (the command link,
+    sysusers and tmpfiles files), so the tree's /usr is laid read-only over the host's (same
+    Debian release, as --root requires); a plain bind mount of the host's /usr would hide the
+    installer's own files. The program needs nothing else mounted (no /proc, no /dev)."""
+    script = 'mount -t overlay overlay -o "lowerdir=$0/usr:/usr" "$0/usr" && exec chroot "$0" "$@"'
+    return subprocess.run([require_tool("unshare"), "--mount", "--", "sh", "-c", script,
+                           str(root), *command], capture_output=True, text=True, timeout=120,
+                          cwd="/")
 
 
 def passwd_entry(root: Path, name: str) -> list[str] | None:
@@ -35,9 +52,12 @@ def passwd_entry(root: Path, name: str) -> list[str] | None:
 def installed(tmp_path_factory) -> Path:
     if os.geteuid() != 0:
         pytest.skip("tools/install needs root")
-    for tool in ("systemd-sysusers", "systemd-tmpfiles", "userdel", "groupdel"):
+    for tool in ("systemd-sysusers", "systemd-tmpfiles", "userdel", "groupdel", "unshare",
+                 "mount", "chroot"):
         require_tool(tool)
     root = tmp_path_factory.mktemp("root")
+    for name in MERGED_USR:
+        (root / name).symlink_to(f"usr/{name}")
     first = install(root)
     assert first["changed"]
     return root
@@ -61,13 +81,43 @@ def test_install_lays_out_a_service(installed: Path):
     assert os.readlink(root / "usr/local/bin/edge-agent") == "/opt/edge-agent/bin/edge-agent"
 
 
-def test_installed_program_checks_the_installed_config(installed: Path):
-    program = installed / "opt/edge-agent/bin/edge-agent"
-    result = subprocess.run([str(program), "diag", "config", "check", "--json",
-                             str(installed / "etc/edge-agent/config.toml")],
-                            capture_output=True, text=True, timeout=120, cwd="/")
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert json.loads(result.stdout)["valid"] is True
+def test_installed_tree_names_no_build_folder(installed: Path):
+    build_path = str(installed).encode()
+    naming = []
+    for folder, folders, files in os.walk(installed):
+        for name in [*folders, *files]:
+            path = Path(folder) / name
+            if path.is_symlink():
+                content = os.readlink(path).encode()
+            elif path.is_file():
+                content = path.read_bytes()
+            else:
+                continue
+            if build_path in content:
+                naming.append(str(path.relative_to(installed)))
+    assert naming == []
+    venv = installed / "opt/edge-agent"
+    assert os.readlink(venv / "bin/python3") == "/usr/bin/python3"
+    assert (venv / "bin/edge-agent").read_text().startswith("#!/opt/edge-agent/bin/python\n")
+    assert "home = /usr/bin\n" in (venv / "pyvenv.cfg").read_text()
+
+
+def test_installed_program_runs_with_the_tree_as_root(installed: Path):
+    help_text = in_image(installed, "/opt/edge-agent/bin/edge-agent", "--help")
+    assert help_text.returncode == 0, help_text.stderr
+    assert "usage: edge-agent" in help_text.stdout
+
+    check = in_image(installed, "/usr/local/bin/edge-agent", "config", "check", "--json",
+                     "/etc/edge-agent/config.toml")
+    assert check.returncode == 0, check.stderr + check.stdout
+    assert json.loads(check.stdout)["valid"] is True
+
+    # The key the installer made, read back by the installed program (its cryptography wheel).
+    kid = in_image(installed, "/usr/local/bin/edge-agent", "keys", "id",
+                   "/etc/edge-agent/keys/vehicle.pub")
+    assert kid.returncode == 0, kid.stderr
+    public = load_public_key(installed / "etc/edge-agent/keys/vehicle.pub")
+    assert kid.stdout.strip() == key_id(public).hex()
 
 
 def test_second_run_changes_nothing_and_keeps_an_edited_config(installed: Path):
@@ -104,6 +154,18 @@ def test_uninstall_keeps_config_and_state_then_purge_removes_everything(installe
     install(installed, "--uninstall", "--purge")
     assert not (installed / "etc/edge-agent").exists() and not state.exists()
     assert passwd_entry(installed, "edge-agent") is None
+
+
+def test_a_missing_interpreter_names_its_package(tmp_path: Path):
+    if os.geteuid() != 0:
+        pytest.skip("tools/install needs root")
+    result = subprocess.run([str(REPO / "tools" / "install"), "--root", str(tmp_path), "--json",
+                             "--python", "/nonexistent/python3"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    error = json.loads(result.stdout)["error"]
+    assert "/nonexistent/python3 is missing" in error and "python3-venv" in error
+    assert not (tmp_path / "opt").exists()
 
 
 def test_unit_follows_the_prefix():
