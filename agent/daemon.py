@@ -27,7 +27,7 @@ from agent.config import AgentConfig, SourceConfig, control_socket_path
 from agent.config_updates import ConfigUpdater
 from agent.control import Command, ControlServer
 from agent.cose import Signer
-from agent.dbc import LoadedDbc, combined_digest, load_dbc
+from agent.dbc import LoadedDbc, combined_digest, load_source_dbc
 from agent.decode import FrameStore
 from agent.errors import AgentError
 from agent.events.codec import EVENT_CONTENT_TYPE
@@ -345,7 +345,7 @@ def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc],
                                             dict[str, Database | Catalogue], SamplingPlan]:
     """The DBCs, every source's database or catalogue, and the sampling plan of `config`
     (raises AgentError when they do not build)."""
-    loaded = {source.name: load_dbc(source.dbc) for source in config.sources
+    loaded = {source.name: load_source_dbc(source) for source in config.sources
               if not is_value_source(source)}
     databases = {source.name: loaded[source.name].database if source.name in loaded
                  else catalogue_for(source) for source in config.sources}

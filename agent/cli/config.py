@@ -1,14 +1,26 @@
 """`edge-agent config check FILE`: what a field tech runs before installing a config.
 
-The same code as `edge-agent diag config check`, at the top level where people look for it.
+It validates the file as the agent loads it: the config, every source's DBCs (as strict as the
+source asks) and the sampling plan. What the agent would refuse is a problem (exit 1); what it
+would run with but log, such as overlapping DBC signals, is a warning (exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
-from agent.cli.diag.config import do_check
+from cantools.database.can import Database
+
+from agent.catalogue import Catalogue
+from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
+from agent.config import load_config
+from agent.dbc import load_source_dbc
+from agent.errors import AgentError
+from agent.plan import build_plan
+from agent.sources import catalogue_for, is_value_source
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,3 +32,51 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("file", type=Path)
     check.add_argument("--json", action="store_true", help="print the verdict as JSON")
     check.set_defaults(func=do_check)
+
+
+def check_config(path: Path) -> tuple[list[str], list[str]]:
+    """The problems that make the agent refuse the file at `path`, and the warnings it would
+    log running it (one per overlapping DBC signal pair, say)."""
+    try:
+        config = load_config(path)
+    except AgentError as exc:
+        return [str(exc)], []
+    problems: list[str] = []
+    warnings: list[str] = []
+    databases: dict[str, Database | Catalogue] = {}
+    for source in config.sources:
+        if is_value_source(source):
+            databases[source.name] = catalogue_for(source)
+            continue
+        try:
+            loaded = load_source_dbc(source)
+        except AgentError as exc:
+            problems.append(f"dbc {source.name}: {exc}")
+            continue
+        databases[source.name] = loaded.database
+        warnings += [f"dbc {source.name}: {warning}" for warning in loaded.warnings]
+    if not problems:
+        try:
+            build_plan(config.sampling, databases)
+        except AgentError as exc:
+            problems.append(f"sampling plan: {exc}")
+    return problems, warnings
+
+
+def do_check(args: argparse.Namespace) -> int:
+    problems, warnings = check_config(args.file)
+    if args.json:
+        verdict: dict[str, object] = {"file": str(args.file), "valid": not problems,
+                                      "problems": problems}
+        if warnings:
+            verdict["warnings"] = warnings
+        print(json.dumps(verdict))
+    else:
+        for problem in problems:
+            print(f"invalid: {problem}", file=sys.stderr)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if not problems:
+            print(f"{args.file}: valid" + (f" ({len(warnings)} warnings above)"
+                                           if warnings else ""))
+    return EXIT_PROBLEM if problems else EXIT_OK
