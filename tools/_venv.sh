@@ -4,6 +4,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 STAMP="$VENV/.installed"
+# Production DBCs for tests/test_real_dbcs.py: only opendbc's .dbc files are used, not its
+# Python API, so none of its dependencies. Its own stamp, so that a venv made before it gets it.
+OPENDBC="opendbc==0.3.1"
+OPENDBC_STAMP="$VENV/.installed-$OPENDBC"
 
 if [ ! -x "$VENV/bin/python" ]; then
   if ! python3 -m venv "$VENV" 2>/dev/null; then
@@ -19,11 +23,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     fi
   fi
 fi
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ ! -f "$OPENDBC_STAMP" ]; then
   echo "tools: installing the project into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
   "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" >&2
-  touch "$STAMP"
+  "$VENV/bin/python" -m pip install -q --no-deps "$OPENDBC" >&2
+  touch "$STAMP" "$OPENDBC_STAMP"
 fi
 PY="$VENV/bin/python"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
