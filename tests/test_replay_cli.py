@@ -89,3 +89,17 @@ def test_bad_mapping_and_missing_log_are_errors_not_tracebacks(tmp_path, log_fil
 def test_an_unopenable_interface_is_reported(log_file, capsys):
     assert main(["replay", "-i", "socketcan", "-c", "no-such-can9", str(log_file)]) == 2
     assert "cannot open socketcan channel 'no-such-can9'" in capsys.readouterr().err
+
+
+def test_vector_log_channels_are_mapped_by_the_numbers_the_file_shows(tmp_path, capsys):
+    path = tmp_path / "two-buses.asc"
+    with can.ASCWriter(str(path)) as writer:  # python-can's channel 0 is the file's channel 1
+        for channel, arbitration_id in ((0, 0x100), (1, 0x200), (1, 0x201)):
+            writer.on_message_received(can.Message(
+                timestamp=1700000000.0 + arbitration_id / 1000, arbitration_id=arbitration_id,
+                is_extended_id=False, data=b"\x01", channel=channel))
+    with can.Bus(interface="virtual", channel="replay-vector") as receiver:
+        assert main(["replay", "-i", "virtual", "--speed", "0", "--json", str(path),
+                     "replay-vector=2"]) == 0
+        assert [f.arbitration_id for f in receive_all(receiver)] == [0x200, 0x201]
+    assert json.loads(capsys.readouterr().out)["skipped"] == {"1": 1}

@@ -51,7 +51,7 @@ def open_source(config: SourceConfig, can_filters: Sequence[dict[str, Any]],
     if config.type == "replay":
         assert config.path is not None  # checked when the config was loaded
         return ReplaySource(config.name, health, config.path, speed=config.speed,
-                            loop=config.loop, rebase=config.rebase)
+                            loop=config.loop, rebase=config.rebase, channel=config.channel)
     if config.type not in can.interfaces.VALID_INTERFACES:
         raise ConfigError(f"source {config.name!r}: unknown type {config.type!r}; use "
                           f"'replay', 'gpsd', 'serial' or a python-can interface: "

@@ -4,6 +4,11 @@ A player thread sends the log's frames, at real time or a speed factor, to a pri
 python-can virtual bus; the source reads that bus exactly as it would read a real one.
 Timestamps are kept from the log, shifted to start now when `rebase` is set, so sampling
 follows the recording's own time even when played faster than real time.
+
+With `channel`, the source plays only that channel of the log ("can1" of a candump log; 1, 2,
+... in ASC and BLF, as the file numbers them), so one multi-channel log feeds several sources.
+Those sources share the log's timeline (agent/player.py): with `rebase`, one offset for all of
+them, so the channels keep their recorded timing between them.
 """
 
 from __future__ import annotations
@@ -31,12 +36,12 @@ _channels = itertools.count()
 
 class ReplaySource(CanBusSource):
     def __init__(self, name: str, health: SourceHealth, path: Path, *, speed: float, loop: bool,
-                 rebase: bool) -> None:
-        self._channel = f"edge-agent-replay-{name}-{next(_channels)}"
-        super().__init__(name, health, {"interface": "virtual", "channel": self._channel,
+                 rebase: bool, channel: str = "") -> None:
+        self._bus_channel = f"edge-agent-replay-{name}-{next(_channels)}"
+        super().__init__(name, health, {"interface": "virtual", "channel": self._bus_channel,
                                         "preserve_timestamps": True,
                                         "rx_queue_size": QUEUE_FRAMES}, [])
-        self.player = Player(path, speed=speed, loop=loop, rebase=rebase)
+        self.player = Player(path, speed=speed, loop=loop, rebase=rebase, channel=channel)
         self._player_done = threading.Event()
 
     @property
@@ -61,7 +66,8 @@ class ReplaySource(CanBusSource):
         return self._player_done.is_set()
 
     def _play(self, stop: threading.Event) -> None:
-        sender = can.Bus(interface="virtual", channel=self._channel, preserve_timestamps=True)
+        sender = can.Bus(interface="virtual", channel=self._bus_channel,
+                         preserve_timestamps=True)
         try:
             self.player.play(Player.onto(sender), stop)
         except (OSError, ValueError, can.CanError) as exc:
