@@ -67,8 +67,7 @@ class LayoutWarning:
         where = f"{self.path}: message {self.message} (0x{self.frame_id:X})"
         if len(self.signals) == 2:
             return f"{where}: signals {self.signals[0]} and {self.signals[1]} overlap"
-        return (f"{where}: signal {self.signals[0]} does not fit in the message's "
-                f"{self.length} bytes (cantools cannot decode this message)")
+        return f"{where}: signal {self.signals[0]} does not fit in its {self.length} bytes"
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ _CachedWarning = tuple[int, LayoutWarning]
 # that keeps it) share one cantools object instead of ~4 MB each. Nothing mutates a loaded
 # database. Strictness is not part of the key: both parse alike, strict only refuses
 # afterwards what the warnings list.
-_PARSED: dict[tuple[bytes, tuple[_Format, ...]], tuple[Database, tuple[_CachedWarning, ...]]] = {}
+_PARSED: dict[tuple[bytes, tuple[str, ...]], tuple[Database, tuple[_CachedWarning, ...]]] = {}
 _PARSED_LIMIT = 8
 
 
@@ -109,7 +108,7 @@ def load_dbc(paths: Sequence[Path], *, strict: bool = False) -> LoadedDbc:
         sha.update(hashlib.sha256(content).digest())
         contents.append((path, content))
     digest = sha.digest()
-    key = (digest, tuple(_format_of(path) for path in paths))
+    key = (digest, tuple(_format_of(path).name for path in paths))
     parsed = _PARSED.get(key)
     if parsed is None:
         parsed = _parse(contents)
