@@ -1,7 +1,8 @@
 """The agent's wiring: source → decode → sample → ring → batch → spool → uplink, top to bottom.
 
-Each source runs in its own thread and hands every frame to its decoder's store; one lock
-serialises the stores and the sampler so that event time moves forward in one place.
+Each source runs in its own thread and hands its frames to the event-time gate, which feeds
+the source's decoder store and moves the sampler's time only as far as every source has come
+(agent/event_time.py); one lock serialises the gate, the stores and the sampler.
 The config-dependent parts (a `Pipeline`) are rebuilt on a config change and swapped in
 while the ring, the spool and the MQTT connection stay (agent/config_updates.py decides when).
 """
@@ -30,6 +31,7 @@ from agent.cose import Signer
 from agent.dbc import LoadedDbc, combined_digest, load_source_dbc
 from agent.decode import FrameStore
 from agent.errors import AgentError
+from agent.event_time import EventTimeGate, ReplayPacer
 from agent.events.codec import EVENT_CONTENT_TYPE
 from agent.events.engine import EventEngine, event_inputs
 from agent.events.sink import EventCounters, EventIdentity, EventSequence, EventSink
@@ -65,6 +67,7 @@ class Pipeline:
     sources: list[Source]
     stores: dict[str, FrameStore | ValueStore]
     sampler: Sampler
+    gate: EventTimeGate
     batcher: Batcher
     # Privacy and events: what may leave (wire_plan is the prefix of plan the batcher sends).
     consent: privacy.Consent
@@ -83,6 +86,7 @@ class Agent:
         self.lock = HandoverLock()
         self.liveness = Liveness()
         self.rates = FrameRates()
+        self.pacer = ReplayPacer(config.sampling.max_lateness / 2)
         self.started = time.monotonic()
         self.control: ControlServer | None = None
         self.healths: dict[str, SourceHealth] = {}
@@ -139,40 +143,54 @@ class Agent:
     def _stop_source(self, name: str) -> None:
         thread, stop = self._running.pop(name)
         stop.set()
+        self.pacer.leave(name)  # a replay held back for the others must see the stop
         thread.join(timeout=5)
         self.liveness.retire(f"source {name}")
 
     def _run_source(self, source: Source, stop: threading.Event) -> None:
         name = f"source {source.name}"
         self.liveness.beat(name)
+        if source.paced:
+            self.pacer.join(source.name)
         try:
-            source.run(self._frame_handler(source.name, name), self._idle_handler(name), stop)
+            source.run(self._frame_handler(source, name),
+                       self._idle_handler(source.name, name), stop)
         except Exception:
             log.exception("source %s stopped unexpectedly", source.name)
             return
+        finally:
+            self.pacer.leave(source.name)
         if source.finished.is_set():
+            with self.lock:
+                gate = self.pipeline.gate
+                if source.name in self.pipeline.stores:
+                    gate.retire(source.name)
             self.liveness.retire(name)
 
-    def _frame_handler(self, source: str, name: str) -> OnFrames:
+    def _frame_handler(self, source: Source, name: str) -> OnFrames:
         beat = self.liveness.beat
         lock = self.lock
+        pace = partial(self.pacer.pace, source.name) if source.paced else None
 
         def keep(frames: Sequence[can.Message | Reading]) -> None:
             pipeline = self.pipeline  # swapped on a config change
-            store = pipeline.stores.get(source)
-            if store is not None:
-                store.accept_all(frames, pipeline.sampler)
+            if source.name in pipeline.stores:
+                pipeline.gate.offer(source.name, frames)
 
         def on_frames(frames: Sequence[can.Message | Reading]) -> None:
+            if pace is not None:
+                pace(frames[-1].timestamp)
             lock.submit(partial(keep, frames))
             beat(name)
 
         return on_frames
 
-    def _idle_handler(self, name: str) -> Callable[[float], None]:
+    def _idle_handler(self, source: str, name: str) -> Callable[[float], None]:
         def on_idle(now: float) -> None:
             with self.lock:
-                self.pipeline.sampler.advance(now)
+                pipeline = self.pipeline
+                if source in pipeline.stores:
+                    pipeline.gate.idle(source, now)
             self.liveness.beat(name)
 
         return on_idle
@@ -252,6 +270,7 @@ class Agent:
             if source not in pipeline.sources:
                 self._stop_source(source.name)
         with self.lock:
+            old.gate.drain()
             now_ms = old.sampler.now_ms
             old.sampler.finish()
             self.ring.set_float_signals(_float_signals(pipeline))
@@ -259,6 +278,10 @@ class Agent:
             pipeline.events.take_over(old.events)
             if now_ms is not None:
                 pipeline.sampler.resume_after(now_ms)
+            for source in pipeline.sources:
+                if source.finished.is_set():
+                    pipeline.gate.retire(source.name)
+            self.pacer.lead = pipeline.config.sampling.max_lateness / 2
             self.pipeline = pipeline
             if pipeline.consent.rank < old.consent.rank:
                 self._enforce_consent(pipeline.consent)
@@ -323,9 +346,11 @@ class Agent:
         self.updater.stop()
         for name in list(self._running):
             self._running[name][1].set()
+            self.pacer.leave(name)
         for name in list(self._running):
             self._stop_source(name)
         with self.lock:
+            self.pipeline.gate.drain()
             self.sampler.finish()
         self.uplink.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
         self.spool.close()
@@ -407,7 +432,10 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
     check_ring_size(agent.ring, plan, window_ms)
     sampler = Sampler(plan, agent.ring, stores, window_ms, agent.on_window(batcher, consent),
                       on_tick=events.on_tick)
-    return Pipeline(config, plan, sources, stores, sampler, batcher, consent, wire_plan, events)
+    gate = EventTimeGate(sampler, stores, agent.healths, config.sampling.max_lateness,
+                         window_ms)
+    return Pipeline(config, plan, sources, stores, sampler, gate, batcher, consent, wire_plan,
+                    events)
 
 
 def _unchanged_source(previous: Pipeline | None, config: SourceConfig,

@@ -10,10 +10,12 @@ class SourceHealth:
     """Counters of one source; only its own thread writes them.
 
     `overflow` counts frames the kernel dropped before the agent read them (a SocketCAN
-    socket's receive queue was full). `rejected` counts input that a non-CAN source dropped,
-    by reason (bad checksum, out of range, ...); `state` holds the gauges a source reports
-    about itself (gpsd `fix_mode`, `connected`, `stale`). Both are flattened into the
-    counters as `rejected.<reason>` and `<gauge>`.
+    socket's receive queue was full). `late` counts frames that arrived after event time had
+    passed them (the source lagged the others by more than `[sampling] max_lateness`): kept
+    for later ticks, missing from the ticks already done. `rejected` counts input that a
+    non-CAN source dropped, by reason (bad checksum, out of range, ...); `state` holds the
+    gauges a source reports about itself (gpsd `fix_mode`, `connected`, `stale`). Both are
+    flattened into the counters as `rejected.<reason>` and `<gauge>`.
     """
 
     frames: int = 0
@@ -23,6 +25,7 @@ class SourceHealth:
     decode_errors: int = 0
     reconnects: int = 0
     overflow: int = 0
+    late: int = 0
     last_frame_time: float = 0.0
     rejected: dict[str, int] = field(default_factory=dict)
     state: dict[str, int] = field(default_factory=dict)

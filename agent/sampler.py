@@ -86,6 +86,8 @@ class Sampler:
         # The earliest tick or window end still ahead: frames before it only move time on.
         self._next_moment = 0
         self.now_ms: int | None = None
+        # The latest tick or window end done (or the start): a frame before it is late.
+        self.passed_ms = 0
 
     @property
     def window_start_ms(self) -> int:
@@ -118,6 +120,7 @@ class Sampler:
             if moment > now_ms:
                 self._next_moment = moment
                 return
+            self.passed_ms = moment
             due = [period for period, at in next_tick.items() if at == moment]
             for period in due:
                 self._emit_stats(period, moment - period)
@@ -136,6 +139,12 @@ class Sampler:
             return 0, 0
         return self.now_ms - 2 * self._window_ms, self._next_moment
 
+    @property
+    def next_moment_ms(self) -> int:
+        """The earliest tick or window end still to come (exact, unlike `quiet_span`'s high,
+        which is 0 until the next `advance` after a seal or a restart)."""
+        return min(min(self._next_tick.values(), default=self._window_end), self._window_end)
+
     def seal_now(self) -> bool:
         """Seal the open window at the current event time and carry on with a new one."""
         if self.now_ms is None:
@@ -146,7 +155,7 @@ class Sampler:
     def resume_after(self, now_ms: int) -> None:
         """Carry on where another sampler `finish`ed at `now_ms` (a config reload): the next
         ticks and the next window start after it, so no sample is labelled twice."""
-        self.now_ms = now_ms
+        self.now_ms = self.passed_ms = now_ms
         self._next_moment = 0
         self._next_tick = {period: (now_ms // period + 1) * period for period in self._last}
         self._window_start = now_ms + 1
@@ -168,6 +177,7 @@ class Sampler:
         self._seal(self.now_ms + 1)
 
     def _start_at(self, now_ms: int) -> None:
+        self.passed_ms = now_ms
         self._next_moment = 0
         self._next_tick = {period: -(-now_ms // period) * period for period in self._last}
         self._window_start = now_ms // self._window_ms * self._window_ms

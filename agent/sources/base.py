@@ -25,6 +25,10 @@ class Source(ABC):
     continues on a quiet bus.
     """
 
+    # A recording (a replay) may be held back to keep pace with the others; a live source
+    # is never made to wait (agent/event_time.py).
+    paced = False
+
     def __init__(self, name: str, health: SourceHealth) -> None:
         self.name = name
         self.health = health

@@ -35,6 +35,8 @@ _channels = itertools.count()
 
 
 class ReplaySource(CanBusSource):
+    paced = True  # held back to the other replays' pace (agent/event_time.py)
+
     def __init__(self, name: str, health: SourceHealth, path: Path, *, speed: float, loop: bool,
                  rebase: bool, channel: str = "") -> None:
         self._bus_channel = f"edge-agent-replay-{name}-{next(_channels)}"
