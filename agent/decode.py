@@ -5,6 +5,13 @@ payload (per multiplexer page for multiplexed messages), which costs a dict writ
 sampling tick it decodes each needed payload once with cantools (`scaling=False`), giving exactly
 the raw integers the wire format carries. Only messages with a `stats` signal are decoded per
 frame. Bad frames are counted in the source's health and logged once per frame ID.
+
+Real DBCs are not always tidy, and the values must still be cantools' own:
+- A message whose signals overlap (most production DBCs have one) cannot be decoded by
+  cantools as a whole; it is decoded signal by signal with cantools' own codec instead.
+- A frame shorter than its DBC length is counted as short and kept: the signals that fit are
+  decoded (cantools' `allow_truncated`), the others are not sampled from it, so no tick
+  samples an older frame's value for them.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Protocol
 
 import can
 from cantools.database.can import Database, Message, Signal
+from cantools.database.utils import create_encode_decode_formats, decode_data
 
 from agent.health import SourceHealth
 from agent.plan import PlannedSignal
@@ -112,12 +120,56 @@ class _Page:
     signals: list[tuple[str, int]] = field(default_factory=list)
 
 
+Decoder = Callable[[bytes], dict[str, int | float]]
+
+
+def message_decoder(message: Message) -> Decoder:
+    """Raw values of `message`'s signals in a payload, exactly as cantools decodes them
+    (`scaling=False`; a short payload gives the signals that fit, a long one is cut).
+
+    cantools packs a message's signals into one bit layout, which fails for overlapping
+    signals: such a message is decoded signal by signal, through the same codec."""
+    def whole(data: bytes) -> dict[str, int | float]:
+        return message.decode(data, decode_choices=False, scaling=False,
+                              allow_truncated=True, allow_excess=True)
+
+    try:
+        whole(bytes(message.length))
+        return whole
+    except Exception:  # cantools' unpacking of an overlapping layout, whatever its type
+        pass
+    length = message.length
+    parts = []
+    for signal in message.signals:
+        try:
+            parts.append(([signal], create_encode_decode_formats([signal], length)))
+        except Exception:  # a signal the message cannot hold is never decoded
+            continue
+
+    def by_signal(data: bytes) -> dict[str, int | float]:
+        decoded: dict[str, int | float] = {}
+        for signals, formats in parts:
+            decoded.update(decode_data(data, length, signals, formats, False, False, True,
+                                       True))
+        # As cantools does: a multiplexed signal exists only on its multiplexer's pages.
+        for signal in message.signals:
+            selector = signal.multiplexer_signal
+            if selector is not None and signal.name in decoded \
+                    and decoded.get(selector) not in (signal.multiplexer_ids or ()):
+                del decoded[signal.name]
+        return decoded
+
+    return by_signal
+
+
 @dataclass
 class _MessagePlan:
     message: Message
+    decode: Decoder
     extended: bool
     length: int
     selector: Callable[[bytes], int] | None
+    selector_bytes: int
     pages: frozenset[int]
     stats: dict[str, int] = field(default_factory=dict)
     # The `stats` signals read straight from the payload, (reader, plan index); None when one
@@ -173,9 +225,13 @@ class FrameStore:
             for period, messages in by_period.items()
         }
         for plan in self._messages.values():
-            readers = tuple((raw_reader(plan.message.get_signal_by_name(name)), index)
-                            for name, index in plan.stats.items())
-            if plan.selector is None and all(read is not None for read, _ in readers):
+            signals = [plan.message.get_signal_by_name(name) for name in plan.stats]
+            readers = tuple((raw_reader(signal), index)
+                            for signal, index in zip(signals, plan.stats.values(), strict=True))
+            # Only signals inside the message are read straight from the payload; a signal
+            # past its message's end (a DBC mistake) takes cantools' way, which skips it.
+            if plan.selector is None and all(read is not None for read, _ in readers) \
+                    and all(_bytes_holding(signal) <= plan.length for signal in signals):
                 plan.stats_readers = readers  # type: ignore[assignment]
 
     def accept(self, frame: can.Message) -> None:
@@ -239,9 +295,10 @@ class FrameStore:
             health.short_frames += 1
             self._warn_once("short", frame.arbitration_id,
                             f"frame 0x{frame.arbitration_id:X} ({plan.message.name}) has "
-                            f"{len(data)} bytes but the DBC says {plan.length}: dropped; check "
-                            "the sender or the DBC length")
-            return
+                            f"{len(data)} bytes but the DBC says {plan.length}: only the "
+                            "signals that fit are decoded; check the sender or the DBC length")
+            if plan.selector is not None and len(data) < plan.selector_bytes:
+                return  # no page to keep it under
         payload = (frame.timestamp, bytes(data))
         if plan.selector is not None:
             selector = plan.selector(data)
@@ -257,7 +314,7 @@ class FrameStore:
             self._accumulate(plan, payload[1])
 
     def _accumulate(self, plan: _MessagePlan, data: bytes) -> None:
-        if plan.stats_readers is not None:
+        if plan.stats_readers is not None and len(data) >= plan.length:
             for read, index in plan.stats_readers:
                 self._stats.add(index, read(data))
             return
@@ -310,8 +367,7 @@ class FrameStore:
 
     def _decode(self, plan: _MessagePlan, data: bytes) -> dict[str, int | float] | None:
         try:
-            return plan.message.decode(data, decode_choices=False, scaling=False,
-                                       allow_excess=True)
+            return plan.decode(data)
         except Exception as exc:  # cantools raises several types on payloads it cannot read
             self.health.decode_errors += 1
             self._warn_once("decode", plan.message.frame_id,
@@ -332,8 +388,19 @@ def _plan_message(message: Message) -> _MessagePlan:
         pages = frozenset(v for s in message.signals for v in (s.multiplexer_ids or ()))
     return _MessagePlan(
         message=message,
+        decode=message_decoder(message),
         extended=message.is_extended_frame,
         length=message.length,
         selector=bit_extractor(selector_signal) if selector_signal is not None else None,
+        selector_bytes=0 if selector_signal is None else _bytes_holding(selector_signal),
         pages=pages,
     )
+
+
+def _bytes_holding(signal: Signal) -> int:
+    """How many leading bytes of a payload hold all of `signal`."""
+    if signal.byte_order == "little_endian":
+        last_bit = signal.start + signal.length - 1
+    else:
+        last_bit = 8 * (signal.start // 8) + (7 - signal.start % 8) + signal.length - 1
+    return last_bit // 8 + 1

@@ -6,10 +6,12 @@ from pathlib import Path
 import can
 import pytest
 from cantools.database.can import Message, Signal
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.config import SamplingConfig, SignalRule, SourceConfig
 from agent.dbc import load_dbc
-from agent.decode import FrameStore, bit_extractor, raw_reader
+from agent.decode import FrameStore, bit_extractor, message_decoder, raw_reader
 from agent.health import SourceHealth
 from agent.plan import build_plan
 from agent.sources import open_source
@@ -128,7 +130,8 @@ def test_multiplexed_pages_are_kept_apart(tmp_path):
     assert not any(s.signal == "Group" for s in plan.signals)
 
 
-def test_bad_frames_are_counted_and_do_not_replace_good_data(tmp_path, caplog):
+def test_bad_frames_are_counted_and_a_short_one_gives_only_the_signals_that_fit(tmp_path,
+                                                                              caplog):
     store, plan, health, db = _store(tmp_path)
     engine = db.get_message_by_name("Engine")
     store.accept(_frame(0x100, engine.encode({"Speed": 1.0, "Temp": 0, "Gear": 0}), 1.0))
@@ -140,7 +143,13 @@ def test_bad_frames_are_counted_and_do_not_replace_good_data(tmp_path, caplog):
     store.accept(_frame(0x100, bytes(8), 1.6, extended=True))
     assert (health.short_frames, health.decode_errors, health.ignored, health.error_frames) == (
         2, 1, 2, 1)
-    assert _sample(store, plan, 2.0)["can0.Engine.Speed"] == 100
+    sampled = _sample(store, plan, 2.0)
+    # The short frame is the newest: Speed (bytes 0-1) is read from it, exactly as cantools'
+    # allow_truncated reads it; Temp and Gear do not fit and are not sampled at all (the
+    # full frame's older values would be wrong).
+    assert sampled["can0.Engine.Speed"] == 0x0201 == engine.decode(
+        b"\x01\x02", scaling=False, allow_truncated=True)["Speed"]
+    assert "can0.Engine.Temp" not in sampled and "can0.Engine.Gear" not in sampled
     assert caplog.text.count("has 2 bytes but the DBC says 8") == 1
     assert "multiplexer value 9" in caplog.text
 
@@ -273,3 +282,49 @@ def test_the_receive_loop_takes_queued_frames_in_batches_through_python_cans_fil
                                                       if f.arbitration_id == 0x100]
     assert max(map(len, batches)) == BATCH_FRAMES and len(batches) > 3
     assert source.finished.is_set()
+
+
+def _fits(signal, length: int) -> bool:
+    return _bytes_needed(signal) <= length
+
+
+def _bytes_needed(signal) -> int:
+    if signal.byte_order == "little_endian":
+        return (signal.start + signal.length - 1) // 8 + 1
+    return (8 * (signal.start // 8) + (7 - signal.start % 8) + signal.length - 1) // 8 + 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_messages_with_overlapping_signals_decode_exactly_signal_by_signal(data):
+    """Real DBCs overlap signals (VW MQB PLA_01, Toyota PCS_HUD): cantools cannot unpack such a
+    message as a whole; each signal is still decoded, and equals the bits it names, for full,
+    short and long payloads."""
+    from tests.test_real_dbcs import opendbc_folder
+
+    folder = opendbc_folder()
+    database = load_dbc([folder / "vw_mqb.dbc"]).database
+    message = database.get_message_by_name("PLA_01")
+    with pytest.raises(Exception):  # noqa: B017 - whatever cantools raises: it cannot
+        message.decode(bytes(8), decode_choices=False, scaling=False)
+    decode = message_decoder(message)
+    payload = data.draw(st.binary(min_size=0, max_size=message.length + 2))
+    decoded = decode(payload)
+    for signal in message.signals:
+        if signal.is_float or not _fits(signal, min(len(payload), message.length)):
+            assert signal.name not in decoded or signal.is_float
+            continue
+        padded = payload[:message.length]
+        assert decoded[signal.name] == raw_reader(signal)(padded), signal.name
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_the_decoder_is_cantools_own_decode_for_tidy_messages(data):
+    from tests.test_real_dbcs import opendbc_folder
+
+    database = load_dbc([opendbc_folder() / "tesla_model3_party.dbc"]).database
+    message = data.draw(st.sampled_from([m for m in database.messages if not m.is_multiplexed()]))
+    payload = data.draw(st.binary(min_size=0, max_size=message.length + 2))
+    assert message_decoder(message)(payload) == message.decode(
+        payload, decode_choices=False, scaling=False, allow_truncated=True, allow_excess=True)
