@@ -62,7 +62,8 @@ class BatchIdentity:
 
 def signal_dictionary(plan: SamplingPlan) -> tuple[SignalDef, ...]:
     return tuple(SignalDef(key=s.key, unit=s.unit, scale=s.scale, offset=s.offset,
-                           is_float=s.is_float, mode=s.mode, choices=s.choices)
+                           is_float=s.is_float, mode=s.mode, choices=s.choices,
+                           is_unsigned64=s.is_unsigned64)
                  for s in plan.signals)
 
 

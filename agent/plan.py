@@ -43,6 +43,8 @@ class PlannedSignal:
     offset: int | float
     unit: str
     choices: Mapping[int, str] | None
+    # A 64-bit unsigned signal: raw values above int64's range travel as their bit pattern.
+    is_unsigned64: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ def _dbc_signals(source: str, database: Database) -> Iterator[PlannedSignal]:
                 period_ms=0, mode="last", is_float=signal.is_float, scale=signal.scale,
                 offset=signal.offset, unit=signal.unit or "",
                 choices=({int(v): str(n) for v, n in signal.choices.items()}
-                         if signal.choices else None))
+                         if signal.choices else None),
+                is_unsigned64=not signal.is_float and not signal.is_signed
+                and signal.length >= 64)
 
 
 def _catalogue_signals(source: str, catalogue: Catalogue) -> Iterator[PlannedSignal]:

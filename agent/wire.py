@@ -54,9 +54,14 @@ class SignalDef:
     is_float: bool
     mode: str
     choices: Mapping[int, str] | None = None
+    # Type "u": an unsigned 64-bit signal, whose raw values at or above 2**63 are carried as
+    # their int64 bit pattern (negative on the wire).
+    is_unsigned64: bool = False
 
     def physical(self, raw: int | float) -> int | float:
         """The physical value, computed as cantools does (`raw * scale + offset`)."""
+        if self.is_unsigned64 and raw < 0:
+            raw += 1 << 64
         return raw * self.scale + self.offset
 
 
@@ -412,14 +417,21 @@ def _decode_column(data: bytes, is_float: bool) -> tuple[int | float, ...]:
 
 
 def _dictionary_to_cbor(dictionary: Sequence[SignalDef]) -> list[list[Any]]:
-    return [[d.key, d.unit, d.scale, d.offset, "f" if d.is_float else "i", d.mode,
+    return [[d.key, d.unit, d.scale, d.offset, _value_type(d), d.mode,
              dict(d.choices) if d.choices else None] for d in dictionary]
+
+
+def _value_type(definition: SignalDef) -> str:
+    if definition.is_float:
+        return "f"
+    return "u" if definition.is_unsigned64 else "i"
 
 
 def _dictionary_from_cbor(entries: Sequence[Sequence[Any]]) -> tuple[SignalDef, ...]:
     return tuple(
         SignalDef(key=str(key), unit=str(unit), scale=scale, offset=offset,
                   is_float=kind == "f", mode=str(mode),
-                  choices={int(k): str(v) for k, v in choices.items()} if choices else None)
+                  choices={int(k): str(v) for k, v in choices.items()} if choices else None,
+                  is_unsigned64=kind == "u")
         for key, unit, scale, offset, kind, mode, choices in entries
     )

@@ -235,3 +235,21 @@ def test_grouped_varints_of_zeros_and_single_byte_values():
     assert encode_grouped_varints(np.zeros(4, dtype=np.int64), starts) == [b"\0\0", b"\0\0"]
     assert encode_grouped_varints(np.array([63, 0, -64, -64]), starts) == [
         encode_varints([63, 0]), encode_varints([-64, -64])]
+
+
+def test_unsigned_64_bit_signals_come_back_whole():
+    """A raw value at or above 2**63 travels as its int64 bit pattern; type "u" in the
+    dictionary tells the decoder to add 2**64 back (a serial number in a VW MQB IMU frame)."""
+    wide = SignalDef("can0.IMU.Serial", "", 1, 0, False, "last", is_unsigned64=True)
+    narrow = SignalDef("can0.IMU.Counter", "", 1, 0, False, "last")
+    raw = 17190515994897749176
+    body = BatchBody(vehicle="v", boot=bytes(16), seq=0, t0_ms=0, t1_ms=1000, clock="ntp",
+                     config_version=1, dbc_digest=bytes(32), health={},
+                     dictionary_id=dictionary_id((wide, narrow)), dictionary=(wide, narrow),
+                     series=(Series(0, SeriesKind.INT_LAST, (0,), ((raw - 2**64,),)),))
+    decoded = decode_body(encode_body(body))
+    assert decoded.dictionary == (wide, narrow)
+    assert cbor2.loads(encode_body(body))["dict"][0][4] == "u"
+    (value,) = decoded.series[0].columns[0]
+    assert decoded.dictionary[0].physical(value) == raw
+    assert narrow.physical(-5) == -5
