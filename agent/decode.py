@@ -142,9 +142,11 @@ def message_decoder(message: Message) -> Decoder:
     parts = []
     for signal in message.signals:
         try:
-            parts.append(([signal], create_encode_decode_formats([signal], length)))
-        except Exception:  # a signal the message cannot hold is never decoded
+            formats = create_encode_decode_formats([signal], length)
+            decode_data(bytes(length), length, [signal], formats, False, False, True, True)
+        except Exception:  # a signal its message cannot hold (past its end): never decoded
             continue
+        parts.append(([signal], formats))
 
     def by_signal(data: bytes) -> dict[str, int | float]:
         decoded: dict[str, int | float] = {}

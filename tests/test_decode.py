@@ -328,3 +328,16 @@ def test_the_decoder_is_cantools_own_decode_for_tidy_messages(data):
     payload = data.draw(st.binary(min_size=0, max_size=message.length + 2))
     assert message_decoder(message)(payload) == message.decode(
         payload, decode_choices=False, scaling=False, allow_truncated=True, allow_excess=True)
+
+
+def test_a_signal_past_its_message_end_does_not_take_the_others_with_it():
+    """mazda_3_2019's CAM_KEEP_ALIVE_1 has a 30-bit signal starting in byte 6 of 8: cantools
+    refuses the message whole; the other three signals are still decoded."""
+    from tests.test_real_dbcs import opendbc_folder
+
+    database = load_dbc([opendbc_folder() / "mazda_3_2019.dbc"]).database
+    message = database.get_message_by_name("CAM_KEEP_ALIVE_1")
+    payload = bytes(range(1, 9))
+    decoded = message_decoder(message)(payload)
+    assert decoded == {name: raw_reader(message.get_signal_by_name(name))(payload)
+                       for name in ("NEW_SIGNAL_1", "NEW_SIGNAL_2", "NEW_SIGNAL_3")}
