@@ -160,9 +160,9 @@ class ConfigUpdater:
                                     floor=max(self._store.highest(), running.version),
                                     local_config=self._local_path,
                                     dbc_store=self._store.dbc_directory)
-            for entry in accepted.update.dbc.values():
+            for name, entry in accepted.update.dbc.items():
                 if entry.content is not None:
-                    self._store.save_dbc(delivered_name(entry.sha256), entry.content)
+                    self._store.save_dbc(delivered_name(entry.sha256, name), entry.content)
             pipeline = self._prepare(accepted.config)
         except UpdateRejected as rejected:
             log.warning("config update%s rejected (%s): %s", _v(rejected.version),
@@ -269,7 +269,8 @@ class ConfigUpdater:
                     update = open_update(envelope, self._trust(self._agent.config).keys)
                 except UpdateRejected:
                     continue
-                names |= {delivered_name(e.sha256) for e in update.dbc.values() if e.content}
+                names |= {delivered_name(e.sha256, name) for name, e in update.dbc.items()
+                          if e.content}
         self._store.keep_only_dbc(names)
 
     def _ack(self, version: int | None, outcome: str, reason: str | None, message: str) -> None:

@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cbor2
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.config import AgentConfig, merge_update
 from agent.cose import BadSignatureError, Signer, UnknownKeyError, verify
+from agent.dbc import FORMATS
 from agent.errors import AgentError, ConfigError, WireFormatError
 from agent.keys import key_id, load_public_key
 
@@ -219,7 +220,7 @@ def with_dbc_files(config: AgentConfig, update: ConfigUpdate, local_config: Path
                 if hashlib.sha256(entry.content).digest() != entry.sha256:
                     raise UpdateRejected(Reason.DBC_MISMATCH, f"{name}: the delivered content "
                                          "does not match its digest", update.version)
-                paths.append(dbc_store / delivered_name(entry.sha256))
+                paths.append(dbc_store / delivered_name(entry.sha256, name))
                 continue
             try:
                 content = path.read_bytes()
@@ -237,8 +238,11 @@ def with_dbc_files(config: AgentConfig, update: ConfigUpdate, local_config: Path
     return replace(config, sources=tuple(sources))
 
 
-def delivered_name(sha256: bytes) -> str:
-    return f"{sha256.hex()}.dbc"
+def delivered_name(sha256: bytes, name: str) -> str:
+    """Where a delivered database is kept: named by its digest, with its own suffix (the
+    loader picks cantools' DBC, ARXML, KCD or SYM reader by it)."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return f"{sha256.hex()}{suffix if suffix in FORMATS else '.dbc'}"
 
 
 def _parse_document(payload: bytes, kid: bytes, envelope: bytes) -> ConfigUpdate:

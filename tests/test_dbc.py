@@ -312,6 +312,6 @@ def test_config_check_shows_the_warnings_and_refuses_for_strict(tmp_path, capsys
     assert edge_agent(["config", "check", "--json", str(path)]) == 1
     verdict = json.loads(capsys.readouterr().out)
     line = line_of(path, 'dbc = ["overlaps.dbc"]')
-    assert not verdict["valid"] and "warnings" not in verdict
+    assert not verdict["valid"] and verdict["warnings"] == []
     assert verdict["problems"][0].startswith(f"dbc can1: {path}:{line}: [sources.can1] dbc: "
                                              "strict = true refuses")

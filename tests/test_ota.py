@@ -183,7 +183,12 @@ def test_dbc_digests_that_match_pass_and_delivered_dbcs_come_from_the_store(back
     assert on_vehicle.config.sources[0].channel == "bus1"
     delivered = check(signed(backend_key, config=sources.format("fleet/new.dbc"),
                              dbc={"fleet/new.dbc": DbcEntry(digest, content)}), trust, local)
-    assert delivered.config.sources[0].dbc == (local.parent / "store" / delivered_name(digest),)
+    assert delivered.config.sources[0].dbc == (local.parent / "store" / f"{digest.hex()}.dbc",)
+    # Kept with its own suffix, which decides the loader (cantools' ARXML reader for .arxml)
+    arxml = check(signed(backend_key, config=sources.format("fleet/car.ARXML"),
+                         dbc={"fleet/car.ARXML": DbcEntry(digest, content)}), trust, local)
+    assert arxml.config.sources[0].dbc == (local.parent / "store" / f"{digest.hex()}.arxml",)
+    assert delivered_name(digest, "odd.txt") == f"{digest.hex()}.dbc"
 
 
 def test_the_checks_run_in_the_documented_order(backend_key, trust, local):

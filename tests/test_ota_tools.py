@@ -47,7 +47,8 @@ def test_sign_references_or_embeds_the_dbc_and_the_vehicle_accepts_it(tmp_path, 
     accepted = check_update(envelope, trust, floor=3, local_config=vehicle / "config.toml",
                             dbc_store=vehicle / "store")
     digest = hashlib.sha256(DBC.read_bytes()).digest()
-    assert accepted.config.sources[0].dbc == (vehicle / "store" / delivered_name(digest),)
+    assert accepted.config.sources[0].dbc == (vehicle / "store" / delivered_name(digest,
+                                                                                  "ev-2027.dbc"),)
     assert accepted.update.expires_at <= time.time() + 3600
 
     assert ota_tools(["sign", str(backend / "update.toml"), "--key",

@@ -66,11 +66,8 @@ def check_config(path: Path) -> tuple[list[str], list[str]]:
 def do_check(args: argparse.Namespace) -> int:
     problems, warnings = check_config(args.file)
     if args.json:
-        verdict: dict[str, object] = {"file": str(args.file), "valid": not problems,
-                                      "problems": problems}
-        if warnings:
-            verdict["warnings"] = warnings
-        print(json.dumps(verdict))
+        print(json.dumps({"file": str(args.file), "valid": not problems, "problems": problems,
+                          "warnings": warnings}))
     else:
         for problem in problems:
             print(f"invalid: {problem}", file=sys.stderr)

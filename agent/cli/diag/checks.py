@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import clock
 from agent.config import AgentConfig, load_config
-from agent.dbc import load_dbc
+from agent.dbc import load_source_dbc
 from agent.errors import AgentError
 from agent.keys import load_private_key
 from agent.plan import build_plan
@@ -61,13 +61,15 @@ def dbc_checks(config: AgentConfig) -> list[Check]:
             databases[source.name] = catalogue_for(source)
             continue
         try:
-            loaded = load_dbc(source.dbc)
+            loaded = load_source_dbc(source)
         except AgentError as exc:
             checks.append(Check(f"dbc {source.name}", "fail", str(exc)))
             continue
         databases[source.name] = loaded.database
+        noted = (f", {len(loaded.warnings)} warnings (edge-agent config check lists them)"
+                 if loaded.warnings else "")
         checks.append(Check(f"dbc {source.name}", "ok", f"{len(loaded.database.messages)} "
-                            f"messages, sha256 {loaded.digest.hex()[:16]}"))
+                            f"messages, sha256 {loaded.digest.hex()[:16]}{noted}"))
     if len(databases) == len(config.sources):
         try:
             plan = build_plan(config.sampling, databases)

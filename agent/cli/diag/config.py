@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from agent.cli.diag.checks import dbc_checks, redacted_config_text
+from agent.cli.diag.checks import redacted_config_text
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, common_options
 from agent.config import load_config
 from agent.errors import AgentError
@@ -25,7 +25,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", parents=[common_options()],
                                help="validate FILE exactly as the agent would, DBCs included")
     check.add_argument("file", type=Path)
-    check.set_defaults(func=do_check)
+    check.set_defaults(func=_do_check)
 
 
 def _do_show(args: argparse.Namespace) -> int:
@@ -41,18 +41,9 @@ def _do_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def do_check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file)
-    except AgentError as exc:
-        problems = [str(exc)]
-    else:
-        problems = [f"{c.name}: {c.detail}" for c in dbc_checks(config) if c.verdict == "fail"]
-    if args.json:
-        print(json.dumps({"file": str(args.file), "valid": not problems, "problems": problems}))
-    elif problems:
-        for problem in problems:
-            print(f"invalid: {problem}", file=sys.stderr)
-    else:
-        print(f"{args.file}: valid")
-    return EXIT_PROBLEM if problems else EXIT_OK
+def _do_check(args: argparse.Namespace) -> int:
+    """The same check as `edge-agent config check` (imported here: that module imports the
+    diag package's exit codes)."""
+    from agent.cli.config import do_check
+
+    return do_check(args)
