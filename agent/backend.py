@@ -36,13 +36,13 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.batch import open_batch
-from agent.cose import signed_by
+from agent.batch import CONTENT_TYPE, decompress_payload
+from agent.cose import Verified, verify
 from agent.errors import AgentError, WireFormatError
-from agent.events.codec import EventBody, open_event
+from agent.events.codec import EVENT_CONTENT_TYPE, EventBody, decode_event
 from agent.keys import key_id, load_public_key
 from agent.privacy import pseudonym, rotation_period
-from agent.wire import BatchBody, SignalDef
+from agent.wire import BatchBody, SignalDef, decode_body
 
 log = logging.getLogger("agent.backend")
 
@@ -180,8 +180,9 @@ class Backend:
     def receive(self, envelope: bytes) -> Receipt:
         """A telemetry batch: verified, its vehicle checked, de-duplicated."""
         try:
-            body = open_batch(envelope, self.keyring)
-            body = dataclasses.replace(body, vehicle=self._vehicle(envelope, body.vehicle,
+            verified = self._verify(envelope, CONTENT_TYPE)
+            body = decode_body(decompress_payload(verified.payload))
+            body = dataclasses.replace(body, vehicle=self._vehicle(verified.kid, body.vehicle,
                                                                    body.t0_ms))
         except WireFormatError as exc:
             self.rejected += 1
@@ -197,8 +198,9 @@ class Backend:
     def receive_event(self, envelope: bytes) -> Receipt:
         """An event (`{prefix}/{vehicle}/events`): verified, checked, de-duplicated."""
         try:
-            event = open_event(envelope, self.keyring)
-            event = dataclasses.replace(event, vehicle=self._vehicle(envelope, event.vehicle,
+            verified = self._verify(envelope, EVENT_CONTENT_TYPE)
+            event = decode_event(verified.payload)
+            event = dataclasses.replace(event, vehicle=self._vehicle(verified.kid, event.vehicle,
                                                                      event.time_ms))
         except WireFormatError as exc:
             self.rejected += 1
@@ -207,10 +209,18 @@ class Backend:
         fresh = self.event_tracker.observe(event.vehicle, event.boot, event.seq)
         return Receipt(ok=True, size=len(envelope), duplicate=not fresh, event=event)
 
-    def _vehicle(self, envelope: bytes, named: str, time_ms: int) -> str:
+    def _verify(self, envelope: bytes, content_type: str) -> Verified:
+        """Verified once here, so that the kid bound to a vehicle below is the one whose key
+        checked the signature, not one read from the envelope a second time."""
+        verified = verify(envelope, self.keyring)
+        if verified.content_type != content_type:
+            raise WireFormatError(f"unexpected content type {verified.content_type!r}")
+        return verified
+
+    def _vehicle(self, kid: bytes, named: str, time_ms: int) -> str:
         """The vehicle a payload names, mapped back from its pseudonym when this backend can;
-        WireFormatError when the signing key belongs to another vehicle."""
-        owner = self.bindings.get(signed_by(envelope))
+        WireFormatError when the key that verified it (`kid`) belongs to another vehicle."""
+        owner = self.bindings.get(kid)
         if owner is None:
             return named
         if self.pseudonyms is not None and named == self.pseudonyms.name_of(owner, time_ms):

@@ -2,6 +2,8 @@
 
 Protected header: {1 (alg): -8 (EdDSA), 3 (content type): CONTENT_TYPE}; unprotected header:
 {4 (kid): key id}. The signature covers Sig_structure ["Signature1", protected, b"", payload].
+A verifier also takes the kid from the protected header, never from both: `Verified.kid` is the
+one key id whose public key checked the signature, and the only kid anything may trust.
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ def verify(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Verified:
         raise WireFormatError(f"protected header is not CBOR: {exc}") from exc
     if not isinstance(headers, Mapping) or headers.get(HEADER_ALG) != ALG_EDDSA:
         raise WireFormatError("unsupported algorithm: only EdDSA (-8) is accepted")
+    if HEADER_KID in unprotected and HEADER_KID in headers:
+        # RFC 9052 §3: a label appears in one bucket only. Two kids would let one reader
+        # verify with one key while another reader binds the envelope to the other.
+        raise WireFormatError("kid in both the protected and the unprotected header: a "
+                              "sender puts it in one of them")
     kid = unprotected.get(HEADER_KID, headers.get(HEADER_KID))
     if not isinstance(kid, bytes):
         raise WireFormatError("no key id (kid) in the envelope")
@@ -92,9 +99,3 @@ def verify(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Verified:
 
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
     return cbor2.dumps(["Signature1", protected, b"", payload])
-
-
-def signed_by(envelope: bytes) -> bytes | None:
-    """The kid of an envelope that `verify` accepted (no checks of its own)."""
-    kid = cbor2.loads(envelope).value[1].get(HEADER_KID)
-    return kid if isinstance(kid, bytes) else None

@@ -1,5 +1,6 @@
 import dataclasses
 
+import cbor2
 import pytest
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -169,3 +170,52 @@ def test_events_are_verified_checked_against_the_key_and_tracked_apart_from_batc
     assert (report["events"], report["event_duplicates"], report["rejected"]) == (3, 1, 2)
     assert report["event_gaps"] == [{"vehicle": "v1", "boot": "00" * 16, "missing": [1]}]
     assert report["gaps"] == [] and report["verified"] == 0
+
+
+def _forged_for(batcher, key, vehicle: str, *, protected_kid: bool, unprotected_kid: bool):
+    """A batch for `vehicle`, signed by `key` with its kid where the attacker puts it."""
+    kid = key_id(key.public_key())
+    body = Backend({kid: key.public_key()}).receive(batcher.seal(0, 1).envelope).body
+    payload = zstandard.ZstdCompressor().compress(encode_body(
+        dataclasses.replace(body, vehicle=vehicle)))
+    headers = {1: -8, 3: CONTENT_TYPE, **({4: kid} if protected_kid else {})}
+    protected = cbor2.dumps(headers)
+    signature = key.sign(cbor2.dumps(["Signature1", protected, b"", payload]))
+    return cbor2.dumps(cbor2.CBORTag(18, [protected, {4: kid} if unprotected_kid else {},
+                                          payload, signature]))
+
+
+def test_a_bound_key_cannot_sign_for_another_vehicle_by_moving_its_kid(tmp_path):
+    """The attack of issue #20: the key of v1 puts its kid in the protected header only and
+    claims v2; the vehicle is bound to the key that verified the signature, wherever its kid."""
+    key = Ed25519PrivateKey.generate()
+    kid = key_id(key.public_key())
+    database = load_dbc([write_small_dbc(tmp_path)]).database
+    plan = build_plan(SamplingConfig(signals=(SignalRule("can0.Engine.*"),)), {"can0": database})
+    identity = BatchIdentity(vehicle="v1", boot=bytes(16), config_version=1,
+                             dbc_digest=bytes(32), clock=lambda: "rtc")
+    batcher = Batcher(plan, Ring(10), identity, Signer(key, CONTENT_TYPE), dict)
+    backend = Backend({kid: key.public_key()}, {kid: "v1"})
+    stolen = backend.receive(_forged_for(batcher, key, "v2", protected_kid=True,
+                                         unprotected_kid=False))
+    assert not stolen.ok and "claims vehicle 'v2' but is signed with the key of 'v1'" in \
+        stolen.error
+    both = backend.receive(_forged_for(batcher, key, "v1", protected_kid=True,
+                                       unprotected_kid=True))
+    assert not both.ok and "kid in both" in both.error
+    own = backend.receive(_forged_for(batcher, key, "v1", protected_kid=True,
+                                      unprotected_kid=False))
+    assert own.ok and own.body.vehicle == "v1"
+    assert backend.receive(batcher.seal(1, 2).envelope).ok  # the agent's own envelope
+    assert (backend.verified, backend.rejected) == (2, 2)
+
+
+def test_a_bound_key_cannot_send_events_for_another_vehicle_by_moving_its_kid():
+    key = Ed25519PrivateKey.generate()
+    kid = key_id(key.public_key())
+    payload = encode_event(_event("v2", 0))
+    protected = cbor2.dumps({1: -8, 3: EVENT_CONTENT_TYPE, 4: kid})
+    signature = key.sign(cbor2.dumps(["Signature1", protected, b"", payload]))
+    envelope = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]))
+    receipt = Backend({kid: key.public_key()}, {kid: "v1"}).receive_event(envelope)
+    assert not receipt.ok and "signed with the key of 'v1'" in receipt.error

@@ -52,8 +52,13 @@ def open_event(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Event
     verified = verify(envelope, keys)
     if verified.content_type != EVENT_CONTENT_TYPE:
         raise WireFormatError(f"unexpected content type {verified.content_type!r}")
+    return decode_event(verified.payload)
+
+
+def decode_event(payload: bytes) -> EventBody:
+    """The event in a verified envelope's payload (the backend verifies once, keeps the kid)."""
     try:
-        document = cbor2.loads(decompress_payload(verified.payload))
+        document = cbor2.loads(decompress_payload(payload))
         if document["v"] != EVENT_SCHEMA:
             raise WireFormatError(f"unsupported event schema {document['v']!r}")
         return EventBody(
