@@ -45,7 +45,10 @@ class GpsUpdate:
 
 
 def parse_report(line: bytes) -> GpsUpdate | Rejected | None:
-    """One line from gpsd; None for reports that carry nothing sampled (VERSION, DEVICES...)."""
+    """One line from gpsd; None for reports that carry nothing sampled (VERSION, DEVICES...).
+
+    Any input whatever gives one of the three: a line gpsd should never send is `Rejected`
+    with a reason, never an exception (the source would lose its connection over it)."""
     if len(line) > MAX_REPORT:
         return Rejected("too_long")
     try:
@@ -65,7 +68,10 @@ def _number(report: dict[str, object], key: str) -> float | None:
     value = report.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits: beyond every limit, not absent
+        return math.inf if value > 0 else -math.inf
 
 
 def _tpv(report: dict[str, object]) -> GpsUpdate | Rejected:

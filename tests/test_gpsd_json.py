@@ -64,8 +64,19 @@ def test_other_reports_carry_nothing_and_bad_ones_are_rejected_by_reason():
     assert parse_report(b"[" * 10_000) == Rejected("bad_json")  # too deep for json
 
 
+def test_integers_beyond_any_float_are_out_of_range_not_a_crash():
+    huge = "1" * 400  # json gives a Python int; float() of it raises OverflowError
+    for line in (f'{{"class":"TPV","mode":2,"lat":{huge},"lon":1}}',
+                 f'{{"class":"TPV","mode":3,"lat":1,"lon":1,"alt":-{huge}}}',
+                 f'{{"class":"TPV","mode":2,"lat":1,"lon":1,"speed":{huge}}}',
+                 f'{{"class":"SKY","hdop":{huge}}}', f'{{"class":"SKY","uSat":{huge}}}'):
+        assert parse_report(line.encode()) == Rejected("out_of_range"), line
+
+
+# Integers up to 500 digits: json.loads gives any of them as a Python int, far past a float.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.integers(-10**500, 10**500)
+    | st.floats() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=12)
 tpv_like = st.fixed_dictionaries(

@@ -58,6 +58,8 @@ def test_binary_frame_layout():
     (nmea_sentence("TPMS,FL,inf,25,3.0")[:-2], "malformed"),
     (nmea_sentence("TPMS,FL,1e3,25,3.0")[:-2], "malformed"),
     (nmea_sentence("TPMS,FL,1_0,25,3.0")[:-2], "malformed"),
+    (nmea_sentence(f"SUSP,FL,{'9' * 60}")[:-2], "malformed"),  # more digits than a float
+    (nmea_sentence(f"SUSP,FL,{'9' * 400}")[:-2], "too_long"),
     (nmea_sentence("TPMS,FL,230,25,5.5")[:-2], "out_of_range"),
     (nmea_sentence("TPMS,FL,230,-41,3.0")[:-2], "out_of_range"),
     (nmea_sentence("SUSP,FL,-1")[:-2], "out_of_range"),
@@ -115,7 +117,8 @@ def test_random_bytes_never_crash_and_buffers_stay_bounded(chunks, name):
 
 
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                    st.integers(-10**9, 10**9).map(str), st.text(max_size=12))
+                    st.integers(-10**9, 10**9).map(str), st.text(max_size=12),
+                    st.from_regex(r"-?[0-9]{1,80}(\.[0-9]{0,80})?", fullmatch=True))
 
 
 @settings(max_examples=300, deadline=None)
