@@ -30,6 +30,10 @@ SAMPLING_MODES = ("last", "stats")
 VALUE_SOURCE_TYPES = ("gpsd", "serial")  # sources described by a catalogue, not a DBC
 GPSD_PORT = 2947
 MAX_LATENESS_LIMIT = 60.0  # seconds; [sampling] max_lateness may not exceed it
+# The highest config version, local or in an update (docs/ota.md). Batches carry it as a CBOR
+# uint and acks and `diag status --json` as a JSON number: 2**53 - 1 fits uint64 and int64
+# columns and is the largest integer every JSON reader keeps exact.
+MAX_CONFIG_VERSION = 2**53 - 1
 
 # Marks a field that is not a key of the file: the loader sets it to where the file sets the
 # key named by the marker ("config.toml:12: [sources.can0] dbc"), for errors found later.
@@ -397,6 +401,10 @@ def _from_document(document: dict[str, Any], builder: _Builder) -> AgentConfig:
 
 
 def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
+    if not 0 <= config.version <= MAX_CONFIG_VERSION:
+        raise builder.error("", "version", f"must be a whole number from 0 to "
+                            f"{MAX_CONFIG_VERSION} (2**53 - 1, docs/ota.md), got "
+                            f"{config.version}")
     names = [source.name for source in config.sources]
     if not names:
         raise builder.error("sources", "", "at least one [[sources]] entry is needed")

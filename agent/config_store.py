@@ -12,6 +12,9 @@ Every file is replaced atomically: written to a temporary file, fsync'd, renamed
 one, and the folder fsync'd so that the rename itself is durable. `commit` writes in an order
 where a crash at any point leaves `current` either the old or the new update, and `highest`
 never below what `current` holds (the reader takes the larger of the two).
+
+`highest` only rises while the agent runs; `reset_floor` (`edge-agent config reset-floor`, root
+on the vehicle, agent stopped) is the one way down, for a trusted signer's mistake.
 """
 
 from __future__ import annotations
@@ -115,6 +118,20 @@ class ConfigStore:
             atomic_write(self._current, previous)
             atomic_remove(self._previous)
         atomic_remove(self._pending)
+
+    def reset_floor(self, version: int) -> None:
+        """Forget every applied update and make `version` the anti-rollback floor: the agent
+        starts on its local file and takes the next update above `version`. Interrupted, it
+        leaves a part of the updates forgotten and the old floor: run it again."""
+        for path in (self._pending, self._current, self._previous):
+            atomic_remove(path)
+        atomic_write(self._highest, str(version).encode())
+        if os.geteuid() == 0:
+            # Run by root: the agent, its own user, must still read the floor it writes.
+            owner = self.directory.stat()
+            os.chown(self._highest, owner.st_uid, owner.st_gid)
+        for path in self.dbc_directory.iterdir():  # every suffix a delivered database keeps
+            path.unlink()
 
     def keep_only_dbc(self, names: set[str]) -> None:
         """Delete delivered DBC files that neither the current nor the previous update uses."""

@@ -26,7 +26,7 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.config import AgentConfig, merge_update
+from agent.config import MAX_CONFIG_VERSION, AgentConfig, merge_update
 from agent.cose import BadSignatureError, Signer, UnknownKeyError, verify
 from agent.dbc import FORMATS
 from agent.errors import AgentError, ConfigError, WireFormatError
@@ -121,6 +121,9 @@ def sign_update(signer: Signer, *, version: int, config_text: str, expires_at: i
     """The backend side: a signed update for one vehicle or one group."""
     if (vehicle is None) == (group is None):
         raise AgentError("an update targets exactly one vehicle or one group")
+    if not 1 <= version <= MAX_CONFIG_VERSION:
+        raise AgentError(f"version {version}: a config version is a whole number from 1 to "
+                         f"{MAX_CONFIG_VERSION} (2**53 - 1); vehicles reject any other")
     document = {
         "type": DOCUMENT_TYPE, "version": version,
         "issued_at": int(time.time()) if issued_at is None else issued_at,
@@ -161,8 +164,13 @@ def check_update(envelope: bytes, trust: Trust, *, floor: int, local_config: Pat
     version = update.version
     _check_target(update, trust)
     if version <= floor:
+        # No update can pass a floor at the limit: say how the vehicle gets out of it.
+        stuck = (f"; {floor} is at or above the limit {MAX_CONFIG_VERSION}, so no update can "
+                 "ever be newer: reset the floor on the vehicle with `edge-agent config "
+                 "reset-floor` (docs/ota.md)" if floor >= MAX_CONFIG_VERSION else "")
         raise UpdateRejected(Reason.NOT_NEWER, f"version {version} is not above {floor}, the "
-                             "highest applied (older updates are never re-applied)", version)
+                             "highest applied (older updates are never re-applied)" + stuck,
+                             version)
     now = time.time() if now is None else now
     if update.expires_at <= now:
         raise UpdateRejected(Reason.EXPIRED, f"expired at {update.expires_at} (now "
@@ -256,6 +264,11 @@ def _parse_document(payload: bytes, kid: bytes, envelope: bytes) -> ConfigUpdate
     version = document.get("version")
     if not _is_int(version) or version < 1:
         raise UpdateRejected(Reason.BAD_DOCUMENT, "version must be a positive integer")
+    if version > MAX_CONFIG_VERSION:
+        # Before the floor is compared: applied, it would make every later update not-newer.
+        # The ack leaves the version out (null): it does not fit what readers of acks expect.
+        raise UpdateRejected(Reason.BAD_DOCUMENT, f"version {version} is above "
+                             f"{MAX_CONFIG_VERSION}, the highest config version (2**53 - 1)")
     target = document.get("target")
     dbc = document.get("dbc", {})
     problems = [name for name, ok in (

@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("config", type=Path, help="the TOML to send")
     sign.add_argument("--key", type=Path, required=True, help="backend private key")
     sign.add_argument("--version", type=int, required=True,
-                      help="config version: above every version sent before")
+                      help="config version: above every version sent before, at most "
+                           "2**53 - 1 (docs/ota.md)")
     target = sign.add_mutually_exclusive_group(required=True)
     target.add_argument("--vehicle", help="the one vehicle this update is for")
     target.add_argument("--group", help="the group ([vehicle] groups) this update is for")

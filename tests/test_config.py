@@ -167,3 +167,12 @@ def test_max_lateness_defaults_to_two_seconds_and_is_bounded(tmp_path):
             parse_config(sampling.format(bad), tmp_path / "c.toml")
     with pytest.raises(ConfigError, match=r"\[sampling\] max_lateness: must be a number"):
         parse_config(sampling.format("'2s'"), tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("version", [2**53, 2**70, -1])
+def test_the_config_version_is_bounded_so_batches_carry_it_as_a_uint64(tmp_path, version):
+    with pytest.raises(ConfigError, match=r"c.toml:2: \[version\]: must be a whole number "
+                                          r"from 0 to 9007199254740991"):
+        parse_config(f"\nversion = {version}\n" + MINIMAL, tmp_path / "c.toml")
+    assert parse_config(f"version = {2**53 - 1}\n" + MINIMAL,
+                        tmp_path / "c.toml").version == 2**53 - 1

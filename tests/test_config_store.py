@@ -103,3 +103,27 @@ def test_atomic_write_replaces_and_leaves_no_temporary_file(tmp_path):
     assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
     assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_reset_floor_forgets_the_applied_updates_and_sets_the_floor(tmp_path):
+    store = ConfigStore(tmp_path)
+    store.commit(OLD, 1)
+    store.confirm()
+    store.commit(NEW, 2**70)  # what a trusted signer's slip left before versions were bounded
+    store.save_dbc("ab.dbc", b"BO_ 1 X: 8 Y")
+    store.save_dbc("cd.arxml", b"<AUTOSAR/>")
+    store.reset_floor(3)
+    assert (store.current(), store.previous(), store.pending(), store.highest()) == \
+        (None, None, None, 3)
+    assert not list(store.dbc_directory.iterdir())
+    store.commit(OLD, 4)  # the next update above the new floor applies as usual
+    assert (store.current(), store.highest()) == (OLD, 4)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_reset_floor_run_as_root_leaves_the_floor_readable_by_the_service_user(tmp_path):
+    store = ConfigStore(tmp_path)
+    os.chown(store.directory, 65534, 65534)  # the service user's folder
+    store.reset_floor(3)
+    written = (store.directory / "highest").stat()
+    assert (written.st_uid, written.st_gid) == (65534, 65534)

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.config import load_config, merge_update
+from agent.config import MAX_CONFIG_VERSION, load_config, merge_update
 from agent.cose import Signer
-from agent.errors import ConfigError
+from agent.errors import AgentError, ConfigError
 from agent.keys import key_id
 from agent.ota import (
     CONTENT_TYPE,
@@ -271,3 +271,41 @@ def test_expiry_uses_the_wall_clock_by_default(backend_key, trust, local):
     with pytest.raises(UpdateRejected) as caught:
         check_update(envelope, trust, floor=3, local_config=local, dbc_store=local.parent)
     assert caught.value.reason is Reason.EXPIRED
+
+
+def signed_document(key: Ed25519PrivateKey, version: int) -> bytes:
+    """An update signed as a trusted backend would, bypassing sign_update's own bound."""
+    return Signer(key, CONTENT_TYPE).sign(cbor2.dumps({
+        "type": "edge-agent-config", "version": version, "issued_at": NOW,
+        "expires_at": NOW + 3600, "target": {"vehicle": "car-1"}, "config": UPDATE, "dbc": {}}))
+
+
+def test_a_version_above_the_limit_is_rejected_before_it_can_raise_the_floor(backend_key,
+                                                                            trust, local):
+    """Issue #20: a trusted signer's 2**70 used to be applied (and sent in batches beyond
+    uint64), after which every real update was not-newer."""
+    with pytest.raises(UpdateRejected) as caught:
+        check(signed_document(backend_key, 2**70), trust, local)
+    assert caught.value.reason is Reason.BAD_DOCUMENT and caught.value.version is None
+    assert f"above {MAX_CONFIG_VERSION}, the highest config version" in caught.value.message
+    assert rejected(signed_document(backend_key, MAX_CONFIG_VERSION + 1), trust,
+                    local) is Reason.BAD_DOCUMENT
+    at_limit = check(signed_document(backend_key, MAX_CONFIG_VERSION), trust, local)
+    assert at_limit.config.version == MAX_CONFIG_VERSION
+
+
+def test_a_floor_at_the_limit_says_how_to_recover(backend_key, trust, local):
+    with pytest.raises(UpdateRejected) as caught:
+        check(signed(backend_key, version=5), trust, local, floor=2**70)
+    assert caught.value.reason is Reason.NOT_NEWER
+    assert "edge-agent config reset-floor" in caught.value.message
+    with pytest.raises(UpdateRejected) as caught:
+        check(signed(backend_key, version=5), trust, local, floor=6)
+    assert "reset-floor" not in caught.value.message  # an ordinary not-newer
+
+
+def test_sign_update_refuses_a_version_outside_the_limit(backend_key):
+    for version in (0, MAX_CONFIG_VERSION + 1):
+        with pytest.raises(AgentError, match=f"version {version}: a config version is a "
+                                             "whole number from 1 to 9007199254740991"):
+            signed(backend_key, version=version)

@@ -8,11 +8,16 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.cli import main as edge_agent
-from agent.keys import generate_key_pair, key_id, load_public_key
-from agent.ota import Trust, check_update, delivered_name
+from agent.config import load_config
+from agent.config_store import ConfigStore
+from agent.control import ControlServer
+from agent.keys import generate_key_pair, key_id, load_private_key, load_public_key
+from agent.ota import Reason, Trust, UpdateRejected, check_update, delivered_name, load_trust
 from agent.ota_tools import main as ota_tools
-from tests.test_ota import LOCAL
+from tests.test_ota import LOCAL, NOW, signed, signed_document
 
 REPO = Path(__file__).resolve().parents[1]
 DBC = REPO / "dbc" / "vehicle.dbc"
@@ -71,6 +76,11 @@ def test_sign_refuses_a_missing_dbc_and_a_conflicting_version(tmp_path, capsys):
     (tmp_path / "update.toml").write_text("version = 3\n")
     assert ota_tools(args) == 2
     assert "version = 3 but --version is 2" in capsys.readouterr().err
+    (tmp_path / "update.toml").write_text("")
+    args[args.index("--version") + 1] = str(2**70)
+    assert ota_tools(args) == 2
+    assert "from 1 to 9007199254740991" in capsys.readouterr().err
+    assert not (tmp_path / "update.cose").exists()
 
 
 def test_config_check_at_the_top_level_is_the_diag_check(tmp_path, capsys):
@@ -84,3 +94,46 @@ def test_config_check_at_the_top_level_is_the_diag_check(tmp_path, capsys):
     assert verdict["valid"] is False and "[batch] window" in verdict["problems"][0]
     assert edge_agent(["diag", "config", "check", "--json", str(broken)]) == 1
     assert json.loads(capsys.readouterr().out) == verdict
+
+
+def test_config_reset_floor_recovers_a_vehicle_stuck_above_the_limit(tmp_path, capsys):
+    """Issue #20: a vehicle that applied a trusted signer's version 2**70 (before versions
+    were bounded) takes no update any more, until root resets the floor as docs/ota.md says."""
+    shutil.copy(DBC, tmp_path / "vehicle.dbc")
+    local = tmp_path / "config.toml"
+    local.write_text(LOCAL)  # version 3, [state] directory "state", trusts backend.pub
+    generate_key_pair(tmp_path / "backend.key")
+    key = load_private_key(tmp_path / "backend.key")
+    trust = load_trust(load_config(local))
+    store = ConfigStore(tmp_path / "state")
+    store.commit(signed_document(key, 2**70), 2**70)
+    store.confirm()
+
+    def offer(version: int) -> int:
+        return check_update(signed(key, version=version), trust,
+                            floor=max(store.highest(), 3), local_config=local,
+                            dbc_store=store.dbc_directory, now=NOW).update.version
+
+    with pytest.raises(UpdateRejected, match="edge-agent config reset-floor") as stuck:
+        offer(4)
+    assert stuck.value.reason is Reason.NOT_NEWER
+    reset = ["config", "reset-floor", str(local), "--socket", str(tmp_path / "agent.sock")]
+
+    agent = ControlServer(tmp_path / "agent.sock", {})  # an agent that is still running
+    agent.start()
+    try:
+        assert edge_agent(reset) == 2
+    finally:
+        agent.stop()
+    assert "the agent is running" in capsys.readouterr().err
+    assert store.highest() == 2**70 and store.current() is not None  # untouched
+
+    assert edge_agent([*reset, "--to", str(2**53)]) == 2
+    assert "--to 9007199254740992: " in capsys.readouterr().err
+    assert edge_agent(reset) == 0
+    assert "floor 1180591620717411303424 -> 3" in capsys.readouterr().out
+    assert (store.current(), store.previous(), store.highest()) == (None, None, 3)
+    assert offer(4) == 4
+    assert edge_agent([*reset, "--to", "10"]) == 0
+    with pytest.raises(UpdateRejected, match="not above 10"):
+        offer(10)

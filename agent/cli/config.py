@@ -15,6 +15,7 @@ from pathlib import Path
 from cantools.database.can import Database
 
 from agent.catalogue import Catalogue
+from agent.cli import config_reset
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
 from agent.config import load_config
 from agent.dbc import load_source_dbc
@@ -25,13 +26,14 @@ from agent.sources import catalogue_for, is_value_source
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "config", help="check a config file",
+        "config", help="check a config file, or reset the anti-rollback floor",
         description="Validate a config file exactly as the agent (and an OTA update) would.")
     actions = parser.add_subparsers(dest="config_action", required=True, metavar="ACTION")
     check = actions.add_parser("check", help="validate FILE, DBCs included; exit 1 if invalid")
     check.add_argument("file", type=Path)
     check.add_argument("--json", action="store_true", help="print the verdict as JSON")
     check.set_defaults(func=do_check)
+    config_reset.add_action(actions)
 
 
 def check_config(path: Path) -> tuple[list[str], list[str]]:
