@@ -147,17 +147,19 @@ class Agent:
         thread.join(timeout=5)
         self.liveness.retire(f"source {name}")
 
+    # A source whose `run` raised is run again after a wait that doubles from the first to the
+    # longest (a bug that strikes at once must not spin); a run that lasted longer than the
+    # longest wait had recovered, so its failure starts from the first wait again.
+    SOURCE_RESTART_FIRST = 1.0
+    SOURCE_RESTART_LONGEST = 60.0
+
     def _run_source(self, source: Source, stop: threading.Event) -> None:
         name = f"source {source.name}"
         self.liveness.beat(name)
         if source.paced:
             self.pacer.join(source.name)
         try:
-            source.run(self._frame_handler(source, name),
-                       self._idle_handler(source.name, name), stop)
-        except Exception:
-            log.exception("source %s stopped unexpectedly", source.name)
-            return
+            self._keep_running(source, name, stop)
         finally:
             self.pacer.leave(source.name)
         if source.finished.is_set():
@@ -166,6 +168,38 @@ class Agent:
                 if source.name in self.pipeline.stores:
                     gate.retire(source.name)
             self.liveness.retire(name)
+
+    def _keep_running(self, source: Source, name: str, stop: threading.Event) -> None:
+        """Run `source` until it returns or `stop` is set, whatever it raises: each failure
+        is counted in its health (`failures`, `last_failure`), the first of each kind is
+        logged with its traceback, and the source is run again after a bounded back-off."""
+        on_frames = self._frame_handler(source, name)
+        on_idle = self._idle_handler(source.name, name)
+        logged: set[str] = set()
+        wait = self.SOURCE_RESTART_FIRST
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                source.run(on_frames, on_idle, stop)
+                return
+            except Exception as exc:
+                if time.monotonic() - started > self.SOURCE_RESTART_LONGEST:
+                    wait = self.SOURCE_RESTART_FIRST
+                kind = type(exc).__name__
+                source.health.failures += 1
+                source.health.last_failure = f"{kind}: {exc}"[:200]
+                if kind not in logged:
+                    logged.add(kind)
+                    log.exception("source %s failed (%s); restarting it in %.0f s (further "
+                                  "%s failures are counted, not logged)", source.name, kind,
+                                  wait, kind)
+            # Only liveness is kept up meanwhile: the event-time gate stops waiting for a
+            # source that lags the others by more than max_lateness.
+            deadline = time.monotonic() + wait
+            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                self.liveness.beat(name)
+                stop.wait(min(left, 1.0))
+            wait = min(wait * 2, self.SOURCE_RESTART_LONGEST)
 
     def _frame_handler(self, source: Source, name: str) -> OnFrames:
         beat = self.liveness.beat

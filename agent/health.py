@@ -15,7 +15,10 @@ class SourceHealth:
     for later ticks, missing from the ticks already done. `rejected` counts input that a
     non-CAN source dropped, by reason (bad checksum, out of range, ...); `state` holds the
     gauges a source reports about itself (gpsd `fix_mode`, `connected`, `stale`). Both are
-    flattened into the counters as `rejected.<reason>` and `<gauge>`.
+    flattened into the counters as `rejected.<reason>` and `<gauge>`. `failures` counts the
+    times the source's own code raised an unexpected error and was restarted (a bug, never a
+    device going away: that is `reconnects`); `last_failure` says what the latest one was
+    (shown by diagnostics, not a counter).
     """
 
     frames: int = 0
@@ -24,9 +27,11 @@ class SourceHealth:
     short_frames: int = 0
     decode_errors: int = 0
     reconnects: int = 0
+    failures: int = 0
     overflow: int = 0
     late: int = 0
     last_frame_time: float = 0.0
+    last_failure: str = ""
     rejected: dict[str, int] = field(default_factory=dict)
     state: dict[str, int] = field(default_factory=dict)
 

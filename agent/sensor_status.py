@@ -54,7 +54,8 @@ def _common(agent: Agent, config: SourceConfig, now: float) -> dict[str, Any]:
     health = agent.healths[config.name]
     return {
         "name": config.name, "type": config.type, "channel": location(config),
-        **health.counters(), "stale_after_s": config.stale_after,
+        **health.counters(), "last_failure": health.last_failure or None,
+        "stale_after_s": config.stale_after,
         "last_reading_age_s": None if not health.last_frame_time
         else round(now - health.last_frame_time, 1),
     }
@@ -96,10 +97,19 @@ def rejected(source: Mapping[str, Any]) -> dict[str, int]:
             if key.startswith("rejected.")}
 
 
+def failure_warning(source: Mapping[str, Any], name: str) -> list[str]:
+    """Any source whose own code failed (a bug, not the device) and was restarted: said
+    first, since it explains the source's other symptoms (also used by `diag status`)."""
+    if not source["failures"]:
+        return []
+    return [f"{name}: failed {source['failures']} times with an unexpected error and was "
+            f"restarted (last: {source['last_failure']}); see the agent's log and report it"]
+
+
 def value_source_warnings(source: Mapping[str, Any]) -> list[str]:
     """Problems of a gpsd or serial source document (also used by `diag status`)."""
-    found = []
     name = f"{source['type']} {source['name']} ({source['channel']})"
+    found = failure_warning(source, name)
     if not source.get("connected"):
         found.append(f"{name}: not connected ({source['reconnects']} attempts)")
     elif source.get("stale"):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import clock
 from agent.config import VALUE_SOURCE_TYPES
-from agent.sensor_status import location, value_source_warnings
+from agent.sensor_status import failure_warning, location, value_source_warnings
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -107,8 +107,8 @@ def _source_status(agent: Agent, name: str, now: float) -> dict[str, Any]:
     return {"name": name, "type": config.type,
             "channel": config.channel or (str(config.path) if config.path else location(config)),
             "frames_per_s": round(agent.rates.rates.get(name, 0.0), 1),
-            **health.counters(), "last_frame_age_s": age,
-            "finished": source.finished.is_set()}
+            **health.counters(), "last_failure": health.last_failure or None,
+            "last_frame_age_s": age, "finished": source.finished.is_set()}
 
 
 # A bus's counters of frames it could not use (each is also warned of below); `diag status`
@@ -125,10 +125,11 @@ def warnings(document: Mapping[str, Any]) -> list[str]:
     found = []
     for source in document["sources"]:
         age = source["last_frame_age_s"]
-        if source["finished"]:
-            continue
         if source["type"] in VALUE_SOURCE_TYPES:
             found += value_source_warnings(source)
+            continue
+        found += failure_warning(source, f"bus {source['name']}")
+        if source["finished"]:
             continue
         if age is None:
             found.append(f"bus {source['name']} ({source['channel']}): no frame received yet")
