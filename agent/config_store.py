@@ -134,9 +134,10 @@ class ConfigStore:
             path.unlink()
 
     def keep_only_dbc(self, names: set[str]) -> None:
-        """Delete delivered DBC files that neither the current nor the previous update uses."""
-        for path in self.dbc_directory.glob("*.dbc"):
-            if path.name not in names:
+        """Delete delivered databases (DBC, ARXML, KCD, SYM: the folder holds nothing else)
+        that neither the current nor the previous update uses."""
+        for path in self.dbc_directory.iterdir():
+            if path.is_file() and path.name not in names:
                 path.unlink()
 
 

@@ -127,3 +127,14 @@ def test_reset_floor_run_as_root_leaves_the_floor_readable_by_the_service_user(t
     store.reset_floor(3)
     written = (store.directory / "highest").stat()
     assert (written.st_uid, written.st_gid) == (65534, 65534)
+
+
+def test_pruning_removes_delivered_databases_of_every_format(tmp_path):
+    """A delivered ARXML keeps its suffix (the loader needs it), so pruning cannot look for
+    *.dbc alone: what no kept update names goes, whatever its suffix."""
+    store = ConfigStore(tmp_path / "state")
+    store.save_dbc("ab.dbc", b"BO_ 1 X: 8 Y")
+    store.save_dbc("cd.arxml", b"<AUTOSAR/>")
+    store.save_dbc("ef.kcd", b"<NetworkDefinition/>")
+    store.keep_only_dbc({"ef.kcd"})
+    assert sorted(p.name for p in store.dbc_directory.iterdir()) == ["ef.kcd"]
