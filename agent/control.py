@@ -26,6 +26,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 4096
+USAGE = 'send one JSON line: {"command": NAME, "args": {...}}'
 Handler = Callable[[Mapping[str, Any]], Any]
 
 
@@ -103,14 +104,10 @@ class ControlServer:
         line = rfile.readline(MAX_REQUEST + 1)
         if len(line) > MAX_REQUEST:
             return _reply(wfile, error=f"request larger than {MAX_REQUEST} bytes")
-        try:
-            request = json.loads(line)
-            name = request["command"]
-            args = request.get("args", {})
-            if not isinstance(name, str) or not isinstance(args, dict):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            return _reply(wfile, error='send one JSON line: {"command": NAME, "args": {...}}')
+        parsed = parse_request(line)
+        if parsed is None:
+            return _reply(wfile, error=USAGE)
+        name, args = parsed
         command = self._commands.get(name)
         if command is None:
             return _reply(wfile, error=f"unknown command {name!r}; known: "
@@ -133,6 +130,21 @@ class ControlServer:
         if command.changes_state:
             return False
         return bool(self._group) and user_in_group(peer.uid, peer.gid, self._group)
+
+
+def parse_request(line: bytes) -> tuple[str, dict[str, Any]] | None:
+    """The command name and arguments of one request line; None for anything else (bytes
+    that are not JSON, nesting too deep for the parser, a document of another shape)."""
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." a few thousand deep
+        return None
+    if not isinstance(request, dict):
+        return None
+    name, args = request.get("command"), request.get("args", {})
+    if not isinstance(name, str) or not isinstance(args, dict):
+        return None
+    return name, args
 
 
 def _reply(wfile: Any, *, result: Any = None, error: str | None = None) -> None:
