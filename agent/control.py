@@ -5,6 +5,11 @@ carries one JSON request line ({"command": ..., "args": {...}}, at most MAX_REQU
 gets one JSON response line. The kernel tells us who the peer is (SO_PEERCRED): read-only
 commands are open to root, the service user and members of the diagnostics group;
 state-changing ones only to root and the service user.
+
+Each connection being served holds a thread, so a client that connects and sends nothing
+must not hold one for long, nor many such clients many: at most MAX_CONNECTIONS are served at
+once (one more is told the agent is busy and closed at once, by the accepting thread), and a
+request must arrive whole within REQUEST_TIMEOUT seconds of the connection.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 4096
+MAX_CONNECTIONS = 16  # `diag` opens one at a time; `diag live` and a bundle a few in a row
+REQUEST_TIMEOUT = 5.0  # s to send the request line, and again to take the answer
 USAGE = 'send one JSON line: {"command": NAME, "args": {...}}'
 Handler = Callable[[Mapping[str, Any]], Any]
 
@@ -63,11 +71,15 @@ def user_in_group(uid: int, gid: int, group: str) -> bool:
 
 
 class ControlServer:
-    def __init__(self, path: Path, commands: Mapping[str, Command], *, group: str = "") -> None:
+    def __init__(self, path: Path, commands: Mapping[str, Command], *, group: str = "",
+                 max_connections: int = MAX_CONNECTIONS,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.path = path
         self._commands = commands
         self._group = group
-        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self._max_connections = max_connections
+        self._timeout = request_timeout
+        self._server: _BoundedServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -75,12 +87,11 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
         outer = self
 
-        class _Handler(socketserver.StreamRequestHandler):
+        class _Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                outer._serve(self.connection, self.rfile, self.wfile)
+                outer._serve(self.request)
 
-        server = socketserver.ThreadingUnixStreamServer(str(self.path), _Handler)
-        server.daemon_threads = True
+        server = _BoundedServer(str(self.path), _Handler, self._max_connections)
         os.chmod(self.path, 0o660)
         if self._group:
             try:
@@ -100,29 +111,40 @@ class ControlServer:
             self._server.server_close()
             self.path.unlink(missing_ok=True)
 
-    def _serve(self, connection: socket.socket, rfile: Any, wfile: Any) -> None:
-        line = rfile.readline(MAX_REQUEST + 1)
+    def _serve(self, connection: socket.socket) -> None:
+        try:
+            line = _read_line(connection, self._timeout)
+        except TimeoutError:
+            return _reply(connection, self._timeout,
+                          error=f"no request within {self._timeout:.0f} s: send one JSON "
+                                "line at once")
+        except OSError:  # the client went away mid-request
+            return None
         if len(line) > MAX_REQUEST:
-            return _reply(wfile, error=f"request larger than {MAX_REQUEST} bytes")
+            return _reply(connection, self._timeout,
+                          error=f"request larger than {MAX_REQUEST} bytes")
         parsed = parse_request(line)
         if parsed is None:
-            return _reply(wfile, error=USAGE)
+            return _reply(connection, self._timeout, error=USAGE)
         name, args = parsed
         command = self._commands.get(name)
         if command is None:
-            return _reply(wfile, error=f"unknown command {name!r}; known: "
-                                       f"{', '.join(sorted(self._commands))}")
+            return _reply(connection, self._timeout,
+                          error=f"unknown command {name!r}; known: "
+                                f"{', '.join(sorted(self._commands))}")
         peer = peer_of(connection)
         if not self._allowed(peer, command):
             log.warning("control: refused %s from uid %d", name, peer.uid)
             needs = ("root or the service user" if command.changes_state
                      else f"membership of group {self._group!r}")
-            return _reply(wfile, error=f"permission denied: {name} needs {needs}")
+            return _reply(connection, self._timeout,
+                          error=f"permission denied: {name} needs {needs}")
         try:
-            return _reply(wfile, result=command.handler(args))
+            result = command.handler(args)
         except Exception as exc:
             log.exception("control: %s failed", name)
-            return _reply(wfile, error=f"{name} failed: {exc}")
+            return _reply(connection, self._timeout, error=f"{name} failed: {exc}")
+        return _reply(connection, self._timeout, result=result)
 
     def _allowed(self, peer: Peer, command: Command) -> bool:
         if peer.uid in (0, os.getuid()):
@@ -130,6 +152,54 @@ class ControlServer:
         if command.changes_state:
             return False
         return bool(self._group) and user_in_group(peer.uid, peer.gid, self._group)
+
+
+class _BoundedServer(socketserver.ThreadingUnixStreamServer):
+    """A thread per connection, at most `limit` at once: the next is answered "busy" by the
+    accepting thread itself and closed (its short answer fits any socket buffer)."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler],
+                 limit: int) -> None:
+        self._limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        super().__init__(path, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _reply(request, 0.1, error=f"the agent is serving {self._limit} diagnostics "
+                                       "connections already; try again in a moment")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: its slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _read_line(connection: socket.socket, timeout: float) -> bytes:
+    """The request line (up to MAX_REQUEST + 1 bytes, so a longer one is seen as such) read
+    within `timeout` s in all: a client sending a byte at a time is cut off like a silent one."""
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    while b"\n" not in data and len(data) <= MAX_REQUEST:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        connection.settimeout(left)
+        chunk = connection.recv(MAX_REQUEST + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data.split(b"\n", 1)[0])
 
 
 def parse_request(line: bytes) -> tuple[str, dict[str, Any]] | None:
@@ -147,10 +217,16 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]] | None:
     return name, args
 
 
-def _reply(wfile: Any, *, result: Any = None, error: str | None = None) -> None:
+def _reply(connection: socket.socket, timeout: float, *, result: Any = None,
+           error: str | None = None) -> None:
+    """Send the one answer; a client that does not take it within `timeout` s is dropped."""
     payload = {"ok": error is None, "result": result} if error is None else {"ok": False,
                                                                              "error": error}
-    wfile.write(json.dumps(payload, default=str).encode() + b"\n")
+    connection.settimeout(timeout)
+    try:
+        connection.sendall(json.dumps(payload, default=str).encode() + b"\n")
+    except OSError as exc:  # gone, or not reading: nobody to tell
+        log.debug("control: could not answer a client: %s", exc)
 
 
 class ControlUnavailable(Exception):

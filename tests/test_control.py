@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from agent.control import (
     parse_request,
     request,
 )
+from tests.support import wait_until
 
 
 def failing(args: dict) -> str:
@@ -90,3 +93,55 @@ def test_any_malformed_request_gets_a_reply_that_says_what_to_send(server: Path,
 def test_any_bytes_are_a_request_or_none(line: bytes):
     parsed = parse_request(line)
     assert parsed is None or (isinstance(parsed[0], str) and isinstance(parsed[1], dict))
+
+
+def test_idle_connections_hold_a_bounded_number_of_threads_and_time_out(tmp_path: Path):
+    """1,000 half-open connections once held 1,000 threads for as long as they stayed open."""
+    path = tmp_path / "control.sock"
+    control = ControlServer(path, {"hello": Command(lambda args: "hi")}, max_connections=4,
+                            request_timeout=2.0)
+    control.start()
+    baseline = threading.active_count()
+    idle = []
+    try:
+        for _ in range(60):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(str(path))
+            idle.append(client)
+        # The connections over the limit are answered at once; the others wait for a request.
+        assert wait_until(lambda: len(select.select(idle, [], [], 0)[0]) >= 56, timeout=10), \
+            "connections over the limit got no answer"
+        assert threading.active_count() <= baseline + 4
+        replies = [json.loads(client.makefile("rb").readline()) for client in idle]
+        busy = [r for r in replies if "connections already" in r.get("error", "")]
+        timed_out = [r for r in replies if "no request within 2 s" in r.get("error", "")]
+        assert len(busy) >= 56 and len(busy) + len(timed_out) == 60, replies
+        assert busy[0]["error"] == ("the agent is serving 4 diagnostics connections "
+                                    "already; try again in a moment")
+        # The idle ones were dropped after their 2 s: a real request is served again.
+        assert request(path, "hello") == "hi"
+        assert wait_until(lambda: threading.active_count() <= baseline)
+    finally:
+        for client in idle:
+            client.close()
+        control.stop()
+
+
+def test_a_request_sent_slowly_must_arrive_whole_within_the_timeout(tmp_path: Path):
+    path = tmp_path / "control.sock"
+    control = ControlServer(path, {"hello": Command(lambda args: "hi")}, request_timeout=1.0)
+    control.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(10)
+            client.connect(str(path))
+            # A byte every 0.1 s: each read is quick, the request as a whole is not.
+            for byte in b'{"command": "hello", "args": {}}':
+                client.sendall(bytes([byte]))
+                if select.select([client], [], [], 0.1)[0]:
+                    break
+            assert json.loads(client.makefile("rb").readline()) == {
+                "ok": False, "error": "no request within 1 s: send one JSON line at once"}
+        assert request(path, "hello") == "hi"
+    finally:
+        control.stop()
