@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -19,22 +20,38 @@ def key_id(public_key: Ed25519PublicKey) -> bytes:
 
 
 def generate_key_pair(private_path: Path, *, overwrite: bool = False) -> Path:
-    """Write a new private key (mode 0600) and its public key beside it (`.pub`)."""
+    """Write a new private key (mode 0600) and its public key beside it (`.pub`); each
+    replaces any file of that name only once it is complete."""
     public_path = private_path.with_suffix(".pub")
     if not overwrite and (private_path.exists() or public_path.exists()):
         raise KeyFileError(f"{private_path}: a key already exists; refusing to overwrite it "
                            "(a vehicle's key is its identity; pass --force to replace it)")
     private_path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
-    os.chmod(private_path, 0o600)
-    public_path.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _replace(private_path, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()), mode=0o600)
+    _replace(public_path, key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        mode=0o644)
     return public_path
+
+
+def _replace(path: Path, data: bytes, *, mode: int) -> None:
+    """Write `data` to a new file (created 0600, then given `mode` before any data) and
+    rename it over `path`: never into an existing file, whose mode (0644?) and open readers
+    a new private key would inherit, and never half-written (fsync'd before the rename)."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -20,6 +20,24 @@ def test_keys_gen_makes_a_private_key_only_the_owner_can_read(tmp_path, capsys):
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
+def test_keys_gen_force_never_writes_the_new_key_into_a_readable_file(tmp_path, capsys):
+    """--force over a 0644 file: the new key goes into a new 0600 file that replaces it, so
+    whoever could read (or held open) the old file never sees the new key."""
+    key = tmp_path / "vehicle.key"
+    key.write_text("an old key, readable by all\n")
+    key.chmod(0o644)
+    with key.open("rb") as held_open:
+        assert main(["keys", "gen", "--out", str(key), "--force", "--json"]) == 0
+        assert held_open.read() == b"an old key, readable by all\n"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.with_suffix(".pub").stat().st_mode) == 0o644  # for the backend
+    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    kid = json.loads(capsys.readouterr().out)["kid"]
+    assert main(["keys", "id", str(key.with_suffix(".pub"))]) == 0
+    assert capsys.readouterr().out.strip() == kid
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vehicle.key", "vehicle.pub"]
+
+
 def test_decode_writes_one_json_object_per_frame(tmp_path, capsys):
     dbc = write_small_dbc(tmp_path)
     engine = load_dbc([dbc]).database.get_message_by_name("Engine")
