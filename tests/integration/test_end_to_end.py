@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import signal
 import threading
 from collections import defaultdict
 
@@ -66,16 +68,31 @@ def test_bundled_drive_arrives_verified_and_equal_to_cantools(tmp_path, mosquitt
     report_path = tmp_path / "report.json"
     backend = start_backend(mosquitto.port, dev_pki.client("backend"),
                             f"demo-0001={tmp_path / 'vehicle.pub'}",
-                            "--format", "jsonl", "--output", str(rows_path), "--idle", "4",
-                            "--timeout", "150", "--report", str(report_path))
-    agent = run_agent(config, "--exit-after-replay")
+                            "--format", "jsonl", "--output", str(rows_path),
+                            "--timeout", "600", "--report", str(report_path))
+    agent = run_agent(config, "--exit-after-replay", timeout=600)
     assert agent.returncode == 0, agent.stderr[-3000:]
+    assert "batches unacknowledged" not in agent.stderr
+    sealed = agent.stderr.count("sealed batch")
+    assert sealed >= 4
+    with_samples = {int(seq) for seq, count in
+                    re.findall(r"sealed batch (\d+): (\d+) samples", agent.stderr)
+                    if int(count)}
+
+    def arrived() -> bool:
+        """Every batch with samples and every event is in the backend's rows (flushed per
+        batch): however slow the host, the test stops the backend only then."""
+        rows = [json.loads(line) for line in rows_path.read_text().splitlines()
+                if line.endswith("}")]
+        return ({row["seq"] for row in rows if "event" not in row} == with_samples
+                and sum("event" in row for row in rows) == len(BUNDLED_EVENTS))
+
+    assert wait_until(arrived, timeout=120), rows_path.read_text()[-2000:]
+    backend.send_signal(signal.SIGINT)
     out, err = backend.communicate(timeout=60)
     assert backend.returncode == 0, err[-3000:]
 
     report = json.loads(report_path.read_text())
-    sealed = agent.stderr.count("sealed batch")
-    assert sealed >= 4
     assert report["verified"] == sealed and report["rejected"] == 0
     assert report["duplicates"] == 0 and report["gaps"] == []
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
