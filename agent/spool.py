@@ -3,9 +3,15 @@
 SQLite in WAL mode with `synchronous=FULL`: a batch is committed (fsync'd) before the uplink
 may offer it and deleted only at its PUBACK, so a power cut loses nothing that was sealed.
 Rows are served by (priority, arrival): events before bulk telemetry, each in order.
-The spool is bounded in bytes; when a new batch does not fit, the oldest bulk batches are
-evicted and counted. A database that fails its integrity check at start is moved aside (kept
-for support) and a fresh one begun.
+The spool is bounded in bytes, on disk: when a new batch does not fit, the oldest bulk batches
+are evicted and counted. A batch fits when the envelopes stay within `max_bytes` and the
+database's pages in use within `max_bytes` + DATABASE_ALLOWANCE (a page holds one batch of
+just over half a page, and a small batch carries a row's overhead), so the database file,
+which reuses freed pages and never grows past its pages in use, keeps to that too. The WAL
+is checkpointed whenever it holds `wal_limit` (a quarter of the bound, at most half the
+reserve) and cut back to that; with nothing left to send it is cut to nothing. A database
+that fails its integrity check at start is moved aside (kept for support) and a fresh one
+begun.
 
 A full disk is survived: what cannot be written is counted and handed to the uplink in memory
 only. In WAL mode even a DELETE needs free space (the WAL must be checkpointed into the main
@@ -71,6 +77,8 @@ class SpoolStats:
 
 
 RESERVE_BYTES = 1 << 20
+ROW_OVERHEAD = 64  # a row's other columns and record header, and its index entry, in bytes
+DATABASE_ALLOWANCE = 64 * 1024  # the schema, the index and the tree's inner pages
 
 
 class Spool:
@@ -89,6 +97,10 @@ class Spool:
         self._evicted_in_flight: set[int] = set()
         self._reserve = path.with_name(path.name + ".reserve")
         self._reserve_bytes = reserve_bytes
+        # A quarter of the bound keeps a small spool small; half the reserve keeps what a
+        # checkpoint must copy into the main file well inside the reserve (a full disk); two
+        # pages at the least, or every commit would checkpoint.
+        self.wal_limit = max(2 * 4096, min(max_bytes // 4, reserve_bytes // 2))
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
         self._take_reserve()
@@ -117,10 +129,14 @@ class Spool:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        # Keep what a checkpoint must copy into the main file well inside the reserve.
-        pages = max(16, self._reserve_bytes // 4096 // 2)
-        db.execute(f"PRAGMA wal_autocheckpoint={pages}")
-        db.execute(f"PRAGMA journal_size_limit={self._reserve_bytes}")
+        self._page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        # A checkpoint once the WAL holds `wal_limit` (a frame is a page and a 24-byte header),
+        # after which the next write starts the WAL over and cuts the file back to `wal_limit`:
+        # the WAL is reused, not regrown (an fsync of a file that grows costs a journal commit
+        # of its own: twice the time of a put).
+        frames = max(1, self.wal_limit // (self._page_size + 24))
+        db.execute(f"PRAGMA wal_autocheckpoint={frames}")
+        db.execute(f"PRAGMA journal_size_limit={self.wal_limit}")
         db.executescript(_SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
         if "consent" not in columns:  # a spool from before consent levels
@@ -157,7 +173,7 @@ class Spool:
         """Delete the oldest bulk batches until `size` more bytes fit; their ids. Counted by
         the caller once the transaction commits (a rollback brings them back)."""
         evicted: list[int] = []
-        while self._bytes + size > self.max_bytes:
+        while self._bytes + size > self.max_bytes or self._pages_over(size):
             # Acknowledged ones still here (the disk was full) go first: they were delivered.
             row = self._oldest(among=self._undeleted) \
                 or self._oldest(skip=self._in_flight | self._undeleted, bulk=True) \
@@ -168,6 +184,16 @@ class Spool:
             self._bytes -= row[1]
             evicted.append(row[0])
         return evicted
+
+    def _pages_over(self, size: int) -> bool:
+        """Would a batch of `size` bytes take the database's pages in use past the bound (plus
+        DATABASE_ALLOWANCE for the schema and the index)? Pages, not envelope bytes: a small
+        batch takes a row's overhead too, and a page holds one batch of just over half a page."""
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        page = self._page_size
+        needed = -(-(size + ROW_OVERHEAD) // (page - 4))  # rounded up, as overflow pages
+        return (pages - free + needed) * page > self.max_bytes + DATABASE_ALLOWANCE
 
     def _count_evicted(self, ids: list[int]) -> None:
         for batch_id in ids:
@@ -272,6 +298,7 @@ class Spool:
                             again)
                 return
         self._undeleted.clear()
+        self._truncate_wal_if_empty()
 
     def _delete_rows(self, ids: list[int], marks: str) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -313,7 +340,20 @@ class Spool:
                 self._rollback()
                 raise
             self._bytes -= freed
+            self._truncate_wal_if_empty()
             return count
+
+    def _truncate_wal_if_empty(self) -> None:
+        """With nothing left to send (the link is up: after most acknowledgements), copy the
+        WAL into the database and remove it, so that a spool at rest is its database alone.
+        Not on every write: a WAL cut to nothing must grow again, and an fsync of a file that
+        grows costs a journal commit of its own."""
+        if self._bytes:
+            return
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:  # a full disk: the next empty spool tries again
+            log.debug("spool: cannot checkpoint the WAL yet (%s)", exc)
 
     def stats(self) -> SpoolStats:
         with self._lock:

@@ -173,3 +173,38 @@ def test_an_acknowledged_batch_the_disk_would_not_let_go_is_evicted_first_uncoun
     put(spool, 3)
     assert spool.stats().depth == 3 and spool.stats().evicted == 0
     assert [b.seq for b in spool.next_batches(10)] == [0, 1, 3]
+
+
+def file_size(path):
+    return path.stat().st_size if path.exists() else 0
+
+
+@pytest.mark.parametrize("sizes", [
+    (24_000,),        # minute batches
+    (150, 2_050),     # small events, and batches just over half a page (one page each)
+    (60, 300, 9_000, 30_000),
+])
+def test_database_and_wal_stay_within_the_documented_disk_bound(tmp_path, sizes):
+    """docs/operations.md: the database within max_mb + 64 KiB; the WAL within a quarter of
+    max_mb plus the last write (a batch and the pages its evictions zeroed, a few tree pages);
+    at rest, with nothing left to send, no WAL at all."""
+    bound = int(0.1 * 2**20)
+    path = tmp_path / "spool.sqlite"
+    wal = tmp_path / "spool.sqlite-wal"
+    spool = Spool(path, bound)
+    assert spool.wal_limit == bound // 4
+    last_write = 2 * max(sizes) + 8 * 4096
+    peak_database = peak_wal = 0
+    for seq in range(200):
+        put(spool, seq, size=sizes[seq % len(sizes)])
+        if seq % 3 == 0:  # the broker acknowledges some; the spool stays full
+            spool.delete(spool.next_batches(1)[0].id)
+        assert spool.stats().bytes <= bound
+        peak_database = max(peak_database, file_size(path))
+        peak_wal = max(peak_wal, file_size(wal))
+    assert peak_database <= bound + 64 * 1024
+    assert peak_wal <= spool.wal_limit + last_write
+    assert spool.stats().evicted > 0  # the bound was reached, again and again
+    for batch in spool.next_batches(10_000):  # the backlog drains
+        spool.delete(batch.id)
+    assert file_size(wal) == 0 and file_size(path) <= bound + 64 * 1024
