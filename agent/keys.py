@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.errors import KeyFileError
+from agent.files import atomic_write
 
 
 def key_id(public_key: Ed25519PublicKey) -> bytes:
@@ -28,30 +27,13 @@ def generate_key_pair(private_path: Path, *, overwrite: bool = False) -> Path:
                            "(a vehicle's key is its identity; pass --force to replace it)")
     private_path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    _replace(private_path, key.private_bytes(
+    atomic_write(private_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()), mode=0o600)
-    _replace(public_path, key.public_key().public_bytes(
+    atomic_write(public_path, key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         mode=0o644)
     return public_path
-
-
-def _replace(path: Path, data: bytes, *, mode: int) -> None:
-    """Write `data` to a new file (created 0600, then given `mode` before any data) and
-    rename it over `path`: never into an existing file, whose mode (0644?) and open readers
-    a new private key would inherit, and never half-written (fsync'd before the rename)."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

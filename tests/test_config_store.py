@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config_store import ConfigStore, atomic_write
+from agent.config_store import ConfigStore
+from agent.files import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 OLD, NEW = b"old update v1" * 100, b"new update v2" * 300
