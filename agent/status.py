@@ -108,6 +108,7 @@ def _source_status(agent: Agent, name: str, now: float) -> dict[str, Any]:
             "channel": config.channel or (str(config.path) if config.path else location(config)),
             "frames_per_s": round(agent.rates.rates.get(name, 0.0), 1),
             **health.counters(), "last_failure": health.last_failure or None,
+            "stale_after_s": config.stale_after,
             "last_frame_age_s": age, "finished": source.finished.is_set()}
 
 

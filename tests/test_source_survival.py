@@ -203,3 +203,19 @@ def test_stopping_ends_a_restart_wait_at_once(tmp_path, monkeypatch):
         gpsd.close()
     assert gone and waited < 2.0, waited
     assert len(runs) == 1
+
+
+def test_diag_status_words_a_stale_gps_source(tmp_path):
+    """`diag status` shares the value sources' warnings with `diag gps`: a connected but
+    stale gpsd made it fail with KeyError 'stale_after_s' (seen on a loaded host, where the
+    fixes came late), so the technician got an error instead of the warning."""
+    gpsd = FakeGpsd([])
+    agent = build_agent(load_config(write_config(tmp_path, gpsd.port)))
+    try:
+        agent.healths["gps"].state.update(connected=1, stale=1)  # not started: nothing moves
+        warnings = status.status(agent)["warnings"]
+        assert any("no valid data for more than 10 s" in warning for warning in warnings), \
+            warnings
+    finally:
+        agent.spool.close()
+        gpsd.close()
