@@ -337,11 +337,17 @@ LOCAL_ONLY_SECTIONS = ("vehicle", "keys", "state", "control", "ota")
 
 def load_config(path: Path) -> AgentConfig:
     """Read and validate a config file; relative paths in it are relative to its folder."""
+    return parse_config(_read_text(path), path.resolve())
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-    return parse_config(text, path.resolve())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): TOML files are "
+                          "UTF-8") from exc
 
 
 def parse_config(text: str, path: Path) -> AgentConfig:
@@ -355,11 +361,7 @@ def merge_update(path: Path, update_text: str, version: int, label: str) -> Agen
     Relative paths in the update are relative to the local file's folder. The update's own
     `version`, if it has one, must be `version`. Errors name `label` and the update's lines.
     """
-    try:
-        local_text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-    local = _parse_toml(local_text, str(path))
+    local = _parse_toml(_read_text(path), str(path))
     update = _parse_toml(update_text, label)
     for section in LOCAL_ONLY_SECTIONS:
         if section in update:
@@ -378,6 +380,8 @@ def _parse_toml(text: str, label: str) -> dict[str, Any]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or table
+        raise ConfigError(f"{label}: not valid TOML: nested too deep") from exc
     if "path" in document:
         raise ConfigError(f"{label}: unknown top-level key 'path'")
     return document

@@ -176,3 +176,18 @@ def test_the_config_version_is_bounded_so_batches_carry_it_as_a_uint64(tmp_path,
         parse_config(f"\nversion = {version}\n" + MINIMAL, tmp_path / "c.toml")
     assert parse_config(f"version = {2**53 - 1}\n" + MINIMAL,
                         tmp_path / "c.toml").version == 2**53 - 1
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    """Found by fuzzing: bytes that are not UTF-8 raised UnicodeDecodeError past every caller
+    that handles ConfigError (the agent's start, config check, an OTA update's merge)."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\x88M\xfd\xc1B)")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0\)"):
+        load_config(path)
+
+
+def test_toml_nested_too_deep_is_a_config_error(tmp_path):
+    """Found by fuzzing: tomllib recurses per nesting level, and RecursionError escaped."""
+    with pytest.raises(ConfigError, match="nested too deep"):
+        parse_config("sources = " + "[" * 5000 + "]" * 5000 + "\n", tmp_path / "c.toml")

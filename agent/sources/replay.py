@@ -72,8 +72,10 @@ class ReplaySource(CanBusSource):
                          preserve_timestamps=True)
         try:
             self.player.play(Player.onto(sender), stop)
-        except (OSError, ValueError, can.CanError) as exc:
-            log.error("%s: cannot replay %s: %s", self.name, self.player.path, exc)
+        except Exception as exc:  # python-can's readers raise what a malformed line makes
+            # them (IndexError on "(inf) 0 3B1787F3##"): the replay ends there, said once.
+            log.error("%s: cannot replay %s after %d frames: %s: %s", self.name,
+                      self.player.path, self.player.frames_played, type(exc).__name__, exc)
         finally:
             sender.shutdown()
             self._player_done.set()
