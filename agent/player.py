@@ -13,6 +13,7 @@ channels of one log keep the recorded timing between them.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -108,6 +109,7 @@ class Player:
         self.rebase = rebase
         self.channel = channel
         self.frames_played = 0
+        self.frames_skipped = 0
         self.last_sent = 0.0
         self._counted_from_zero = _log_format(path) in _COUNTED_FROM_ZERO
         self._timeline = _timeline_of(path)
@@ -131,6 +133,9 @@ class Player:
             for frame in can.LogReader(str(self.path)):
                 if stop.is_set():
                     return
+                if not math.isfinite(frame.timestamp):
+                    self._skip_unstamped(frame)
+                    continue
                 if origin is None:
                     origin = self._timeline.start(frame.timestamp)
                 first = frame.timestamp if first is None else first
@@ -150,6 +155,15 @@ class Player:
             if not self.loop or first is None or last is None:
                 return
             shift += (last - first) + LOOP_GAP
+
+    def _skip_unstamped(self, frame: can.Message) -> None:
+        """A frame whose time is not a number (a damaged log line such as "(1e400) ..."):
+        event time cannot place it, so it is left out and counted (logged the first time)."""
+        self.frames_skipped += 1
+        if self.frames_skipped == 1:
+            log.warning("%s: frame 0x%X has no finite timestamp (%r): left out (further ones "
+                        "are counted, not logged)", self.path, frame.arbitration_id,
+                        frame.timestamp)
 
     @staticmethod
     def onto(bus: can.BusABC) -> Send:

@@ -144,3 +144,14 @@ def test_a_malformed_line_ends_the_replay_with_a_clear_error(tmp_path, monkeypat
     assert len(got["all"]) == 5
     assert any(f"cannot replay {tmp_path / 'drive.log'} after 5 frames: IndexError" in m
                for m in caplog.messages), caplog.messages
+
+
+def test_frames_without_a_finite_timestamp_are_left_out(tmp_path, monkeypatch, caplog):
+    """Found by fuzzing: "(1e400) 7 D1EE0#e8" gave a frame stamped inf, which event time
+    cannot place (the sampler's int(now * 1000) overflows)."""
+    monkeypatch.setattr(__name__ + ".LOG", LOG + "(1e400) can0 100#06\n(nan) can1 200#07\n")
+    with caplog.at_level(logging.WARNING, logger="agent.player"):
+        got = replay(tmp_path, {"all": None}, rebase=False)
+    assert [frame.timestamp for frame in got["all"]] == [
+        T0, T0 + 0.01, T0 + 0.02, T0 + 0.05, T0 + 0.1]
+    assert sum("no finite timestamp" in message for message in caplog.messages) == 1
