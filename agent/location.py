@@ -75,10 +75,13 @@ class LocationPolicy:
         return any(zone.contains(lat, lon) for zone in self.zones)
 
     def reveal(self, lat: float, lon: float) -> tuple[float, float] | None:
-        """The position as it may leave the vehicle, or None inside a zone."""
+        """The position as it may leave the vehicle, or None when the car or the snapped
+        position that would be sent is inside a zone (snapping can move a point just outside
+        a zone into it, so what is sent is checked, not only what was measured)."""
         if not (math.isfinite(lat) and math.isfinite(lon)) or self.in_zone(lat, lon):
             return None
-        return self.snap(lat, lon)
+        sent = self.snap(lat, lon)
+        return None if self.in_zone(*sent) else sent
 
     def snap(self, lat: float, lon: float) -> tuple[float, float]:
         if self.precision_m <= 0:

@@ -116,3 +116,16 @@ def test_consent_travels_in_the_batch_body():
     body = BatchBody("v", b"b" * 16, 0, 0, 1000, "ntp", 1, bytes(32), {}, b"\0" * 8, None, (),
                      privacy={"consent": "vehicle-health", "ver": 7})
     assert decode_body(encode_body(body)).privacy == {"consent": "vehicle-health", "ver": 7}
+
+
+def test_a_point_outside_a_zone_whose_snapped_position_is_inside_is_withheld():
+    grid = LocationPolicy(LocationConfig(precision_m=500), ())
+    point = (48.1234, 11.5678)
+    sent = grid.snap(*point)
+    # A zone centre 402 m from the point, on the line from the point through its cell centre.
+    scale = 402 / distance_m(point, sent)
+    center = (point[0] + (sent[0] - point[0]) * scale, point[1] + (sent[1] - point[1]) * scale)
+    policy = LocationPolicy(LocationConfig(precision_m=500),
+                            (ZoneConfig("home", center=center, radius_m=400),))
+    assert distance_m(center, point) > 400 and distance_m(center, sent) < 400
+    assert policy.reveal(*point) is None
