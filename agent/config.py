@@ -620,10 +620,19 @@ class _Builder:
         if hint is Path:
             if not isinstance(value, str) or not value:
                 raise self.error(section, key, f"must be a path string, got {_describe(value)}")
-            candidate = Path(value).expanduser()
+            if "\0" in value:
+                raise self.error(section, key, "must not contain a NUL character")
+            try:
+                candidate = Path(value).expanduser()
+            except RuntimeError as exc:  # "~someone" for a user this system does not have
+                raise self.error(section, key, f"cannot expand {value!r}: no such user") \
+                    from exc
             return candidate if candidate.is_absolute() else (self.base / candidate)
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError as exc:
+                raise self.error(section, key, "is too large a number") from exc
         if hint is bool and not isinstance(value, bool):
             raise self.error(section, key, f"must be true or false, got {_describe(value)}")
         if hint in (int, float) and isinstance(value, bool):

@@ -191,3 +191,18 @@ def test_toml_nested_too_deep_is_a_config_error(tmp_path):
     """Found by fuzzing: tomllib recurses per nesting level, and RecursionError escaped."""
     with pytest.raises(ConfigError, match="nested too deep"):
         parse_config("sources = " + "[" * 5000 + "]" * 5000 + "\n", tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("window = 60.0", "window = " + "9" * 400, r"\[batch\] window.*too large a number"),
+    ('signing_key = "keys/vehicle.key"', 'signing_key = "~nosuchuser-here/vehicle.key"',
+     "no such user"),
+    ('signing_key = "keys/vehicle.key"', 'signing_key = "a\\u0000b"', "NUL character"),
+])
+def test_values_found_by_fuzzing_are_config_errors(tmp_path, old, new, message):
+    """An integer past float range, an unknown ~user and a NUL in a path raised
+    OverflowError, RuntimeError and ValueError past the config loader."""
+    text = (REPO / "config.toml").read_text()
+    assert old in text
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text.replace(old, new), tmp_path / "c.toml")

@@ -34,7 +34,7 @@ MEMORY_MB = 1024  # beyond the test process's size: an unbounded allocation fail
 # docs/fuzzing.md): integers past float range or thousands of digits long in a signed batch,
 # event, update or config, and NUL in a path. Reported as xfail until fixed, so the other
 # targets guard CI meanwhile; tools/fuzz runs these in full.
-OPEN_BUGS = {"backend", "ota-update", "config-toml"}
+OPEN_BUGS = {"backend", "ota-update"}
 
 
 @pytest.mark.parametrize("target", [
