@@ -138,13 +138,12 @@ def run_agent(config: AgentConfig, timeout: float = REPLAY_TIMEOUT) -> list[byte
     agent = build_agent(config)
     agent.start()
     deadline = time.monotonic() + timeout
-    done = threading.Event()
-    while not agent.replay_finished() and time.monotonic() < deadline:
-        done.wait(0.05)
-    if not agent.replay_finished():
-        agent.stop()
-        raise AgentError(f"verify: the replay did not finish in {timeout:.0f} s")
+    poll = threading.Event()  # never set: a wait that a signal can interrupt, unlike sleep
+    while not (finished := agent.replay_finished()) and time.monotonic() < deadline:
+        poll.wait(0.05)
     agent.stop()
+    if not finished:
+        raise AgentError(f"verify: the replay did not finish in {timeout:.0f} s")
     spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
     try:
         batches = spool.next_batches(1 << 30)
