@@ -1,7 +1,7 @@
 """What the control socket answers about gpsd and serial sensor sources (`diag gps`,
 `diag sensors`), and the problems with them in a field technician's words.
 
-agent/status.py shows every source as a bus; this module adds what only value sources have:
+agent/runtime/status.py shows every source as a bus; this module adds what only value sources have:
 fix state, GPS time against the system clock, rejected input by reason, and the latest
 readings per wheel.
 """
@@ -12,13 +12,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent import clock
-from agent.config import SourceConfig
-from agent.gpsd_json import FIX_NAMES
-from agent.sensor_protocols import WHEELS
+from agent.config.schema import SourceConfig
+from agent.runtime import clock
+from agent.sources.gpsd_json import FIX_NAMES
+from agent.sources.sensor_protocols import WHEELS
 
 if TYPE_CHECKING:
-    from agent.daemon import Agent
+    from agent.runtime.daemon import Agent
 
 CLOCK_DISAGREEMENT_WARNING = 2.0
 

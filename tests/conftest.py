@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from devkit.broker import MosquittoBroker
+from devkit.pki import make_dev_pki
 
-from agent.devkit.broker import MosquittoBroker
-from agent.devkit.pki import make_dev_pki
-from tests.gps_fixtures import DATA
-from tests.gpsfake import GpsFake
-from tests.support import require_mosquitto
+from tests.helpers.gps_fixtures import DATA
+from tests.helpers.gpsfake import GpsFake
+from tests.helpers.support import require_mosquitto
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,10 +1,11 @@
-# Sourced by the tools: make sure .venv exists and has the project installed, then set $PY.
+# Sourced by the tools: make sure .venv exists and has the project installed (the vehicle
+# package edge-agent and the off-vehicle edge-agent-fleet from offboard/), then set $PY.
 # Re-installs only when pyproject.toml changed since the last install.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 STAMP="$VENV/.installed"
-# Production DBCs for tests/test_real_dbcs.py: only opendbc's .dbc files are used, not its
+# Production DBCs for tests/unit/decoding/test_real_dbcs.py: only opendbc's .dbc files are used, not its
 # Python API, so none of its dependencies. Its own stamp, so that a venv made before it gets it.
 OPENDBC="opendbc==0.3.1"
 OPENDBC_STAMP="$VENV/.installed-$OPENDBC"
@@ -23,10 +24,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     fi
   fi
 fi
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ ! -f "$OPENDBC_STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] \
+    || [ "$ROOT/offboard/pyproject.toml" -nt "$STAMP" ] || [ ! -f "$OPENDBC_STAMP" ]; then
   echo "tools: installing the project into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" >&2
+  # Both distributions in one call, so that edge-agent-fleet's dependency on edge-agent is
+  # met by this checkout: the vehicle package and the off-vehicle one (fleet, devkit).
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" -e "$ROOT/offboard" >&2
   "$VENV/bin/python" -m pip install -q --no-deps "$OPENDBC" >&2
   touch "$STAMP" "$OPENDBC_STAMP"
 fi

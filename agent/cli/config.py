@@ -14,14 +14,14 @@ from pathlib import Path
 
 from cantools.database.can import Database
 
-from agent.catalogue import Catalogue
 from agent.cli import config_reset
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
-from agent.config import load_config
-from agent.dbc import load_source_dbc
+from agent.config.schema import load_config
+from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError
-from agent.plan import build_plan
-from agent.sources import catalogue_for, is_value_source
+from agent.sampling.plan import build_plan
+from agent.sources.catalogue import Catalogue
+from agent.sources.registry import catalogue_for, is_value_source
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

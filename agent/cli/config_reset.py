@@ -14,10 +14,10 @@ import argparse
 from pathlib import Path
 
 from agent.cli.diag.common import DEFAULT_SOCKET
-from agent.config import MAX_CONFIG_VERSION, control_socket_path, load_config
-from agent.config_store import ConfigStore
-from agent.control import ControlRefused, ControlUnavailable, request
+from agent.config.schema import MAX_CONFIG_VERSION, control_socket_path, load_config
 from agent.errors import AgentError
+from agent.ota.store import ConfigStore
+from agent.runtime.control import ControlRefused, ControlUnavailable, request
 
 
 def add_action(actions: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import can
 
-from agent.dbc import load_dbc
+from agent.decoding.dbc import load_dbc
 from agent.errors import AgentError
 
 

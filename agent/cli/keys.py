@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agent.keys import generate_key_pair, key_id, load_public_key
+from agent.wire.keys import generate_key_pair, key_id, load_public_key
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 """`edge-agent replay`: play a candump/ASC/BLF log onto a CAN interface, like `canplayer`.
 
-Timing and log reading are the replay source's (agent/player.py). Channel mapping follows
+Timing and log reading are the replay source's (agent/sources/player.py). Channel mapping follows
 canplayer: `vcan0=can0` sends the log's can0 frames to vcan0; with mappings, frames of other
 log channels are skipped (and counted); without, every frame goes to `--channel`.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import can
 
 from agent.errors import AgentError
-from agent.player import Player, Send
+from agent.sources.player import Player, Send
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

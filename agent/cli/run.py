@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from agent.config_updates import startup_config
-from agent.daemon import build_agent, load_plan
-from agent.notify import Notifier
-from agent.watchdog import WatchdogFeeder
+from agent.ota.updater import startup_config
+from agent.runtime.daemon import build_agent, load_plan
+from agent.runtime.notify import Notifier
+from agent.runtime.watchdog import WatchdogFeeder
 
 log = logging.getLogger(__name__)
 

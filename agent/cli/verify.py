@@ -39,7 +39,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _do_verify(args: argparse.Namespace) -> int:
-    from agent.verify import verify
+    from agent.runtime.verify import verify
 
     if not args.log.is_file():
         raise AgentError(f"{args.log}: log file not found")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.config import EventsConfig
+from agent.config.schema import EventsConfig
 from agent.events.latch import Latch
 from agent.events.model import Event, Readings
 

@@ -1,4 +1,4 @@
-"""The event document on the wire: COSE_Sign1 (agent/cose.py) over zstd-compressed CBOR.
+"""The event document on the wire: COSE_Sign1 (agent/wire/cose.py) over zstd-compressed CBOR.
 
     {"v": 1, "veh": vehicle id or pseudonym, "boot": bytes, "seq": per-boot event number,
      "type": "trip_end", "t": ms, "clk": clock quality, "cfg": config version,
@@ -17,10 +17,10 @@ import cbor2
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.batch import decompress_payload
-from agent.cose import verify
 from agent.errors import WireFormatError
-from agent.wire import byte_string
+from agent.output.batch import decompress_payload
+from agent.wire.body import byte_string
+from agent.wire.cose import verify
 
 EVENT_CONTENT_TYPE = "application/vnd.edge-agent.event+cbor+zstd"
 EVENT_SCHEMA = 1

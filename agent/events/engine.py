@@ -14,16 +14,16 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from cantools.database.can import Database
 
-from agent.catalogue import Catalogue
-from agent.config import EventsConfig, LocationConfig, SamplingConfig, SignalRule
+from agent.config.schema import EventsConfig, LocationConfig, SamplingConfig, SignalRule
 from agent.events.battery import BatteryDetector
 from agent.events.load import LoadChangeDetector
 from agent.events.model import Detector, Event
 from agent.events.stop import StopDetector
 from agent.events.trigger import TriggerDetector
 from agent.events.trip import TripDetector
-from agent.plan import PlannedSignal, SamplingPlan, build_plan
-from agent.ring import Field, Ring, RingSlice
+from agent.sampling.plan import PlannedSignal, SamplingPlan, build_plan
+from agent.sampling.ring import Field, Ring, RingSlice
+from agent.sources.catalogue import Catalogue
 
 log = logging.getLogger(__name__)
 

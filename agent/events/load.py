@@ -21,7 +21,7 @@ import statistics
 from collections import deque
 from collections.abc import Sequence
 
-from agent.config import EventsConfig
+from agent.config.schema import EventsConfig
 from agent.events.model import Event, Readings
 
 ATMOSPHERE_KPA = 101.325

@@ -15,12 +15,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.cose import Signer
 from agent.events.codec import EventBody, encode_event
 from agent.events.model import Event
-from agent.location import LocationPolicy
-from agent.privacy import Classifier, Consent
-from agent.spool import PRIORITY_EVENT, Spool, SpooledBatch
+from agent.output.spool import PRIORITY_EVENT, Spool, SpooledBatch
+from agent.privacy.consent import Classifier, Consent
+from agent.privacy.location import LocationPolicy
+from agent.wire.cose import Signer
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ ECU asleep, a lost sensor) leaves the state as it was.
 
 from __future__ import annotations
 
-from agent.config import EventsConfig
+from agent.config.schema import EventsConfig
 from agent.events.model import Event, Readings
 
 

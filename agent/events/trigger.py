@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from agent.config import TriggerConfig
+from agent.config.schema import TriggerConfig
 from agent.events.latch import Latch
 from agent.events.model import Event, Readings
 

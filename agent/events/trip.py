@@ -9,7 +9,7 @@ start and end position when known.
 
 from __future__ import annotations
 
-from agent.config import EventsConfig
+from agent.config.schema import EventsConfig
 from agent.events.model import Event, Readings
 
 # Gaps longer than this (a dropout) are not integrated: no made-up distance or energy.

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 import can
 
-from agent.health import SourceHealth
-from agent.values import Reading
+from agent.decoding.values import Reading
+from agent.sources.health import SourceHealth
 
 # A batch of frames (or readings) at once: one lock per batch, not per frame, on busy buses.
 OnFrames = Callable[[Sequence[can.Message | Reading]], None]
@@ -26,7 +26,7 @@ class Source(ABC):
     """
 
     # A recording (a replay) may be held back to keep pace with the others; a live source
-    # is never made to wait (agent/event_time.py).
+    # is never made to wait (agent/sampling/event_time.py).
     paced = False
 
     def __init__(self, name: str, health: SourceHealth) -> None:

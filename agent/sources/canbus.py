@@ -15,9 +15,9 @@ from typing import Any
 import can
 from cantools.database.can import Database
 
-from agent.config import SourceConfig
-from agent.health import SourceHealth
+from agent.config.schema import SourceConfig
 from agent.sources.base import OnFrames, OnIdle, Source
+from agent.sources.health import SourceHealth
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import socket
 import threading
 import time
 
-from agent import clock
-from agent.gpsd_json import MAX_REPORT, POSITION, parse_report
-from agent.health import SourceHealth
-from agent.sensor_protocols import Rejected
+from agent.decoding.values import Reading
+from agent.runtime import clock
 from agent.sources.base import OnFrames, OnIdle, Source
+from agent.sources.gpsd_json import MAX_REPORT, POSITION, parse_report
+from agent.sources.health import SourceHealth
 from agent.sources.link import Backoff, Staleness
-from agent.values import Reading
+from agent.sources.sensor_protocols import Rejected
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import random
 import threading
 import time
 
-from agent.health import SourceHealth
 from agent.sources.base import OnIdle
+from agent.sources.health import SourceHealth
 
 IDLE_BEAT = 0.25
 

@@ -7,8 +7,8 @@ follows the recording's own time even when played faster than real time.
 
 With `channel`, the source plays only that channel of the log ("can1" of a candump log; 1, 2,
 ... in ASC and BLF, as the file numbers them), so one multi-channel log feeds several sources.
-Those sources share the log's timeline (agent/player.py): with `rebase`, one offset for all of
-them, so the channels keep their recorded timing between them.
+Those sources share the log's timeline (agent/sources/player.py): with `rebase`, one offset for
+all of them, so the channels keep their recorded timing between them.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import can
 
-from agent.health import SourceHealth
-from agent.player import Player
 from agent.sources.base import OnFrames, OnIdle
 from agent.sources.canbus import CanBusSource
+from agent.sources.health import SourceHealth
+from agent.sources.player import Player
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _channels = itertools.count()
 
 
 class ReplaySource(CanBusSource):
-    paced = True  # held back to the other replays' pace (agent/event_time.py)
+    paced = True  # held back to the other replays' pace (agent/sampling/event_time.py)
 
     def __init__(self, name: str, health: SourceHealth, path: Path, *, speed: float, loop: bool,
                  rebase: bool, channel: str = "") -> None:

@@ -1,5 +1,5 @@
 """Tire-pressure and suspension-height sensors on a serial port (pyserial), any protocol of
-agent/sensor_protocols.py.
+agent/sources/sensor_protocols.py.
 
 The port is opened by path (a udev symlink such as /dev/ttyTPMS survives re-enumeration). When
 the device disappears (USB unplugged: reads fail or the path is gone) the port is closed and
@@ -15,11 +15,11 @@ import time
 
 import serial
 
-from agent.health import SourceHealth
-from agent.sensor_protocols import Measurement, SensorProtocol
+from agent.decoding.values import Reading
 from agent.sources.base import OnFrames, OnIdle, Source
+from agent.sources.health import SourceHealth
 from agent.sources.link import Backoff, Staleness
-from agent.values import Reading
+from agent.sources.sensor_protocols import Measurement, SensorProtocol
 
 log = logging.getLogger(__name__)
 

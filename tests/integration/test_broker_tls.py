@@ -7,9 +7,8 @@ import ssl
 
 import paho.mqtt.client as mqtt
 import pytest
+from devkit.pki import make_dev_pki
 from paho.mqtt.enums import CallbackAPIVersion
-
-from agent.devkit.pki import make_dev_pki
 
 
 def connect(broker, tls=None, *, ca=None):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agent_setup import REPO, write_agent_config
-from tests.support import require_tool, wait_until
+from tests.helpers.agent_setup import REPO, write_agent_config
+from tests.helpers.support import require_tool, wait_until
 
 
 def diag(*args: str) -> subprocess.CompletedProcess:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.sensor_protocols import nmea_sentence
-from tests.integration.agent_setup import REPO, write_agent_config
+from agent.sources.sensor_protocols import nmea_sentence
+from tests.helpers.agent_setup import REPO, write_agent_config
+from tests.helpers.sensor_emulator import Emulator
+from tests.helpers.support import wait_until
 from tests.integration.test_sensors_end_to_end import sensor_sources
-from tests.sensor_emulator import Emulator
-from tests.support import wait_until
 
 
 def diag(*args: str) -> subprocess.CompletedProcess:

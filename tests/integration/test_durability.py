@@ -16,13 +16,13 @@ from pathlib import Path
 
 import can
 import pytest
+from fleet.backend import load_keyring
 
-from agent.backend import load_keyring
-from agent.batch import open_batch
-from agent.config import UplinkConfig
-from tests.integration.agent_setup import BUNDLED_DRIVE, REPO, write_agent_config
-from tests.integration.capture import Capture
-from tests.support import wait_until
+from agent.config.schema import UplinkConfig
+from agent.output.batch import open_batch
+from tests.helpers.agent_setup import BUNDLED_DRIVE, REPO, write_agent_config
+from tests.helpers.capture import Capture
+from tests.helpers.support import wait_until
 
 SEALED = re.compile(r"sealed batch (\d+): .* (spooled|in memory only)")
 BOOT = re.compile(r"boot ([0-9a-f]{32})")

@@ -15,8 +15,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.dbc import load_dbc
-from tests.integration.agent_setup import (
+from agent.decoding.dbc import load_dbc
+from tests.helpers.agent_setup import (
     BUNDLED_DBC,
     BUNDLED_DRIVE,
     BUNDLED_EVENTS,
@@ -24,7 +24,7 @@ from tests.integration.agent_setup import (
     start_backend,
     write_agent_config,
 )
-from tests.support import wait_until
+from tests.helpers.support import wait_until
 
 STATS_SIGNAL = "can0.ESP_VehicleSpeed.VehicleSpeed"
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from devkit.broker import free_port
 
-from agent import clock
-from agent.devkit.broker import free_port
-from agent.health import SourceHealth
+from agent.runtime import clock
 from agent.sources.gpsd import GpsdSource
-from tests.gps_fixtures import DATA, START
-from tests.gpsfake import GpsFake
-from tests.source_harness import RunningSource
-from tests.support import wait_until
+from agent.sources.health import SourceHealth
+from tests.helpers.gps_fixtures import DATA, START
+from tests.helpers.gpsfake import GpsFake
+from tests.helpers.source_harness import RunningSource
+from tests.helpers.support import wait_until
 
 REPLAY_TIMEOUT = 90
 

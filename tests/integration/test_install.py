@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.installer import unit_text
-from agent.keys import key_id, load_public_key
-from tests.support import require_tool
+from agent.wire.keys import key_id, load_public_key
+from tests.helpers.support import require_tool
+from tools.installer import unit_text
 
 REPO = Path(__file__).resolve().parents[2]
 # What a Debian 12 base image has at its top: merged /usr.

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fleet.backend import load_keyring
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.backend import load_keyring
-from agent.batch import open_batch
-from agent.control import ControlUnavailable, request
-from agent.cose import Signer
-from agent.keys import generate_key_pair, load_private_key
-from agent.ota import CONTENT_TYPE, DbcEntry, sign_update
-from agent.wire import BatchBody
-from tests.integration.agent_setup import BUNDLED_DBC, REPO, write_agent_config
-from tests.support import wait_until
+from agent.ota.update import CONTENT_TYPE, DbcEntry, sign_update
+from agent.output.batch import open_batch
+from agent.runtime.control import ControlUnavailable, request
+from agent.wire.body import BatchBody
+from agent.wire.cose import Signer
+from agent.wire.keys import generate_key_pair, load_private_key
+from tests.helpers.agent_setup import BUNDLED_DBC, REPO, write_agent_config
+from tests.helpers.support import wait_until
 
 VEHICLE = "demo-0001"
 RUNNING = re.compile(r"agent running: .* config version (\d+),")
@@ -260,7 +260,7 @@ def test_an_update_that_fails_at_run_time_is_rolled_back(tmp_path, mosquitto, de
 
 
 def test_sigkill_during_apply_leaves_the_old_or_the_new_config(tmp_path, mosquitto, dev_pki):
-    """Every SIGKILL lands just after the agent starts applying (tests/test_config_store.py
+    """Every SIGKILL lands just after the agent starts applying (tests/unit/ota/test_store.py
     kills at each file-system step); the restart runs the old or the new version."""
     config = agent_config(tmp_path, mosquitto, dev_pki, grace=1.0)
     backend = Backend(mosquitto.port, dev_pki.client("backend"))
@@ -351,7 +351,7 @@ def test_the_backend_tools_deliver_a_dbc_and_report_the_ack(tmp_path, mosquitto,
         f'[[sources]]\nname = "can0"\ntype = "replay"\npath = "{replay}"\n'
         f'dbc = ["ev-2027.dbc"]\nloop = true\n\n{NARROW}')
     tls = dev_pki.client("backend")
-    tool = [sys.executable, "-m", "agent.ota_tools"]
+    tool = [sys.executable, "-m", "fleet.config_signing"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     signed = subprocess.run([*tool, "sign", str(office / "update.toml"), "--key",
                              str(tmp_path / "backend.key"), "--version", "2", "--vehicle",

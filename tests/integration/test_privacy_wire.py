@@ -14,22 +14,22 @@ import time
 from pathlib import Path
 
 import pytest
+from devkit.broker import MosquittoBroker
+from devkit.pki import DevPki
 
-from agent.config import LocationConfig, PrivacyConfig
-from agent.control import ControlUnavailable, request
-from agent.devkit.broker import MosquittoBroker
-from agent.devkit.pki import DevPki
-from agent.location import LocationPolicy, distance_m
-from agent.privacy import ALLOWED_CLASSES, Classifier, pseudonym, rotation_period
-from tests.integration.agent_setup import (
+from agent.config.schema import LocationConfig, PrivacyConfig
+from agent.privacy.consent import ALLOWED_CLASSES, Classifier, pseudonym, rotation_period
+from agent.privacy.location import LocationPolicy, distance_m
+from agent.runtime.control import ControlUnavailable, request
+from tests.helpers.agent_setup import (
     BUNDLED_EVENTS,
     REPO,
     _env,
     run_agent,
     write_agent_config,
 )
-from tests.integration.capture import Capture
-from tests.integration.privacy_setup import HOME, Decoded, decode_all, write_gps_drive
+from tests.helpers.capture import Capture
+from tests.helpers.privacy_setup import HOME, Decoded, decode_all, write_gps_drive
 
 CLASSIFY = Classifier(PrivacyConfig())
 
@@ -95,8 +95,8 @@ def test_each_consent_level_sends_only_what_it_allows(tmp_path, mosquitto, dev_p
 
 
 def _all_bundled_keys() -> list[str]:
-    from agent.dbc import load_dbc
-    from tests.integration.agent_setup import BUNDLED_DBC
+    from agent.decoding.dbc import load_dbc
+    from tests.helpers.agent_setup import BUNDLED_DBC
     database = load_dbc([BUNDLED_DBC]).database
     return [f"can0.{m.name}.{s.name}" for m in database.messages for s in m.signals]
 

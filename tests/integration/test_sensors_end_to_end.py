@@ -7,10 +7,10 @@ import json
 import re
 import threading
 
-from agent.clock import kernel_clock_synchronised
-from agent.sensor_protocols import nmea_sentence
-from tests.integration.agent_setup import run_agent, start_backend, write_agent_config
-from tests.sensor_emulator import Emulator
+from agent.runtime.clock import kernel_clock_synchronised
+from agent.sources.sensor_protocols import nmea_sentence
+from tests.helpers.agent_setup import run_agent, start_backend, write_agent_config
+from tests.helpers.sensor_emulator import Emulator
 
 
 def sensor_sources(gpsd_port: int, serial_port: str) -> str:

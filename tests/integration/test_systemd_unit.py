@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import require_tool
+from tests.helpers.support import require_tool
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "edge-agent.service"
 

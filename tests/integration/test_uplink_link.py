@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from agent.config import UplinkConfig
-from agent.devkit.broker import MosquittoBroker
-from agent.spool import Spool
-from agent.uplink import Uplink
-from tests.integration.capture import Capture
-from tests.support import require_mosquitto, wait_until
+from devkit.broker import MosquittoBroker
+
+from agent.config.schema import UplinkConfig
+from agent.output.spool import Spool
+from agent.output.uplink import Uplink
+from tests.helpers.capture import Capture
+from tests.helpers.support import require_mosquitto, wait_until
 
 VEHICLE = "demo-0001"
 BOOT = bytes(16)

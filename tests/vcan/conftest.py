@@ -17,10 +17,10 @@ from pathlib import Path
 import can
 import pytest
 
-from agent.config import load_config
-from agent.daemon import Agent, build_agent
-from agent.keys import generate_key_pair
-from tests.support import require_tool
+from agent.config.schema import load_config
+from agent.runtime.daemon import Agent, build_agent
+from agent.wire.keys import generate_key_pair
+from tests.helpers.support import require_tool
 
 INTERFACES = ("vcan0", "vcan1")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from agent import status
-from tests.support import require_tool
+from agent.runtime import status
+from tests.helpers.support import require_tool
 from tests.vcan.conftest import running_agent, wait_for, write_config
 from tests.vcan.kinds_dbc import kinds_source, write_kinds_dbc
 

@@ -8,13 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fleet.backend import Backend, load_keyring
 
-from agent.backend import Backend, load_keyring
-from agent.dbc import load_dbc
-from agent.spool import Spool
-from tests.integration.agent_setup import BUNDLED_DBC, BUNDLED_DRIVE
+from agent.decoding.dbc import load_dbc
+from agent.output.spool import Spool
+from tests.helpers.agent_setup import BUNDLED_DBC, BUNDLED_DRIVE
+from tests.helpers.support import require_tool
 from tests.integration.test_end_to_end import STATS_SIGNAL, reference_samples
-from tests.support import require_tool
 from tests.vcan.conftest import receivers, running_agent, wait_for, write_config
 
 # Twelve seconds from the middle of the drive (~10,000 frames, every ECU awake).

@@ -6,7 +6,7 @@ import time
 
 import can
 
-from agent import status
+from agent.runtime import status
 from tests.vcan.conftest import ip, make_interface, running_agent, wait_for, write_config
 from tests.vcan.kinds_dbc import kinds_source, write_kinds_dbc
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import can
 import cantools
 
-from tests.dbc_fixtures import write_small_dbc
-from tests.integration.agent_setup import BUNDLED_DBC
+from tests.helpers.agent_setup import BUNDLED_DBC
+from tests.helpers.dbc_fixtures import write_small_dbc
 from tests.vcan.conftest import running_agent, sender, wait_for, write_config
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent.cli.diag.checks import redacted_config_text, run_checks
 from agent.cli.diag.common import EXIT_OK, ask, common_options
-from agent.control import ControlUnavailable
+from agent.runtime.control import ControlUnavailable
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

@@ -17,13 +17,13 @@ import paho.mqtt.client as mqtt
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import clock
-from agent.config import AgentConfig, load_config
-from agent.dbc import load_source_dbc
+from agent.config.schema import AgentConfig, load_config
+from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError
-from agent.keys import load_private_key
-from agent.plan import build_plan
-from agent.sources import catalogue_for, is_value_source
+from agent.runtime import clock
+from agent.sampling.plan import build_plan
+from agent.sources.registry import catalogue_for, is_value_source
+from agent.wire.keys import load_private_key
 
 CERT_WARN_DAYS = 30
 MIN_FREE_BYTES = 50 * 2**20

@@ -11,9 +11,9 @@ from typing import Any
 
 from rich.console import Console
 
-from agent.config import control_socket_path, load_config
-from agent.control import ControlRefused, ControlUnavailable, request
+from agent.config.schema import control_socket_path, load_config
 from agent.errors import ConfigError
+from agent.runtime.control import ControlRefused, ControlUnavailable, request
 
 DEFAULT_CONFIG = Path("/etc/edge-agent/config.toml")
 DEFAULT_SOCKET = Path("/run/edge-agent/control.sock")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agent.cli.diag.checks import redacted_config_text
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, common_options
-from agent.config import load_config
+from agent.config.schema import load_config
 from agent.errors import AgentError
 
 

@@ -10,7 +10,7 @@ from rich.live import Live
 
 from agent.cli.diag.common import EXIT_NOT_RUNNING, EXIT_OK, ask, common_options, console
 from agent.cli.diag.signals import table
-from agent.control import ControlUnavailable
+from agent.runtime.control import ControlUnavailable
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

@@ -12,7 +12,7 @@ import argparse
 from typing import Any
 
 from agent.cli.diag.common import EXIT_OK, common_options, console, run_against_daemon
-from agent.config import CONSENT_LEVELS
+from agent.config.schema import CONSENT_LEVELS
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

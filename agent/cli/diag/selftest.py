@@ -10,7 +10,7 @@ from rich.table import Table
 
 from agent.cli.diag.checks import Check, run_checks
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, ask, common_options, console
-from agent.control import ControlUnavailable
+from agent.runtime.control import ControlUnavailable
 
 STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
 

@@ -7,9 +7,9 @@ import json
 
 from agent.cli.diag.checks import broker_check
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, age, ask, common_options, console
-from agent.config import load_config
-from agent.control import ControlUnavailable
+from agent.config.schema import load_config
 from agent.errors import AgentError
+from agent.runtime.control import ControlUnavailable
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

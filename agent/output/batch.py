@@ -1,0 +1,328 @@
+"""Sealing a window: ring records → columnar body → zstd → COSE_Sign1, and the reverse."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
+
+import numpy as np
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.errors import WireFormatError
+from agent.runtime.clock import GPS
+from agent.sampling.plan import SamplingPlan
+from agent.sampling.ring import Field, Ring, RingSlice
+from agent.wire.body import (
+    SCHEMA_VERSION,
+    BatchBody,
+    EncodedSeries,
+    SeriesKind,
+    SignalDef,
+    decode_body,
+    dictionary_id,
+    encode_body,
+    encode_grouped_varints,
+    encode_varints,
+)
+from agent.wire.cose import Signer, verify
+
+CONTENT_TYPE = "application/vnd.edge-agent.batch+cbor+zstd"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SealedBatch:
+    """A signed batch ready for the uplink (and, later, the spool)."""
+
+    seq: int
+    t0_ms: int
+    t1_ms: int
+    samples: int
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class BatchIdentity:
+    vehicle: str
+    boot: bytes
+    config_version: int
+    dbc_digest: bytes
+    clock: Callable[[], str]
+    # ms to add to every time of a batch, or None: set from GPS while the system clock is
+    # not synchronised (agent/runtime/clock.py); such a batch names its clock `gps`.
+    gps_correction: Callable[[], int | None] = lambda: None
+    # Privacy (agent/privacy/consent.py): the consent in force, and the name on the wire per window.
+    privacy: Mapping[str, object] | None = None
+    name_at: Callable[[int], str] | None = None
+
+
+def signal_dictionary(plan: SamplingPlan) -> tuple[SignalDef, ...]:
+    return tuple(SignalDef(key=s.key, unit=s.unit, scale=s.scale, offset=s.offset,
+                           is_float=s.is_float, mode=s.mode, choices=s.choices,
+                           is_unsigned64=s.is_unsigned64)
+                 for s in plan.signals)
+
+
+class Batcher:
+    """Turns each window of ring records into a SealedBatch with the next sequence number."""
+
+    def __init__(self, plan: SamplingPlan, ring: Ring, identity: BatchIdentity, signer: Signer,
+                 health: Callable[[], Mapping[str, int]], *, zstd_level: int = 3,
+                 dictionary_every: int = 60, schema: int = SCHEMA_VERSION,
+                 transform: Callable[[RingSlice], RingSlice] | None = None) -> None:
+        self._ring = ring
+        self._identity = identity
+        self._signer = signer
+        self._health = health
+        self._compressor = zstandard.ZstdCompressor(level=zstd_level)
+        self._dictionary_every = max(1, dictionary_every)
+        self._schema = schema
+        self._dictionary = signal_dictionary(plan)
+        self._dictionary_id = dictionary_id(self._dictionary)
+        self._kinds = {s.index: _kind(s.is_float, s.mode) for s in plan.signals}
+        self._lookup = kind_lookup(self._kinds)
+        self._cursor = ring.written
+        self._transform = transform
+        self._lock = threading.Lock()
+        self.next_seq = 0
+        self.ring_lost = 0
+        self._first_seq = 0
+
+    @property
+    def dictionary(self) -> tuple[SignalDef, ...]:
+        return self._dictionary
+
+    @property
+    def cursor(self) -> int:
+        return self._cursor
+
+    def clock(self) -> str:
+        return self._identity.clock()
+
+    def take_over(self, previous: Batcher) -> None:
+        """Continue after `previous` sealed its last window (a config reload): same sequence,
+        records from now on, and the (new) dictionary in the first batch."""
+        with self._lock:
+            self.next_seq = self._first_seq = previous.next_seq
+            self.ring_lost = previous.ring_lost
+            self._cursor = self._ring.written
+
+    def seal(self, t0_ms: int, t1_ms: int) -> SealedBatch:
+        with self._lock:
+            lost = self._ring.lost_since(self._cursor)
+            self.ring_lost += lost
+            end = self._ring.written
+            records = self._ring.columns(self._cursor, end)
+            self._cursor = end
+            seq = self.next_seq
+            self.next_seq += 1
+        health = {**self._health(), "ring.lost": self.ring_lost}
+        include_dictionary = seq == self._first_seq or seq % self._dictionary_every == 0
+        identity = self._identity
+        correction = identity.gps_correction()
+        # Sample times travel relative to t0 (wire-format §4.5): moving t0 moves them all.
+        shift = correction or 0
+        body = BatchBody(
+            vehicle=identity.vehicle if identity.name_at is None else identity.name_at(t0_ms),
+            boot=self._identity.boot,
+            seq=seq,
+            t0_ms=t0_ms + shift,
+            t1_ms=t1_ms + shift,
+            clock=GPS if correction is not None else self._identity.clock(),
+            config_version=self._identity.config_version,
+            dbc_digest=self._identity.dbc_digest,
+            health=health,
+            dictionary_id=self._dictionary_id,
+            dictionary=self._dictionary if include_dictionary else None,
+            series=(),
+            schema=self._schema,
+            privacy=identity.privacy,
+        )
+        if self._transform is not None:
+            records = self._transform(records)
+        encoded, samples = encode_records(records, self._kinds, t0_ms, self._lookup)
+        payload = self._compressor.compress(encode_body(body, encoded))
+        return SealedBatch(seq=seq, t0_ms=t0_ms, t1_ms=t1_ms, samples=samples,
+                           envelope=self._signer.sign(payload))
+
+
+def open_batch(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> BatchBody:
+    """Verify, decompress and decode a batch; WireFormatError says which step failed."""
+    verified = verify(envelope, keys)
+    if verified.content_type != CONTENT_TYPE:
+        raise WireFormatError(f"unexpected content type {verified.content_type!r}")
+    return decode_body(decompress_payload(verified.payload))
+
+
+def decompress_payload(payload: bytes) -> bytes:
+    """One zstd frame that declares its size, at most MAX_BODY_BYTES, nothing after it."""
+    try:
+        size = zstandard.frame_content_size(payload)
+        if size < 0:
+            raise WireFormatError("zstd frame does not declare its content size")
+        if size > MAX_BODY_BYTES:
+            raise WireFormatError(f"payload declares {size} bytes; the limit is "
+                                  f"{MAX_BODY_BYTES}")
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        body = decompressor.decompress(payload)
+    except zstandard.ZstdError as exc:
+        raise WireFormatError(f"payload is not valid zstd: {exc}") from exc
+    if decompressor.unused_data:
+        raise WireFormatError(f"{len(decompressor.unused_data)} bytes after the zstd frame")
+    if len(body) != size:
+        raise WireFormatError(f"zstd frame declared {size} bytes but held {len(body)}")
+    return body
+
+
+# EncodedSeries from an iterable of its four fields, all in C (what NamedTuple._make does in
+# Python): a seal makes one per signal.
+_new_series = partial(tuple.__new__, EncodedSeries)
+
+
+def _kind(is_float: bool, mode: str) -> SeriesKind:
+    if mode == "stats":
+        return SeriesKind.FLOAT_STATS if is_float else SeriesKind.INT_STATS
+    return SeriesKind.FLOAT_LAST if is_float else SeriesKind.INT_LAST
+
+
+def kind_lookup(kinds: Mapping[int, SeriesKind]) -> np.ndarray:
+    """Series kind by signal number (-1: not in the plan), for `encode_records`."""
+    lookup = np.full(65536, -1, dtype=np.int8)
+    lookup[list(kinds)] = [int(kind) for kind in kinds.values()]
+    return lookup
+
+
+def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: int,
+                   lookup: np.ndarray | None = None) -> tuple[list[EncodedSeries], int]:
+    """Ring records → wire columns, one series per signal (quiet ones first), vectorised.
+
+    Records of one signal keep their ring order (a stable sort), which is time order. A stats
+    sample is four records MIN, MAX, SUM, COUNT; a group the ring overwrote in part is skipped.
+    `lookup` is `kind_lookup(kinds)`, passed in by callers that seal many times.
+    """
+    if lookup is None:
+        lookup = kind_lookup(kinds)
+    record_kinds = lookup[records.signal]
+    known = record_kinds >= 0
+    everything_known = bool(known.all())
+    order = np.argsort(records.signal if everything_known else records.signal[known],
+                       kind="stable")
+    if not len(order):
+        return [], 0
+    if not everything_known:
+        order = np.flatnonzero(known)[order]
+    signal = records.signal[order]
+    record_kinds = record_kinds[order]
+    times = records.time_ms[order] - t0_ms
+    values = records.value[order]
+    is_stats = record_kinds >= SeriesKind.INT_STATS
+    last_series: list[EncodedSeries] = []
+    stats_series: dict[int, EncodedSeries] = {}
+    any_stats = bool(is_stats.any())
+    last = ~is_stats
+    samples = len(signal) - int(is_stats.sum())
+    if samples:
+        if any_stats:
+            last_signal, last_times, last_values = signal[last], times[last], values[last]
+        else:
+            last_signal, last_times, last_values = signal, times, values
+        starts = np.flatnonzero(np.r_[True, last_signal[1:] != last_signal[:-1]])
+        stops = [*starts[1:].tolist(), len(last_signal)]
+        float_groups = lookup[last_signal[starts]] == SeriesKind.FLOAT_LAST
+        time_columns = _shared_time_columns(last_times, starts)
+        value_columns = encode_grouped_varints(last_values, starts, skip=float_groups)
+        numbers = last_signal[starts].tolist()
+        built = list(map(_new_series, zip(numbers, repeat(SeriesKind.INT_LAST), time_columns,
+                                          zip(value_columns))))
+        for group in np.flatnonzero(float_groups).tolist():
+            a, b = starts[group], stops[group]
+            built[group] = EncodedSeries(numbers[group], SeriesKind.FLOAT_LAST,
+                                         time_columns[group],
+                                         (last_values[a:b].view("<f8").tobytes(),))
+        last_series = [built[n] for n in _quiet_first(value_columns).tolist()]
+    if any_stats:
+        stats_signal = signal[is_stats]
+        starts = np.flatnonzero(np.r_[True, stats_signal[1:] != stats_signal[:-1]])
+        stops = [*starts[1:].tolist(), len(stats_signal)]
+        fields = records.field[order][is_stats]
+        stats_times, stats_values = times[is_stats], values[is_stats]
+        for a, b in zip(starts.tolist(), stops, strict=True):
+            number = int(stats_signal[a])
+            series, count = _stats_series(number, kinds[number], fields[a:b],
+                                          stats_times[a:b], stats_values[a:b])
+            if count:
+                stats_series[number] = series
+                samples += count
+    return [*last_series, *(stats_series[number] for number in sorted(stats_series))], samples
+
+
+def _quiet_first(columns: list[bytes]) -> np.ndarray:
+    """Series positions, quiet ones first: wire-format §4.6 lets the agent choose the order.
+
+    zstd codes all literals of a block with one Huffman table. Series sorted by the share of
+    non-zero bytes in their varint column (flat signals, then slow ones, then noisy ones, raw
+    floats last) give it long stretches of alike bytes: 7% fewer bytes on the bench minute,
+    for about 0.15 ms.
+    """
+    lengths = np.fromiter(map(len, columns), dtype=np.int64, count=len(columns))
+    busy = np.full(len(columns), 2.0)  # float series have no varint column: last
+    encoded = lengths > 0
+    if encoded.any():
+        nonzero = np.frombuffer(b"".join(columns), dtype=np.uint8) != 0
+        offsets = (np.cumsum(lengths) - lengths)[encoded]
+        busy[encoded] = np.add.reduceat(nonzero, offsets, dtype=np.int64) / lengths[encoded]
+    return np.argsort(busy, kind="stable")
+
+
+def _shared_time_columns(times: np.ndarray, starts: np.ndarray) -> list[bytes]:
+    """`encode_grouped_varints(times, starts)`, encoding each distinct time column once.
+
+    Signals sampled on the same ticks have identical time columns (800 signals at 1 Hz: one
+    column, 800 times); the wire format stores each once anyway, so only one is encoded.
+    """
+    bounds = np.r_[starts, len(times)]
+    lengths = np.diff(bounds)
+    columns: list[bytes] = [b""] * len(starts)
+    for length in np.unique(lengths).tolist():
+        groups = np.flatnonzero(lengths == length)
+        rows = times[starts[groups][:, None] + np.arange(length)]
+        if (rows == rows[0]).all():  # the usual case: one sampling period, one column
+            shared = encode_varints(rows[0].tolist())
+            for group in groups.tolist():
+                columns[group] = shared
+            continue
+        # Equal lengths, different times (a message that went quiet and came back): each
+        # distinct row is encoded once, from the first row that holds it, and given to every
+        # group whose times are byte for byte the same.
+        keys = [row.tobytes() for row in rows]
+        first_row: dict[bytes, int] = {}
+        for position, key in enumerate(keys):
+            first_row.setdefault(key, position)
+        encoded = encode_grouped_varints(rows[list(first_row.values())].ravel(),
+                                         np.arange(len(first_row)) * length)
+        by_key = dict(zip(first_row, encoded, strict=True))
+        for group, key in zip(groups.tolist(), keys, strict=True):
+            columns[group] = by_key[key]
+    return columns
+
+
+def _stats_series(signal: int, kind: SeriesKind, field: np.ndarray, times: np.ndarray,
+                  values: np.ndarray) -> tuple[EncodedSeries, int]:
+    first = np.flatnonzero(field == Field.MIN)
+    complete = [i for i in first.tolist() if i + 3 < len(field)
+                and field[i + 1:i + 4].tolist() == [Field.MAX, Field.SUM, Field.COUNT]]
+    if not complete:
+        return EncodedSeries(signal, kind, b"", ()), 0
+    at = np.array(complete)
+    columns = []
+    for offset in range(3):
+        column = values[at + offset]
+        columns.append(column.view("<f8").tobytes() if kind.is_float
+                       else encode_varints(column.tolist()))
+    columns.append(encode_varints(values[at + 3].tolist()))
+    return EncodedSeries(signal, kind, encode_varints(times[at].tolist()),
+                         tuple(columns)), len(complete)

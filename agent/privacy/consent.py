@@ -1,0 +1,249 @@
+"""The owner's consent, enforced on the vehicle: which signals may leave it, under which name.
+
+Every signal has a privacy class (`technical`, `driving`, `occupant`, `location`), given by glob
+rules over its key: the built-in rules below first (unless `builtin_classes = false`), then the
+`[[privacy.classes]]` rules of the config; the last rule that matches decides, and a signal no
+rule matches has `default_class`. A consent level allows a set of classes:
+
+    off             nothing (batches carry anonymous health counters only)
+    vehicle-health  technical
+    full            technical, driving, occupant, location
+
+The consent in force is the config's `[privacy] consent` with its `consent_version`, unless the
+owner set one locally (`edge-agent diag consent LEVEL`, kept in the state folder) with a higher
+version: the newest decision wins, whoever made it. A lower consent takes effect for every
+batch and event not yet handed to the broker, including spooled ones (agent/output/spool.py drops
+them; see docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import fnmatch
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config.schema import CONSENT_LEVELS, PrivacyClassRule, PrivacyConfig, PseudonymConfig
+from agent.errors import AgentError, ConfigError
+from agent.sampling.plan import PlannedSignal, SamplingPlan
+
+log = logging.getLogger(__name__)
+
+ALLOWED_CLASSES = {
+    "off": frozenset(),
+    "vehicle-health": frozenset({"technical"}),
+    "full": frozenset({"technical", "driving", "occupant", "location"}),
+}
+
+# The documented defaults (docs/privacy.md): position, the cabin and its occupants, and how the
+# car is driven. Everything else is technical. Keys are `<source>.<Message>.<Signal>` for DBC
+# sources and `<source>.<name>` for sensors such as gpsd (`gps.lat`).
+BUILTIN_RULES = tuple(PrivacyClassRule(match, cls) for match, cls in (
+    ("*.ESP_VehicleSpeed.*", "driving"),
+    ("*.ESP_WheelSpeeds.*", "driving"),
+    ("*.ESP_WheelPulses.*", "driving"),
+    ("*.ESP_Dynamics.*", "driving"),
+    ("*.ESP_Brake.*", "driving"),
+    ("*.EPS_*", "driving"),
+    ("*.ADAS_*", "driving"),
+    ("*.BCM_Lights.*", "driving"),
+    ("*Pedal*", "driving"),
+    ("*Odometer*", "driving"),
+    ("*Trip*", "driving"),
+    ("gps.speed", "driving"),
+    ("gps.track", "driving"),
+    ("*.BCM_Doors.*", "occupant"),
+    ("*.BCM_Seats.*", "occupant"),
+    ("*.BCM_Windows.*", "occupant"),
+    ("*.BCM_Keyless.*", "occupant"),
+    ("*.HVAC_*", "occupant"),
+    ("*Cabin*", "occupant"),
+    ("*Occupan*", "occupant"),
+    ("*Seat*", "occupant"),
+    ("gps.lat", "location"),
+    ("gps.lon", "location"),
+    ("gps.alt", "location"),
+    ("*GPS*", "location"),
+    ("*Latitude*", "location"),
+    ("*Longitude*", "location"),
+))
+
+LOCAL_CONSENT_FILE = "consent.json"
+
+
+def rank(level: str) -> int:
+    """0 for `off` up to 2 for `full`: a lower rank allows less."""
+    return CONSENT_LEVELS.index(level)
+
+
+@dataclass(frozen=True)
+class Consent:
+    level: str
+    version: int
+    source: str  # "config" or "local"
+
+    @property
+    def rank(self) -> int:
+        return rank(self.level)
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return ALLOWED_CLASSES[self.level]
+
+    def wire(self) -> dict[str, object]:
+        return {"consent": self.level, "ver": self.version}
+
+
+class Classifier:
+    """The privacy class of a signal key, by the rules above and the config's."""
+
+    def __init__(self, config: PrivacyConfig, location_keys: Iterable[str] = ()) -> None:
+        self._rules = (*(BUILTIN_RULES if config.builtin_classes else ()), *config.classes)
+        self._default = config.default_class
+        # Whatever the config says is the position is location, whichever source it is from.
+        self._location = frozenset(location_keys)
+
+    def __call__(self, key: str) -> str:
+        if key in self._location:
+            return "location"
+        decided = self._default
+        for rule in self._rules:
+            if fnmatch.fnmatchcase(key, rule.match):
+                decided = rule.class_
+        return decided
+
+
+def location_keys(config: PrivacyConfig) -> tuple[str, str]:
+    return config.location.latitude, config.location.longitude
+
+
+def classifier_for(config: PrivacyConfig) -> Classifier:
+    return Classifier(config, location_keys(config))
+
+
+def may_send(key: str, consent: Consent, classify: Classifier, *,
+             tracks: bool = True) -> bool:
+    cls = classify(key)
+    return cls in consent.allowed and (tracks or cls != "location")
+
+
+def filter_plan(plan: SamplingPlan, consent: Consent, classify: Classifier, *,
+                tracks: bool = True) -> SamplingPlan:
+    """The signals of `plan` that `consent` lets leave the vehicle, renumbered from 0.
+
+    `tracks = false` keeps position signals off the wire (trip summaries only). The result may
+    be empty: the batches then carry health counters only.
+    """
+    kept = [s for s in plan.signals if may_send(s.key, consent, classify, tracks=tracks)]
+    return SamplingPlan(signals=tuple(dataclasses.replace(s, index=i) for i, s in enumerate(kept)),
+                        stale_after_ms=plan.stale_after_ms)
+
+
+def with_local_inputs(wire: SamplingPlan, extra: Sequence[PlannedSignal]) -> SamplingPlan:
+    """`wire` plus the signals only on-vehicle logic (events) reads, numbered after it, so that
+    the wire dictionary stays the prefix 0..n-1 and the batcher drops the rest."""
+    have = {s.key for s in wire.signals}
+    added = []
+    for signal in extra:
+        if signal.key not in have:
+            have.add(signal.key)
+            added.append(dataclasses.replace(signal, index=len(wire.signals) + len(added)))
+    return SamplingPlan(signals=wire.signals + tuple(added), stale_after_ms=wire.stale_after_ms)
+
+
+# The consent in force: config, or the owner's local decision when that is newer.
+def effective_consent(config: PrivacyConfig, state_directory: Path) -> Consent:
+    configured = Consent(config.consent, config.consent_version, "config")
+    local = read_local_consent(state_directory)
+    if local is not None and local.version >= configured.version:
+        return local
+    return configured
+
+
+def read_local_consent(state_directory: Path) -> Consent | None:
+    path = state_directory / LOCAL_CONSENT_FILE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        level, version = document["level"], int(document["version"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Unreadable owner decision: fail closed rather than fall back to a wider consent.
+        log.error("privacy: %s is unreadable (%s): consent off until it is fixed", path, exc)
+        return Consent("off", 2**62, "local")
+    if level not in CONSENT_LEVELS:
+        log.error("privacy: %s names unknown consent %r: consent off", path, level)
+        return Consent("off", 2**62, "local")
+    return Consent(level, version, "local")
+
+
+def write_local_consent(state_directory: Path, level: str, current: Consent) -> Consent:
+    """Record the owner's decision with a version above the one in force (atomic write)."""
+    if level not in CONSENT_LEVELS:
+        raise AgentError(f"unknown consent level {level!r}; use one of "
+                         f"{', '.join(CONSENT_LEVELS)}")
+    decided = Consent(level, current.version + 1, "local")
+    path = state_directory / LOCAL_CONSENT_FILE
+    temporary = path.with_suffix(".tmp")
+    state_directory.mkdir(parents=True, exist_ok=True)
+    with temporary.open("w", encoding="utf-8") as handle:
+        json.dump({"level": level, "version": decided.version}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+    return decided
+
+
+# The rotating pseudonym.
+def load_pseudonym_secret(config: PseudonymConfig) -> bytes | None:
+    if not config.enabled:
+        return None
+    assert config.key is not None
+    try:
+        secret = config.key.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"[privacy.pseudonym] key: cannot read {config.key} "
+                          f"({exc.strerror})") from exc
+    if len(secret) < 32:
+        raise ConfigError(f"[privacy.pseudonym] key: {config.key} holds {len(secret)} bytes; "
+                          "use 32 or more random bytes")
+    return secret
+
+
+def pseudonym(secret: bytes, vehicle: str, period: int) -> str:
+    """`p-` and 16 base32 characters of HMAC-SHA256(secret, "<vehicle>/<period>").
+
+    The backend, which holds the secret and the list of vehicle ids, computes the same for
+    each vehicle and period to map a pseudonym back (offboard/fleet/backend.py `Pseudonyms`).
+    """
+    digest = hmac.new(secret, f"{vehicle}/{period}".encode(), hashlib.sha256).digest()
+    return "p-" + base64.b32encode(digest[:10]).decode().lower()
+
+
+def rotation_period(wall_ms: int, rotation_s: float) -> int:
+    return int(wall_ms // round(rotation_s * 1000))
+
+
+class Identity:
+    """The vehicle's name on the wire at a given time: its id, or its current pseudonym."""
+
+    def __init__(self, vehicle: str, config: PseudonymConfig) -> None:
+        self.vehicle = vehicle
+        self._secret = load_pseudonym_secret(config)
+        self._rotation = config.rotation
+
+    @property
+    def pseudonymous(self) -> bool:
+        return self._secret is not None
+
+    def at(self, wall_ms: int) -> str:
+        if self._secret is None:
+            return self.vehicle
+        return pseudonym(self._secret, self.vehicle, rotation_period(wall_ms, self._rotation))

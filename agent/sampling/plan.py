@@ -1,0 +1,130 @@
+"""The sampling plan: which signals to sample, how often and how, resolved against the DBCs.
+
+Rules in config select signals by glob over `<source>.<Message>.<Signal>` (CAN sources, from
+their DBC) or `<source>.<quantity>` (gpsd and serial sources, from their catalogue); the last
+rule that matches a signal decides its period and mode, and `exclude = true` drops it. With no
+rules at all every signal of every source is sampled at the default period. Multiplexer
+selector signals are structure, not data, and are never sampled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from cantools.database.can import Database
+
+from agent.config.schema import SamplingConfig, SignalRule
+from agent.errors import ConfigError
+from agent.sources.catalogue import Catalogue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedSignal:
+    """One sampled signal. `index` is its position in the plan and in the wire dictionary.
+
+    For a value source `frame_id` is 0, `message` is empty and `signal` is the quantity."""
+
+    index: int
+    key: str
+    source: str
+    frame_id: int
+    message: str
+    signal: str
+    period_ms: int
+    mode: str
+    is_float: bool
+    scale: int | float
+    offset: int | float
+    unit: str
+    choices: Mapping[int, str] | None
+    # A 64-bit unsigned signal: raw values above int64's range travel as their bit pattern.
+    is_unsigned64: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    signals: tuple[PlannedSignal, ...]
+    stale_after_ms: int
+
+    def for_source(self, source: str) -> tuple[PlannedSignal, ...]:
+        return tuple(s for s in self.signals if s.source == source)
+
+    def frame_ids(self, source: str) -> frozenset[int]:
+        return frozenset(s.frame_id for s in self.signals if s.source == source)
+
+    @property
+    def periods_ms(self) -> tuple[int, ...]:
+        return tuple(sorted({s.period_ms for s in self.signals}))
+
+
+def build_plan(config: SamplingConfig,
+               databases: Mapping[str, Database | Catalogue]) -> SamplingPlan:
+    """Resolve the rules against each source's database or catalogue, in source order."""
+    rules = config.signals or (SignalRule(match="*"),)
+    used = [False] * len(rules)
+    signals: list[PlannedSignal] = []
+    for source, database in databases.items():
+        candidates = (_dbc_signals(source, database) if isinstance(database, Database)
+                      else _catalogue_signals(source, database))
+        for candidate in candidates:
+            rule = _decisive_rule(candidate.key, rules, used)
+            if rule is None or rule.exclude:
+                continue
+            period = rule.period if rule.period is not None else config.period
+            signals.append(dataclasses.replace(candidate, index=len(signals),
+                                               period_ms=_to_ms(period), mode=rule.mode))
+    for rule, was_used in zip(rules, used, strict=True):
+        if not was_used:
+            log.warning("sampling rule %r matches no signal of any source", rule.match)
+    if not signals:
+        raise ConfigError("the sampling plan selects no signal: check [[sampling.signals]] "
+                          "match patterns against `edge-agent decode` output")
+    if len(signals) > 65535:
+        raise ConfigError(f"the plan selects {len(signals)} signals; the limit is 65535")
+    return SamplingPlan(signals=tuple(signals), stale_after_ms=_to_ms(config.stale_after))
+
+
+def _dbc_signals(source: str, database: Database) -> Iterator[PlannedSignal]:
+    for message in sorted(database.messages, key=lambda m: m.name):
+        for signal in message.signals:
+            if signal.is_multiplexer:
+                continue
+            yield PlannedSignal(
+                index=0, key=f"{source}.{message.name}.{signal.name}", source=source,
+                frame_id=message.frame_id, message=message.name, signal=signal.name,
+                period_ms=0, mode="last", is_float=signal.is_float, scale=signal.scale,
+                offset=signal.offset, unit=signal.unit or "",
+                choices=({int(v): str(n) for v, n in signal.choices.items()}
+                         if signal.choices else None),
+                is_unsigned64=not signal.is_float and not signal.is_signed
+                and signal.length >= 64)
+
+
+def _catalogue_signals(source: str, catalogue: Catalogue) -> Iterator[PlannedSignal]:
+    for entry in catalogue:
+        yield PlannedSignal(
+            index=0, key=f"{source}.{entry.quantity}", source=source, frame_id=0, message="",
+            signal=entry.quantity, period_ms=0, mode="last", is_float=entry.is_float,
+            scale=entry.scale, offset=entry.offset, unit=entry.unit, choices=entry.choices)
+
+
+def _decisive_rule(key: str, rules: Sequence[SignalRule], used: list[bool]) -> SignalRule | None:
+    decisive = None
+    for position, rule in enumerate(rules):
+        if fnmatch.fnmatchcase(key, rule.match):
+            used[position] = True
+            decisive = rule
+    return decisive
+
+
+def _to_ms(seconds: float) -> int:
+    milliseconds = round(seconds * 1000)
+    if milliseconds <= 0:
+        raise ConfigError(f"period {seconds} s is shorter than the 1 ms resolution")
+    return milliseconds

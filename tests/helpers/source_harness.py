@@ -1,0 +1,39 @@
+"""Running a real source in its thread and collecting what it delivers (tests of sources)."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+from agent.decoding.values import Reading
+from agent.sources.base import Source
+
+
+class RunningSource:
+    """Runs `source` until the `with` block ends; `readings` are what it delivered."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.readings: list[Reading] = []
+        self.idle_calls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.source.run(self.readings.extend, self._idle, self._stop)
+
+    def _idle(self, now: float) -> None:
+        self.idle_calls += 1
+
+    def values(self, quantity: str) -> list[float | None]:
+        return [r.value for r in list(self.readings) if r.quantity == quantity]
+
+    def __enter__(self) -> RunningSource:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "the source did not stop when asked"

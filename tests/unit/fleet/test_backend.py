@@ -1,0 +1,221 @@
+import dataclasses
+
+import cbor2
+import pytest
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fleet.backend import (
+    Backend,
+    DeliveryTracker,
+    event_line,
+    event_row,
+    load_keyring,
+    summary_line,
+)
+
+from agent.config.schema import SamplingConfig, SignalRule
+from agent.decoding.dbc import load_dbc
+from agent.errors import AgentError, KeyFileError
+from agent.events.codec import EVENT_CONTENT_TYPE, EventBody, encode_event
+from agent.output.batch import CONTENT_TYPE, Batcher, BatchIdentity
+from agent.sampling.plan import build_plan
+from agent.sampling.ring import Field, Ring
+from agent.wire.body import Series, SeriesKind, encode_body
+from agent.wire.cose import Signer
+from agent.wire.keys import generate_key_pair, key_id
+from tests.helpers.dbc_fixtures import write_small_dbc
+
+
+def test_gaps_and_duplicates_are_tracked_per_vehicle_and_boot():
+    tracker = DeliveryTracker()
+    for vehicle, boot, seq in [("a", b"1", 0), ("a", b"1", 2), ("a", b"1", 2), ("a", b"2", 0),
+                               ("b", b"1", 4), ("a", b"1", 5)]:
+        tracker.observe(vehicle, boot, seq)
+    assert tracker.duplicates == 1
+    assert tracker.gaps() == {("a", b"1"): [1, 3, 4]}  # b started at 4: joined late
+
+
+@pytest.fixture
+def batcher_and_keys(tmp_path):
+    key = Ed25519PrivateKey.generate()
+    database = load_dbc([write_small_dbc(tmp_path)]).database
+    plan = build_plan(SamplingConfig(signals=(
+        SignalRule("can0.Engine.*"), SignalRule("can0.Engine.Speed", mode="stats"))),
+        {"can0": database})
+    ring = Ring(100)
+    identity = BatchIdentity(vehicle="v1", boot=bytes(16), config_version=1, dbc_digest=bytes(32),
+                             clock=lambda: "rtc")
+    batcher = Batcher(plan, ring, identity, Signer(key, CONTENT_TYPE), dict,
+                      dictionary_every=2)
+    return plan, ring, batcher, {key_id(key.public_key()): key.public_key()}
+
+
+def test_rows_carry_physical_values_labels_and_stats(batcher_and_keys):
+    plan, ring, batcher, keyring = batcher_and_keys
+    index = {s.key: s.index for s in plan.signals}
+    ring.append(1000, index["can0.Engine.Gear"], Field.VALUE, 3)
+    ring.append(1000, index["can0.Engine.Temp"], Field.VALUE, 65)
+    for field, value in [(Field.MIN, 100), (Field.MAX, 300), (Field.SUM, 600), (Field.COUNT, 3)]:
+        ring.append(0, index["can0.Engine.Speed"], field, value)
+    backend = Backend(keyring)
+    receipt = backend.receive(batcher.seal(0, 2000).envelope)
+    assert receipt.ok and not receipt.duplicate
+    rows = {row["signal"]: row for row in backend.rows(receipt.body)}
+    assert rows["can0.Engine.Gear"]["value"] == 3 and rows["can0.Engine.Gear"]["label"] == "D"
+    assert rows["can0.Engine.Temp"]["value"] == 25 and rows["can0.Engine.Temp"]["unit"] == "degC"
+    speed = rows["can0.Engine.Speed"]
+    assert (speed["min"], speed["max"], speed["mean"], speed["count"]) == (1.0, 3.0, 2.0, 3)
+    assert "verified v1" in summary_line(receipt) and "3 samples" in summary_line(receipt)
+
+
+def test_a_switch_from_schema_1_to_2_within_a_boot_decodes_without_a_gap(batcher_and_keys):
+    plan, ring, old, keyring = batcher_and_keys
+    old._schema = 1  # as `[batch] schema = 1` would build it
+    gear = next(s.index for s in plan.signals if s.key == "can0.Engine.Gear")
+    ring.append(500, gear, Field.VALUE, 3)
+    before = old.seal(0, 1000).envelope
+    new = Batcher(plan, ring, old._identity, old._signer, dict, dictionary_every=2)
+    new.take_over(old)  # what a config update that sets schema = 2 does
+    ring.append(1500, gear, Field.VALUE, 0)
+    after = new.seal(1000, 2000).envelope
+    backend = Backend(keyring)
+    receipts = [backend.receive(after), backend.receive(before)]  # spooled v1 drains late
+    assert [r.body.schema for r in receipts] == [2, 1] and all(r.ok for r in receipts)
+    assert [r.body.seq for r in receipts] == [1, 0]
+    labels = [[row["label"] for row in backend.rows(r.body)] for r in reversed(receipts)]
+    assert labels == [["D"], ["P"]]
+    assert backend.report()["gaps"] == [] and backend.report()["duplicates"] == 0
+
+
+def test_dictionary_is_cached_across_batches_and_missing_one_is_reported(batcher_and_keys):
+    _, _, batcher, keyring = batcher_and_keys
+    first, second = batcher.seal(0, 1).envelope, batcher.seal(1, 2).envelope
+    late = Backend(keyring)
+    assert late.rows(late.receive(second).body) is None and late.undecodable == 1
+    backend = Backend(keyring)
+    backend.receive(first)
+    assert list(backend.rows(backend.receive(second).body)) == []
+    duplicate = backend.receive(first)
+    assert duplicate.duplicate and backend.report()["duplicates"] == 1
+
+
+def test_a_series_beyond_the_cached_dictionary_is_undecodable_not_a_crash(batcher_and_keys):
+    _, ring, batcher, keyring = batcher_and_keys
+    backend = Backend(keyring)
+    first = backend.receive(batcher.seal(0, 1).envelope)  # carries the dictionary
+    size = len(first.body.dictionary)
+    beyond = dataclasses.replace(first.body, seq=1, dictionary=None, series=(
+        Series(size, SeriesKind.INT_LAST, (5,), ((1,),)),))
+    envelope = batcher._signer.sign(zstandard.ZstdCompressor().compress(encode_body(beyond)))
+    receipt = backend.receive(envelope)
+    assert receipt.ok and backend.rows(receipt.body) is None and backend.undecodable == 1
+
+
+def test_a_key_bound_to_another_vehicle_is_rejected(batcher_and_keys):
+    _, _, batcher, keyring = batcher_and_keys
+    kid = next(iter(keyring))
+    envelope = batcher.seal(0, 1).envelope
+    assert Backend(keyring, {kid: "v1"}).receive(envelope).ok
+    receipt = Backend(keyring, {kid: "v2"}).receive(envelope)
+    assert not receipt.ok and "claims vehicle 'v1' but is signed with the key of 'v2'" in \
+        receipt.error
+
+
+def test_rejections_are_counted_with_the_reason(batcher_and_keys):
+    _, _, batcher, _ = batcher_and_keys
+    backend = Backend({})
+    receipt = backend.receive(batcher.seal(0, 1).envelope)
+    assert not receipt.ok and "unknown key id" in receipt.error
+    assert summary_line(receipt).startswith("REJECTED")
+    assert backend.receive(b"garbage").ok is False
+    assert backend.report()["rejected"] == 2
+
+
+def test_keyring_from_files_and_folders(tmp_path):
+    generate_key_pair(tmp_path / "a.key")
+    generate_key_pair(tmp_path / "b.key")
+    assert len(load_keyring([tmp_path])[0]) == 2
+    keys, bindings = load_keyring([f"v1={tmp_path / 'a.pub'}"])
+    assert len(keys) == 1 and list(bindings.values()) == ["v1"]
+    with pytest.raises(AgentError, match="no vehicle public keys"):
+        load_keyring([tmp_path / "empty"]) if (tmp_path / "empty").mkdir() is None else None
+    (tmp_path / "bad.pub").write_text("nope")
+    with pytest.raises(KeyFileError, match="not a PEM public key"):
+        load_keyring([tmp_path / "bad.pub"])
+
+
+def _event(vehicle: str, seq: int) -> EventBody:
+    return EventBody(vehicle=vehicle, boot=bytes(16), seq=seq, type="stop", time_ms=60_000,
+                     clock="rtc", config_version=1, privacy={"consent": "full", "ver": 1},
+                     data={"dwell_s": 600}, positions={"at": (48.1, 11.5)})
+
+
+def test_events_are_verified_checked_against_the_key_and_tracked_apart_from_batches():
+    key = Ed25519PrivateKey.generate()
+    kid = key_id(key.public_key())
+    signer = Signer(key, EVENT_CONTENT_TYPE)
+    backend = Backend({kid: key.public_key()}, {kid: "v1"})
+    for seq in (0, 2, 2):
+        receipt = backend.receive_event(signer.sign(encode_event(_event("v1", seq))))
+        assert receipt.ok and receipt.event is not None and receipt.event.data["dwell_s"] == 600
+    assert receipt.duplicate and "DUPLICATE" in event_line(receipt)
+    assert "stop at 00:01:00 UTC" in event_line(receipt) and "48.10000,11.50000" in \
+        event_line(receipt)
+    assert event_row(receipt.event)["event"] == "stop"
+    stolen = backend.receive_event(signer.sign(encode_event(_event("v2", 3))))
+    assert not stolen.ok and "signed with the key of 'v1'" in stolen.error
+    not_an_event = backend.receive_event(Signer(key, CONTENT_TYPE).sign(b"x"))
+    assert not not_an_event.ok
+    report = backend.report()
+    assert (report["events"], report["event_duplicates"], report["rejected"]) == (3, 1, 2)
+    assert report["event_gaps"] == [{"vehicle": "v1", "boot": "00" * 16, "missing": [1]}]
+    assert report["gaps"] == [] and report["verified"] == 0
+
+
+def _forged_for(batcher, key, vehicle: str, *, protected_kid: bool, unprotected_kid: bool):
+    """A batch for `vehicle`, signed by `key` with its kid where the attacker puts it."""
+    kid = key_id(key.public_key())
+    body = Backend({kid: key.public_key()}).receive(batcher.seal(0, 1).envelope).body
+    payload = zstandard.ZstdCompressor().compress(encode_body(
+        dataclasses.replace(body, vehicle=vehicle)))
+    headers = {1: -8, 3: CONTENT_TYPE, **({4: kid} if protected_kid else {})}
+    protected = cbor2.dumps(headers)
+    signature = key.sign(cbor2.dumps(["Signature1", protected, b"", payload]))
+    return cbor2.dumps(cbor2.CBORTag(18, [protected, {4: kid} if unprotected_kid else {},
+                                          payload, signature]))
+
+
+def test_a_bound_key_cannot_sign_for_another_vehicle_by_moving_its_kid(tmp_path):
+    """The attack of issue #20: the key of v1 puts its kid in the protected header only and
+    claims v2; the vehicle is bound to the key that verified the signature, wherever its kid."""
+    key = Ed25519PrivateKey.generate()
+    kid = key_id(key.public_key())
+    database = load_dbc([write_small_dbc(tmp_path)]).database
+    plan = build_plan(SamplingConfig(signals=(SignalRule("can0.Engine.*"),)), {"can0": database})
+    identity = BatchIdentity(vehicle="v1", boot=bytes(16), config_version=1,
+                             dbc_digest=bytes(32), clock=lambda: "rtc")
+    batcher = Batcher(plan, Ring(10), identity, Signer(key, CONTENT_TYPE), dict)
+    backend = Backend({kid: key.public_key()}, {kid: "v1"})
+    stolen = backend.receive(_forged_for(batcher, key, "v2", protected_kid=True,
+                                         unprotected_kid=False))
+    assert not stolen.ok and "claims vehicle 'v2' but is signed with the key of 'v1'" in \
+        stolen.error
+    both = backend.receive(_forged_for(batcher, key, "v1", protected_kid=True,
+                                       unprotected_kid=True))
+    assert not both.ok and "kid in both" in both.error
+    own = backend.receive(_forged_for(batcher, key, "v1", protected_kid=True,
+                                      unprotected_kid=False))
+    assert own.ok and own.body.vehicle == "v1"
+    assert backend.receive(batcher.seal(1, 2).envelope).ok  # the agent's own envelope
+    assert (backend.verified, backend.rejected) == (2, 2)
+
+
+def test_a_bound_key_cannot_send_events_for_another_vehicle_by_moving_its_kid():
+    key = Ed25519PrivateKey.generate()
+    kid = key_id(key.public_key())
+    payload = encode_event(_event("v2", 0))
+    protected = cbor2.dumps({1: -8, 3: EVENT_CONTENT_TYPE, 4: kid})
+    signature = key.sign(cbor2.dumps(["Signature1", protected, b"", payload]))
+    envelope = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]))
+    receipt = Backend({kid: key.public_key()}, {kid: "v1"}).receive_event(envelope)
+    assert not receipt.ok and "signed with the key of 'v1'" in receipt.error

@@ -1,0 +1,131 @@
+"""Consent, classes, plan filtering, location controls, pseudonyms and the spool's part."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.config.schema import LocationConfig, PrivacyClassRule, PrivacyConfig, ZoneConfig
+from agent.output.spool import PRIORITY_EVENT, Spool
+from agent.privacy.consent import (
+    Classifier,
+    Consent,
+    effective_consent,
+    filter_plan,
+    pseudonym,
+    with_local_inputs,
+    write_local_consent,
+)
+from agent.privacy.location import LocationPolicy, distance_m
+from agent.sampling.plan import PlannedSignal, SamplingPlan
+from agent.wire.body import BatchBody, decode_body, encode_body
+
+
+def planned(index: int, key: str) -> PlannedSignal:
+    source, _, rest = key.partition(".")
+    message, _, signal = rest.rpartition(".")
+    return PlannedSignal(index, key, source, 1, message, signal, 1000, "last", False, 1, 0, "",
+                         None)
+
+
+KEYS = ["can0.BMS_Pack.SOC", "can0.BCM_Seats.SeatOccupied_FL",
+        "can0.ESP_VehicleSpeed.VehicleSpeed", "gps.lat", "gps.lon", "gps.sats",
+        "can0.NAV_Position.Latitude"]
+PLAN = SamplingPlan(tuple(planned(i, k) for i, k in enumerate(KEYS)), 10_000)
+
+
+def test_builtin_classes_and_config_rules_last_match_wins():
+    classify = Classifier(PrivacyConfig(classes=(PrivacyClassRule("can0.BMS_*", "driving"),)))
+    assert [classify(k) for k in KEYS] == ["driving", "occupant", "driving", "location",
+                                           "location", "technical", "location"]
+    plain = Classifier(PrivacyConfig(builtin_classes=False, default_class="occupant"))
+    assert {plain(k) for k in KEYS} == {"occupant"}
+
+
+@pytest.mark.parametrize(("level", "kept"), [
+    ("off", []), ("vehicle-health", ["can0.BMS_Pack.SOC", "gps.sats"]), ("full", KEYS)])
+def test_filter_plan_keeps_what_the_consent_allows_renumbered(level, kept):
+    wire = filter_plan(PLAN, Consent(level, 1, "config"), Classifier(PrivacyConfig()))
+    assert [s.key for s in wire.signals] == kept
+    assert [s.index for s in wire.signals] == list(range(len(kept)))
+
+
+def test_trip_summaries_only_keeps_positions_off_the_wire():
+    wire = filter_plan(PLAN, Consent("full", 1, "config"), Classifier(PrivacyConfig()),
+                       tracks=False)
+    assert not {"gps.lat", "gps.lon", "can0.NAV_Position.Latitude"} & {s.key
+                                                                       for s in wire.signals}
+
+
+def test_local_inputs_follow_the_wire_prefix():
+    wire = filter_plan(PLAN, Consent("vehicle-health", 1, "config"), Classifier(PrivacyConfig()))
+    local = with_local_inputs(wire, [planned(9, "can0.ESP_VehicleSpeed.VehicleSpeed"),
+                                     planned(3, "can0.BMS_Pack.SOC")])
+    assert [(s.index, s.key) for s in local.signals] == [
+        (0, "can0.BMS_Pack.SOC"), (1, "gps.sats"), (2, "can0.ESP_VehicleSpeed.VehicleSpeed")]
+
+
+def test_the_newest_decision_wins_and_a_broken_file_fails_closed(tmp_path):
+    config = PrivacyConfig(consent="full", consent_version=4)
+    assert effective_consent(config, tmp_path) == Consent("full", 4, "config")
+    decided = write_local_consent(tmp_path, "off", effective_consent(config, tmp_path))
+    assert decided == Consent("off", 5, "local")
+    assert effective_consent(config, tmp_path) == decided
+    newer = PrivacyConfig(consent="vehicle-health", consent_version=6)
+    assert effective_consent(newer, tmp_path).level == "vehicle-health"
+    (tmp_path / "consent.json").write_text("{not json")
+    assert effective_consent(newer, tmp_path).level == "off"
+    (tmp_path / "consent.json").write_text(json.dumps({"level": "everything", "version": 9}))
+    assert effective_consent(newer, tmp_path).level == "off"
+
+
+def test_zones_suppress_and_precision_snaps():
+    policy = LocationPolicy(LocationConfig(precision_m=1000), (
+        ZoneConfig("home", center=(48.1, 11.5), radius_m=300),
+        ZoneConfig("work", polygon=((48.2, 11.6), (48.2, 11.62), (48.21, 11.62),
+                                    (48.21, 11.6))),
+    ))
+    assert policy.reveal(48.1015, 11.5) is None  # 167 m from home
+    assert policy.reveal(48.205, 11.61) is None
+    lat, lon = policy.reveal(48.15, 11.55)
+    assert distance_m((lat, lon), (48.15, 11.55)) < 1000
+    assert policy.reveal(48.1501, 11.5501) == (lat, lon)  # same cell
+    assert policy.snap(lat, lon) == pytest.approx((lat, lon))
+
+
+def test_pseudonym_rotates_and_hides_the_id():
+    secret = bytes(32)
+    names = {pseudonym(secret, "demo-0001", period) for period in range(5)}
+    assert len(names) == 5 and not any("demo" in name for name in names)
+    assert pseudonym(secret, "demo-0001", 1) == pseudonym(secret, "demo-0001", 1)
+    assert pseudonym(b"x" * 32, "demo-0001", 1) != pseudonym(secret, "demo-0001", 1)
+
+
+def test_spool_drops_what_was_sealed_under_a_wider_consent(tmp_path):
+    spool = Spool(tmp_path / "spool.sqlite", 1 << 20)
+    spool.put("telemetry", b"b", 0, b"full", consent=2)
+    spool.put("events", b"b", 0, b"event", priority=PRIORITY_EVENT, consent=2)
+    spool.put("telemetry", b"b", 1, b"health", consent=1)
+    assert spool.drop_above(1) == 2
+    assert [b.envelope for b in spool.next_batches(10)] == [b"health"]
+    assert spool.stats().bytes == len(b"health")
+
+
+def test_consent_travels_in_the_batch_body():
+    body = BatchBody("v", b"b" * 16, 0, 0, 1000, "ntp", 1, bytes(32), {}, b"\0" * 8, None, (),
+                     privacy={"consent": "vehicle-health", "ver": 7})
+    assert decode_body(encode_body(body)).privacy == {"consent": "vehicle-health", "ver": 7}
+
+
+def test_a_point_outside_a_zone_whose_snapped_position_is_inside_is_withheld():
+    grid = LocationPolicy(LocationConfig(precision_m=500), ())
+    point = (48.1234, 11.5678)
+    sent = grid.snap(*point)
+    # A zone centre 402 m from the point, on the line from the point through its cell centre.
+    scale = 402 / distance_m(point, sent)
+    center = (point[0] + (sent[0] - point[0]) * scale, point[1] + (sent[1] - point[1]) * scale)
+    policy = LocationPolicy(LocationConfig(precision_m=500),
+                            (ZoneConfig("home", center=center, radius_m=400),))
+    assert distance_m(center, point) > 400 and distance_m(center, sent) < 400
+    assert policy.reveal(*point) is None
