@@ -11,8 +11,9 @@ from pathlib import Path
 from types import FrameType
 
 from agent.ota.updater import startup_config
-from agent.runtime.daemon import build_agent, load_plan
+from agent.runtime.daemon import build_agent
 from agent.runtime.notify import Notifier
+from agent.runtime.pipeline import load_plan
 from agent.runtime.watchdog import WatchdogFeeder
 
 log = logging.getLogger(__name__)

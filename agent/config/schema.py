@@ -15,29 +15,25 @@ import re
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from agent.config.source import ORIGIN_OF, SourceConfig
 from agent.errors import ConfigError
-from agent.sources.sensor_protocols import PROTOCOLS
+from agent.sources.registry import source_type
 
 # The batch schemas agent/wire/body.py can write (its SCHEMA_VERSIONS; a test holds them equal).
 # Not imported from there: loading a config must not load numpy and cbor2.
 BATCH_SCHEMAS = (1, 2)
 
 SAMPLING_MODES = ("last", "stats")
-VALUE_SOURCE_TYPES = ("gpsd", "serial")  # sources described by a catalogue, not a DBC
-GPSD_PORT = 2947
 MAX_LATENESS_LIMIT = 60.0  # seconds; [sampling] max_lateness may not exceed it
 # The highest config version, local or in an update (docs/ota.md). Batches carry it as a CBOR
 # uint and acks and `diag status --json` as a JSON number: 2**53 - 1 fits uint64 and int64
 # columns and is the largest integer every JSON reader keeps exact.
 MAX_CONFIG_VERSION = 2**53 - 1
-
-# Marks a field that is not a key of the file: the loader sets it to where the file sets the
-# key named by the marker ("config.toml:12: [sources.can0] dbc"), for errors found later.
-ORIGIN_OF = "origin_of"
 
 
 @dataclass(frozen=True)
@@ -46,44 +42,6 @@ class VehicleConfig:
 
     id: str
     groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """One data source. `type` is `replay`, `gpsd`, `serial` (sensor lines, docs/sensors.md)
-    or the name of a python-can interface."""
-
-    name: str
-    type: str
-    dbc: tuple[Path, ...] = ()
-    # Refuse a DBC whose signals overlap (as cantools' strict mode) instead of loading it
-    # with a warning for each overlap (agent/decoding/dbc.py).
-    strict: bool = False
-    # python-can buses; for `replay`, the log channel to play ("" plays every frame)
-    channel: str = ""
-    bitrate: int = 500_000
-    fd: bool = False
-    data_bitrate: int = 2_000_000
-    # SocketCAN: the socket's receive queue, which rides out a stall of the agent (~1 kB a
-    # frame: 8 MB holds ~2 s of a full 500 kbit/s bus); what overflows is counted, not read.
-    receive_buffer_kb: int = 8192
-    # replay
-    path: Path | None = None
-    speed: float = 1.0
-    loop: bool = False
-    rebase: bool = True
-    # gpsd (host, port) and serial sensors (port, baudrate, protocol)
-    host: str = "127.0.0.1"
-    port: int | str | None = None
-    baudrate: int = 9600
-    protocol: str = "nmea"
-    stale_after: float = 10.0
-    # Not a key: where the file names the DBCs, for DBC errors raised when they load.
-    dbc_origin: str = field(default="", compare=False, metadata={ORIGIN_OF: "dbc"})
-
-    @property
-    def gpsd_port(self) -> int:
-        return self.port if isinstance(self.port, int) else GPSD_PORT
 
 
 @dataclass(frozen=True)
@@ -418,19 +376,7 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
         raise builder.error("sources", "name", f"source names must be unique: {duplicates}")
     for source in config.sources:
         where = f"sources.{source.name}"
-        if source.type in VALUE_SOURCE_TYPES:
-            _check_value_source(source, builder, where)
-            continue
-        if not source.dbc:
-            raise builder.error(where, "dbc", "list the DBC file(s) that describe this bus")
-        if source.type == "replay" and source.path is None:
-            raise builder.error(where, "path", "a replay source needs the log file to play")
-        if source.type == "replay" and source.speed < 0:
-            raise builder.error(where, "speed", "use 1 for real time, 10 for 10x, 0 for max")
-        if source.type != "replay" and not source.channel:
-            raise builder.error(where, "channel", f"a {source.type} bus needs a channel")
-        if source.receive_buffer_kb <= 0:
-            raise builder.error(where, "receive_buffer_kb", "must be a positive number of kB")
+        source_type(source.type).check(source, partial(builder.error, where))
     for rule in config.sampling.signals:
         if rule.mode not in SAMPLING_MODES:
             raise builder.error("sampling.signals", "mode", f"{rule.mode!r} is not one of "
@@ -461,29 +407,6 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
             if getattr(config.uplink, name) is None:
                 raise builder.error("uplink", name, "TLS needs ca_cert, cert and key (or set "
                                     "tls = false explicitly to publish in plaintext)")
-
-
-def _check_value_source(source: SourceConfig, builder: _Builder, where: str) -> None:
-    if source.dbc:
-        raise builder.error(where, "dbc", f"a {source.type} source has no DBC: its signals "
-                            "are listed in docs/sensors.md")
-    if source.strict:
-        raise builder.error(where, "strict", f"a {source.type} source has no DBC to be "
-                            "strict about")
-    if source.stale_after <= 0:
-        raise builder.error(where, "stale_after", "must be positive (seconds without data "
-                            "before the source is reported stale)")
-    if source.type == "gpsd" and not (source.port is None or (isinstance(source.port, int)
-                                      and 0 < source.port < 65536)):
-        raise builder.error(where, "port", "gpsd's TCP port, an integer (default 2947)")
-    if source.type == "serial":
-        if not isinstance(source.port, str) or not source.port:
-            raise builder.error(where, "port", "the serial device, e.g. \"/dev/ttyUSB0\"")
-        if source.baudrate <= 0:
-            raise builder.error(where, "baudrate", "must be a positive number")
-        if source.protocol not in PROTOCOLS:
-            raise builder.error(where, "protocol", f"unknown protocol {source.protocol!r}; "
-                                f"known: {', '.join(sorted(PROTOCOLS))}")
 
 
 def _check_privacy(privacy: PrivacyConfig, builder: _Builder) -> None:
@@ -644,6 +567,8 @@ class _Builder:
 
     def _build_item(self, cls: type, entry: Any, where: str, index: int) -> Any:
         label = entry.get("name", index) if isinstance(entry, dict) else index
+        if cls is SourceConfig and isinstance(entry, dict) and isinstance(entry.get("type"), str):
+            cls = source_type(entry["type"]).config  # each source type has its own keys
         return self.build(cls, entry, f"{where}.{label}")
 
 

@@ -180,6 +180,14 @@ class _MessagePlan:
     stats_readers: tuple[tuple[Callable[[bytes], int], int], ...] | None = None
 
 
+@dataclass(frozen=True)
+class StoreStats:
+    """What a source's store lets through and what it turned away, for `diag buses`."""
+
+    filters: tuple[int, ...]  # the frame IDs asked of the bus
+    unknown_ids: tuple[tuple[int, int], ...]  # (frame ID, frames) not in the plan, most first
+
+
 class FrameStore:
     """The newest payload of every planned frame of one source, and per-frame stats."""
 
@@ -204,6 +212,10 @@ class FrameStore:
         return [{"can_id": frame_id, "can_mask": 0x1FFFFFFF if plan.extended else 0x7FF,
                  "extended": plan.extended}
                 for frame_id, plan in sorted(self._messages.items())]
+
+    def stats(self) -> StoreStats:
+        return StoreStats(filters=tuple(sorted(self._messages)),
+                          unknown_ids=tuple(self.ignored_ids.copy().most_common()))
 
     def _build(self, database: Database, signals: Sequence[PlannedSignal]) -> None:
         by_period: dict[int, dict[int, dict[PayloadKey, _Page]]] = {}

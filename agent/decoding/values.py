@@ -12,25 +12,12 @@ same `sample_last` / `take_stats` calls.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
-from agent.decoding.frames import Emit, EmitStats, EventClock, StatsAccumulator
+from agent.decoding.frames import Emit, EmitStats, EventClock, StatsAccumulator, StoreStats
 from agent.sampling.plan import PlannedSignal
+from agent.sources.base import Reading
 from agent.sources.health import SourceHealth
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One physical value of a quantity, stamped with the wall-clock time it was received.
-
-    `value` None withdraws the quantity: it has no value now (a GPS fix was lost), so the
-    last one is not sampled again."""
-
-    timestamp: float
-    quantity: str
-    value: float | None
 
 
 class ValueStore:
@@ -38,7 +25,6 @@ class ValueStore:
 
     def __init__(self, signals: Sequence[PlannedSignal], health: SourceHealth) -> None:
         self.health = health
-        self.ignored_ids: Counter[int] = Counter()  # no frame ids here; `diag buses` reads it
         self._signals = tuple(signals)
         self._planned = {s.signal: s for s in signals}
         self._last_by_period: dict[int, tuple[PlannedSignal, ...]] = {}
@@ -51,6 +37,9 @@ class ValueStore:
 
     def can_filters(self) -> list[dict[str, int | bool]]:
         return []
+
+    def stats(self) -> StoreStats:
+        return StoreStats(filters=(), unknown_ids=())
 
     def accept_all(self, readings: Sequence[Reading], clock: EventClock) -> None:
         """`accept` each reading after moving event time to it."""

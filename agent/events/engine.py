@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from cantools.database.can import Database
@@ -99,6 +100,12 @@ class _Readings:
         return None if lat is None or lon is None else (lat, lon)
 
 
+@dataclass(frozen=True)
+class EngineStats:
+    detectors: tuple[str, ...]
+    found: Mapping[str, int]  # events found by type since start
+
+
 class EventEngine:
     def __init__(self, config: EventsConfig, location: LocationConfig, plan: SamplingPlan,
                  ring: Ring, on_event: Callable[[Event], None]) -> None:
@@ -145,6 +152,9 @@ class EventEngine:
                 continue
             detectors.append(TriggerDetector(trigger, sorted(available), self))
         return detectors
+
+    def stats(self) -> EngineStats:
+        return EngineStats(tuple(d.name for d in self.detectors), dict(self.found))
 
     def take_over(self, previous: EventEngine) -> None:
         """Continue after a config reload: detectors start afresh, the readings go on."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from agent.events.codec import EventBody, encode_event
@@ -30,6 +30,19 @@ class EventCounters:
     sent: int = 0
     withheld: dict[str, int] = field(default_factory=dict)
     positions_withheld: int = 0
+
+    def stats(self) -> EventDelivery:
+        # dict() copies in one step under the GIL while the pipeline may add a key.
+        return EventDelivery(self.sent, dict(self.withheld), self.positions_withheld)
+
+
+@dataclass(frozen=True)
+class EventDelivery:
+    """A snapshot of `EventCounters`: events sent, withheld by type, positions withheld."""
+
+    sent: int
+    withheld: Mapping[str, int]
+    positions_withheld: int
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,14 @@ def signal_dictionary(plan: SamplingPlan) -> tuple[SignalDef, ...]:
                  for s in plan.signals)
 
 
+@dataclass(frozen=True)
+class BatcherStats:
+    sealed: int  # batches sealed since start (the next sequence number)
+    signals: int  # in the signal dictionary
+    ring_lost: int  # records overwritten in the ring before a batch could take them
+    clock: str  # the clock quality the next batch will carry
+
+
 class Batcher:
     """Turns each window of ring records into a SealedBatch with the next sequence number."""
 
@@ -102,6 +110,13 @@ class Batcher:
 
     def clock(self) -> str:
         return self._identity.clock()
+
+    def stats(self) -> BatcherStats:
+        with self._lock:
+            lost = self.ring_lost + self._ring.lost_since(self._cursor)
+            sealed = self.next_seq
+        return BatcherStats(sealed=sealed, signals=len(self._dictionary), ring_lost=lost,
+                            clock=self.clock())
 
     def take_over(self, previous: Batcher) -> None:
         """Continue after `previous` sealed its last window (a config reload): same sequence,

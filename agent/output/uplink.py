@@ -63,7 +63,22 @@ class UplinkHealth:
     connected: bool = False
     last_puback: float = 0.0
 
+
+@dataclass(frozen=True)
+class UplinkStats:
+    """The uplink as diagnostics see it: its counters and whether it is connected now."""
+
+    connected: bool
+    published: int
+    acked: int
+    dropped: int
+    connects: int
+    connect_failures: int
+    refused: int
+    last_puback: float  # time.time() of the latest PUBACK, 0 before the first
+
     def counters(self) -> dict[str, int]:
+        """The counters every batch carries (`uplink.<name>`)."""
         return {"published": self.published, "acked": self.acked, "dropped": self.dropped,
                 "connects": self.connects, "connect_failures": self.connect_failures,
                 "refused": self.refused}
@@ -172,6 +187,13 @@ class Uplink:
         self._worker.join(timeout + 5)
         self._closing.set()
         self._network.join(5)
+
+    def stats(self) -> UplinkStats:
+        health = self.health
+        return UplinkStats(connected=health.connected, published=health.published,
+                           acked=health.acked, dropped=health.dropped, connects=health.connects,
+                           connect_failures=health.connect_failures, refused=health.refused,
+                           last_puback=health.last_puback)
 
     def reconnect(self) -> str:
         """Drop the connection; the network thread reconnects after its back-off."""

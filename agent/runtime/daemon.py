@@ -3,8 +3,10 @@
 Each source runs in its own thread and hands its frames to the event-time gate, which feeds
 the source's decoder store and moves the sampler's time only as far as every source has come
 (agent/sampling/event_time.py); one lock serialises the gate, the stores and the sampler.
-The config-dependent parts (a `Pipeline`) are rebuilt on a config change and swapped in
-while the ring, the spool and the MQTT connection stay (agent/ota/updater.py decides when).
+The config-dependent parts (a `Pipeline`, agent/runtime/pipeline.py) are rebuilt on a config
+change and swapped in while the shared parts (ring, spool, signer, MQTT connection) stay
+(agent/ota/updater.py decides when). `build_agent` makes every part, in the order they
+depend on each other.
 """
 
 from __future__ import annotations
@@ -15,42 +17,35 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import can
-from cantools.database.can import Database
 
-from agent import sensor_status
-from agent.config.schema import AgentConfig, SourceConfig, control_socket_path
-from agent.decoding.dbc import LoadedDbc, combined_digest, load_source_dbc
+from agent.config.schema import AgentConfig, control_socket_path
 from agent.decoding.frames import FrameStore
-from agent.decoding.values import Reading, ValueStore
+from agent.decoding.values import ValueStore
 from agent.errors import AgentError
-from agent.events.codec import EVENT_CONTENT_TYPE
-from agent.events.engine import EventEngine, event_inputs
-from agent.events.sink import EventCounters, EventIdentity, EventSequence, EventSink
+from agent.events.sink import EventCounters, EventSequence
 from agent.ota.updater import ConfigUpdater
 from agent.ota.verdict import HealthSnapshot, SourceCounters
-from agent.output.batch import CONTENT_TYPE, Batcher, BatchIdentity, SealedBatch
-from agent.output.spool import Spool
-from agent.output.uplink import Uplink
+from agent.output.batch import CONTENT_TYPE, Batcher
+from agent.output.spool import Spool, SpooledBatch
+from agent.output.uplink import Uplink, UplinkStats
 from agent.privacy import consent as privacy
-from agent.privacy.location import LocationPolicy, TelemetryLocationFilter
-from agent.runtime import clock, status
-from agent.runtime.control import Command, ControlServer
+from agent.privacy.downgrade import Downgrades
+from agent.runtime.commands import command_table
+from agent.runtime.control import ControlServer
 from agent.runtime.handover import HandoverLock
-from agent.runtime.status import FrameRates
+from agent.runtime.pipeline import HealthCounters, Pipeline, SharedParts, build_pipeline
+from agent.runtime.rates import FrameRates
+from agent.runtime.status import AgentSnapshot, LatestValue, PrivacyStats
 from agent.runtime.watchdog import Liveness
-from agent.sampling.event_time import EventTimeGate, ReplayPacer
-from agent.sampling.plan import SamplingPlan, build_plan
+from agent.sampling.event_time import ReplayPacer
 from agent.sampling.ring import Ring
-from agent.sampling.sampler import Sampler, check_ring_size
-from agent.sources.base import OnFrames
-from agent.sources.canbus import unreachable_fd_messages
-from agent.sources.catalogue import Catalogue
+from agent.sampling.sampler import Sampler
+from agent.sources.base import OnFrames, Reading
 from agent.sources.health import SourceHealth
-from agent.sources.registry import Source, catalogue_for, is_value_source, open_source
+from agent.sources.registry import Source, source_stats
 from agent.wire.cose import Signer
 from agent.wire.keys import load_private_key
 
@@ -60,47 +55,68 @@ SHUTDOWN_DELIVERY_TIMEOUT = 5.0
 RELOAD_TIMEOUT = 4.0
 
 
-@dataclass
-class Pipeline:
-    """What depends on the config: rebuilt by `build_pipeline` on every config change."""
+class UplinkSlot:
+    """The uplink in service. A config change of [uplink] puts a new one in its place; the
+    pipelines submit through the slot, so they reach whichever is in service."""
 
-    config: AgentConfig
-    plan: SamplingPlan
-    sources: list[Source]
-    stores: dict[str, FrameStore | ValueStore]
-    sampler: Sampler
-    gate: EventTimeGate
-    batcher: Batcher
-    # Privacy and events: what may leave (wire_plan is the prefix of plan the batcher sends).
-    consent: privacy.Consent
-    wire_plan: SamplingPlan
-    events: EventEngine
+    def __init__(self) -> None:
+        self._uplink: Uplink | None = None
+
+    @property
+    def uplink(self) -> Uplink:
+        assert self._uplink is not None, "the agent puts an uplink in before it starts"
+        return self._uplink
+
+    def put(self, uplink: Uplink) -> Uplink | None:
+        """Put `uplink` in service; returns the one it replaces."""
+        previous, self._uplink = self._uplink, uplink
+        return previous
+
+    def submit(self, spooled: SpooledBatch) -> None:
+        self.uplink.submit(spooled)
+
+    def stats(self) -> UplinkStats:
+        return self.uplink.stats()
+
+
+def build_agent(config: AgentConfig) -> Agent:
+    """Every part of the agent, in the order they depend on each other."""
+    spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
+    signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
+    ring = Ring.for_memory(config.ring.memory_mb)
+    uplinks = UplinkSlot()
+    healths: dict[str, SourceHealth] = {}
+    parts = SharedParts(ring=ring, spool=spool, signer=signer, boot=os.urandom(16),
+                        healths=healths, health=HealthCounters(healths, uplinks.stats, spool),
+                        event_counters=EventCounters(), event_seq=EventSequence(),
+                        submit=uplinks.submit)
+    pipeline = build_pipeline(config, parts, None)
+    # The agent makes the config updater (which calls back its prepare and switch), then the
+    # uplink that offers the updater what arrives on the config topic.
+    return Agent(parts, uplinks, pipeline)
 
 
 class Agent:
-    """A wired agent, ready to `start`. Built by `build_agent`; parts exposed for diagnostics."""
+    """A wired agent, ready to `start`: runs the sources, swaps pipelines on a config change,
+    and reports itself to diagnostics as one `snapshot()`."""
 
-    def __init__(self, config: AgentConfig, ring: Ring, spool: Spool, signer: Signer) -> None:
-        self.ring = ring
-        self.spool = spool
-        self.signer = signer
-        self.boot = os.urandom(16)
+    def __init__(self, parts: SharedParts, uplinks: UplinkSlot, pipeline: Pipeline) -> None:
+        config = pipeline.config
+        self.parts = parts
+        self.pipeline = pipeline
         self.lock = HandoverLock()
         self.liveness = Liveness()
-        self.rates = FrameRates()
-        self.pacer = ReplayPacer(config.sampling.max_lateness / 2)
-        self.started = time.monotonic()
-        self.control: ControlServer | None = None
-        self.healths: dict[str, SourceHealth] = {}
-        self.event_counters = EventCounters()
-        self.event_seq = EventSequence()
-        self.dropped_on_downgrade = 0
+        self._uplinks = uplinks
+        self._rates = FrameRates()
+        self._downgrades = Downgrades(parts.spool)
+        self._pacer = ReplayPacer(config.sampling.max_lateness / 2)
+        self._started = time.monotonic()
+        self._control: ControlServer | None = None
         self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.updater = ConfigUpdater(self, config.path, config.state.directory)
-        self.uplink = self._make_uplink(config)
-        self.pipeline = build_pipeline(config, self, None)
-        ring.set_float_signals(_float_signals(self.pipeline))
-        self._enforce_consent(self.pipeline.consent)
+        uplinks.put(self._make_uplink(config))
+        parts.ring.set_float_signals(pipeline.float_signals())
+        self._downgrades.enforce(pipeline.consent)
 
     @property
     def config(self) -> AgentConfig:
@@ -122,18 +138,26 @@ class Agent:
     def batcher(self) -> Batcher:
         return self.pipeline.batcher
 
+    @property
+    def spool(self) -> Spool:
+        return self.parts.spool
+
+    @property
+    def uplink(self) -> Uplink:
+        return self._uplinks.uplink
+
     def start(self) -> None:
-        self.started = time.monotonic()
+        self._started = time.monotonic()
         self.uplink.start()
-        self.control = ControlServer(control_socket_path(self.config), self._commands(),
-                                     group=self.config.control.group)
-        self.control.start()
+        self._control = ControlServer(control_socket_path(self.config), command_table(self),
+                                      group=self.config.control.group)
+        self._control.start()
         for source in self.sources:
             self._start_source(source)
         self.updater.start()
         log.info("agent running: vehicle %s, boot %s, config version %d, %d sources, "
-                 "%d signals", self.config.vehicle.id, self.boot.hex(), self.config.version,
-                 len(self.sources), len(self.batcher.dictionary))
+                 "%d signals", self.config.vehicle.id, self.parts.boot.hex(),
+                 self.config.version, len(self.sources), len(self.batcher.dictionary))
 
     def _start_source(self, source: Source) -> None:
         stop = threading.Event()
@@ -145,7 +169,7 @@ class Agent:
     def _stop_source(self, name: str) -> None:
         thread, stop = self._running.pop(name)
         stop.set()
-        self.pacer.leave(name)  # a replay held back for the others must see the stop
+        self._pacer.leave(name)  # a replay held back for the others must see the stop
         thread.join(timeout=5)
         self.liveness.retire(f"source {name}")
 
@@ -159,11 +183,11 @@ class Agent:
         name = f"source {source.name}"
         self.liveness.beat(name)
         if source.paced:
-            self.pacer.join(source.name)
+            self._pacer.join(source.name)
         try:
             self._keep_running(source, name, stop)
         finally:
-            self.pacer.leave(source.name)
+            self._pacer.leave(source.name)
         if source.finished.is_set():
             with self.lock:
                 gate = self.pipeline.gate
@@ -206,7 +230,7 @@ class Agent:
     def _frame_handler(self, source: Source, name: str) -> OnFrames:
         beat = self.liveness.beat
         lock = self.lock
-        pace = partial(self.pacer.pace, source.name) if source.paced else None
+        pace = partial(self._pacer.pace, source.name) if source.paced else None
 
         def keep(frames: Sequence[can.Message | Reading]) -> None:
             pipeline = self.pipeline  # swapped on a config change
@@ -231,23 +255,36 @@ class Agent:
 
         return on_idle
 
-    def _commands(self) -> dict[str, Command]:
-        return {
-            "status": Command(lambda args: status.status(self)),
-            "buses": Command(lambda args: status.buses(self, int(args.get("top", 10)))),
-            "signals": Command(lambda args: status.signal_values(self, args.get("glob", "*"))),
-            "gps": Command(lambda args: sensor_status.gps(self)),
-            "sensors": Command(lambda args: sensor_status.sensors(self)),
-            "queue": Command(lambda args: self._queue(int(args.get("limit", 20)))),
-            "flush": Command(lambda args: self.flush(), changes_state=True),
-            "reconnect": Command(lambda args: self.uplink.reconnect(), changes_state=True),
-            "reload": Command(lambda args: self.reload(), changes_state=True),
-            "privacy": Command(lambda args: status.privacy(self)),
-            "consent": Command(lambda args: self.set_consent(str(args.get("level", ""))),
-                               changes_state=True),
-        }
+    # Diagnostics: snapshots of the parts, never their locks or private state.
+    def snapshot(self) -> AgentSnapshot:
+        pipeline = self.pipeline  # one pipeline throughout, even if a switch comes meanwhile
+        return AgentSnapshot(
+            config=pipeline.config, boot=self.parts.boot,
+            uptime_s=time.monotonic() - self._started,
+            last_update=self.updater.last_outcome,
+            sources=tuple(source_stats(source, config) for source, config
+                          in zip(pipeline.sources, pipeline.config.sources, strict=True)),
+            frame_rates=self._rates.stats(),
+            stores={name: store.stats() for name, store in pipeline.stores.items()},
+            ring=self.parts.ring.stats(), batches=pipeline.batcher.stats(),
+            spool=self.parts.spool.stats(), spool_max_bytes=self.parts.spool.max_bytes,
+            uplink=self._uplinks.stats(),
+            privacy=PrivacyStats(
+                consent=pipeline.consent, signals_sent=len(pipeline.wire_plan.signals),
+                signals_planned=len(pipeline.plan.signals),
+                dropped_on_downgrade=self._downgrades.dropped, events=pipeline.events.stats(),
+                delivery=self.parts.event_counters.stats()))
 
-    def _queue(self, limit: int) -> dict[str, object]:
+    def readings(self) -> dict[str, list[LatestValue]]:
+        """The latest value of every planned signal, by source (copied under the lock the
+        pipeline holds while it writes them)."""
+        with self.lock:
+            return {name: store.current_values() for name, store in self.stores.items()}
+
+    def update_rates(self) -> None:
+        self._rates.update({source.name: source.health.frames for source in self.sources})
+
+    def queue(self, limit: int) -> dict[str, object]:
         stats = self.spool.stats()
         return {"depth": stats.depth, "bytes": stats.bytes, "max_bytes": self.spool.max_bytes,
                 "evicted": stats.evicted, "not_kept": stats.not_kept,
@@ -259,6 +296,9 @@ class Agent:
         with self.lock:
             sealed = self.sampler.seal_now()
         return "sealed the open window" if sealed else "nothing to seal yet"
+
+    def reconnect(self) -> str:
+        return self.uplink.reconnect()
 
     def reload(self, timeout: float = RELOAD_TIMEOUT) -> str:
         """Re-read the local config file (as SIGHUP does) and say how it went."""
@@ -281,22 +321,9 @@ class Agent:
         outcome = self.reload()
         return f"consent {decided.level} (version {decided.version}) recorded; {outcome}"
 
-    def _enforce_consent(self, consent: privacy.Consent) -> None:
-        """Nothing sealed under a wider consent may still leave: drop it from the spool."""
-        try:
-            dropped = self.spool.drop_above(consent.rank)
-        except Exception:
-            log.exception("privacy: cannot drop spooled batches above consent %s",
-                          consent.level)
-            return
-        if dropped:
-            self.dropped_on_downgrade += dropped
-            log.warning("privacy: consent is now %s: dropped %d spooled batches and events "
-                        "sealed under a wider consent", consent.level, dropped)
-
     # Config changes (called by agent/ota/updater.py, one at a time)
     def prepare(self, config: AgentConfig) -> Pipeline:
-        return build_pipeline(config, self, self.pipeline)
+        return build_pipeline(config, self.parts, self.pipeline)
 
     def switch(self, pipeline: Pipeline) -> None:
         """Swap in `pipeline`: the open window is sealed with the old config first, so the
@@ -309,7 +336,7 @@ class Agent:
             old.gate.drain()
             now_ms = old.sampler.now_ms
             old.sampler.finish()
-            self.ring.set_float_signals(_float_signals(pipeline))
+            self.parts.ring.set_float_signals(pipeline.float_signals())
             pipeline.batcher.take_over(old.batcher)
             pipeline.events.take_over(old.events)
             if now_ms is not None:
@@ -317,15 +344,16 @@ class Agent:
             for source in pipeline.sources:
                 if source.finished.is_set():
                     pipeline.gate.retire(source.name)
-            self.pacer.lead = pipeline.config.sampling.max_lateness / 2
+            self._pacer.lead = pipeline.config.sampling.max_lateness / 2
             self.pipeline = pipeline
             if pipeline.consent.rank < old.consent.rank:
-                self._enforce_consent(pipeline.consent)
+                self._downgrades.enforce(pipeline.consent)
         for source in pipeline.sources:
             if source.name not in self._running:
                 self._start_source(source)
         if pipeline.config.uplink != old.config.uplink:
-            previous, self.uplink = self.uplink, self._make_uplink(pipeline.config)
+            previous = self._uplinks.put(self._make_uplink(pipeline.config))
+            assert previous is not None
             previous.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
             self.uplink.start()
         log.info("config version %d running: %d sources, %d signals", pipeline.config.version,
@@ -333,45 +361,22 @@ class Agent:
 
     def health_snapshot(self) -> HealthSnapshot:
         with self.lock:
-            samples = self.ring.written
+            samples = self.parts.ring.written
+        uplink = self._uplinks.stats()
         return HealthSnapshot(
             sources={s.name: SourceCounters(
                 s.health.frames, s.health.reconnects,
                 s.health.frames - s.health.ignored - s.health.error_frames)
                 for s in self.sources},
-            samples=samples, uplink_connected=self.uplink.health.connected,
-            uplink_connects=self.uplink.health.connects)
+            samples=samples, uplink_connected=uplink.connected,
+            uplink_connects=uplink.connects)
 
     def publish(self, leaf: str, payload: bytes) -> None:
         self.uplink.publish(leaf, payload)
 
     def _make_uplink(self, config: AgentConfig) -> Uplink:
-        return Uplink(config.uplink, config.vehicle.id, self.boot, self.spool,
-                      beat=lambda: self.liveness.beat("uplink"), on_config=self.updater.offer)
-
-    def health_counters(self) -> dict[str, int]:
-        counters = {f"{source.name}.{key}": value for source in self.sources
-                    for key, value in source.health.counters().items()}
-        counters.update({f"uplink.{key}": value
-                         for key, value in self.uplink.health.counters().items()})
-        spooled = self.spool.stats()
-        counters.update({"spool.depth": spooled.depth, "spool.bytes": spooled.bytes,
-                         "spool.evicted": spooled.evicted, "spool.not_kept": spooled.not_kept,
-                         "spool.moved_aside": spooled.moved_aside})
-        return counters
-
-    def on_window(self, batcher: Batcher, consent: privacy.Consent) -> Callable[[int, int], None]:
-        def seal(t0_ms: int, t1_ms: int) -> None:
-            sealed = batcher.seal(t0_ms, t1_ms)
-            spooled = self.spool.put("telemetry", self.boot, sealed.seq, sealed.envelope,
-                                     consent=consent.rank)
-            _log_sealed(sealed, on_disk=spooled.id is not None)
-            self.uplink.submit(spooled)
-
-        return seal
-
-    def update_rates(self) -> None:
-        self.rates.update({source.name: source.health.frames for source in self.sources})
+        return Uplink(config.uplink, config.vehicle.id, self.parts.boot, self.parts.spool,
+                      beat=partial(self.liveness.beat, "uplink"), on_config=self.updater.offer)
 
     def replay_finished(self) -> bool:
         finite = [s for s in self.sources if s.is_finite]
@@ -382,7 +387,7 @@ class Agent:
         self.updater.stop()
         for name in list(self._running):
             self._running[name][1].set()
-            self.pacer.leave(name)
+            self._pacer.leave(name)
         for name in list(self._running):
             self._stop_source(name)
         with self.lock:
@@ -390,104 +395,7 @@ class Agent:
             self.sampler.finish()
         self.uplink.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
         self.spool.close()
-        if self.control is not None:
-            self.control.stop()
+        if self._control is not None:
+            self._control.stop()
         log.info("agent stopped: %d batches sealed, %d acknowledged",
-                 self.batcher.next_seq, self.uplink.health.acked)
-
-
-def build_agent(config: AgentConfig) -> Agent:
-    spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
-    signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
-    return Agent(config, Ring.for_memory(config.ring.memory_mb), spool, signer)
-
-
-def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc],
-                                            dict[str, Database | Catalogue], SamplingPlan]:
-    """The DBCs, every source's database or catalogue, and the sampling plan of `config`
-    (raises AgentError when they do not build)."""
-    loaded = {source.name: load_source_dbc(source) for source in config.sources
-              if not is_value_source(source)}
-    databases = {source.name: loaded[source.name].database if source.name in loaded
-                 else catalogue_for(source) for source in config.sources}
-    return loaded, databases, build_plan(config.sampling, databases)
-
-
-def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None) -> Pipeline:
-    """Sources, stores, sampler and batcher for `config`. A source of `previous` whose config
-    and filters are unchanged is kept (a replay goes on playing, a bus stays open)."""
-    loaded, databases, configured = load_plan(config)
-    for source in config.sources:
-        if source.name in loaded and (names := unreachable_fd_messages(
-                source, loaded[source.name].database, configured.frame_ids(source.name))):
-            log.warning("source %s: the plan needs CAN FD messages (%s) but the bus is opened "
-                        "without fd = true: they never arrive", source.name, ", ".join(names))
-    consent = privacy.effective_consent(config.privacy, config.state.directory)
-    classify = privacy.classifier_for(config.privacy)
-    wire_plan = privacy.filter_plan(configured, consent, classify,
-                                    tracks=config.privacy.location.tracks)
-    plan = privacy.with_local_inputs(wire_plan, event_inputs(config.events, databases,
-                                                             config.sampling))
-    sources = []
-    stores = {}
-    for source_config in config.sources:
-        name = source_config.name
-        health = agent.healths.setdefault(name, SourceHealth())
-        stores[name] = (ValueStore(plan.for_source(name), health) if name not in loaded
-                        else FrameStore(loaded[name].database, plan.for_source(name), health))
-        filters = stores[name].can_filters()
-        kept = _unchanged_source(previous, source_config, filters)
-        sources.append(kept or open_source(source_config, filters, health))
-    replaying = any(source.type == "replay" for source in config.sources)
-    wire_identity = privacy.Identity(config.vehicle.id, config.privacy.pseudonym)
-    name_at = wire_identity.at if wire_identity.pseudonymous else None
-    identity = BatchIdentity(
-        vehicle=config.vehicle.id,
-        boot=agent.boot,
-        config_version=config.version,
-        dbc_digest=combined_digest([dbc.digest for dbc in loaded.values()]),
-        clock=(lambda: clock.REPLAY) if replaying else clock.wall_clock_source,
-        gps_correction=(lambda: None) if replaying else clock.gps_correction_ms,
-        privacy=consent.wire(),
-        name_at=name_at,
-    )
-    location = LocationPolicy(config.privacy.location, config.privacy.zones)
-    location_filter = TelemetryLocationFilter(location, wire_plan)
-    batcher = Batcher(wire_plan, agent.ring, identity, agent.signer, agent.health_counters,
-                      zstd_level=config.batch.zstd_level,
-                      dictionary_every=config.batch.dictionary_every,
-                      schema=config.batch.schema,
-                      transform=location_filter if location_filter.active else None)
-    sink = EventSink(consent, classify, location,
-                     EventIdentity(agent.boot, config.version, wire_identity.at, identity.clock),
-                     agent.signer.for_content(EVENT_CONTENT_TYPE), agent.spool,
-                     lambda spooled: agent.uplink.submit(spooled), agent.event_counters,
-                     agent.event_seq)
-    events = EventEngine(config.events, config.privacy.location, plan, agent.ring, sink)
-    window_ms = round(config.batch.window * 1000)
-    check_ring_size(agent.ring, plan, window_ms)
-    sampler = Sampler(plan, agent.ring, stores, window_ms, agent.on_window(batcher, consent),
-                      on_tick=events.on_tick)
-    gate = EventTimeGate(sampler, stores, agent.healths, config.sampling.max_lateness,
-                         window_ms)
-    return Pipeline(config, plan, sources, stores, sampler, gate, batcher, consent, wire_plan,
-                    events)
-
-
-def _unchanged_source(previous: Pipeline | None, config: SourceConfig,
-                      filters: list[dict[str, int | bool]]) -> Source | None:
-    if previous is None or config not in previous.config.sources:
-        return None
-    if config.type != "replay" and previous.stores[config.name].can_filters() != filters:
-        return None
-    return next(s for s in previous.sources if s.name == config.name)
-
-
-def _float_signals(pipeline: Pipeline) -> frozenset[int]:
-    return frozenset(s.index for s in pipeline.plan.signals if s.is_float)
-
-
-def _log_sealed(batch: SealedBatch, *, on_disk: bool) -> None:
-    log.info("sealed batch %d: %d samples, %d bytes (%.3f bytes/sample), %s", batch.seq,
-             batch.samples, len(batch.envelope), len(batch.envelope) / max(1, batch.samples),
-             "spooled" if on_disk else "in memory only")
+                 self.batcher.next_seq, self._uplinks.stats().acked)

@@ -1,155 +1,148 @@
-"""What the control socket answers: the agent's state as plain JSON-ready values.
+"""What the control socket answers: snapshots of the running agent turned into JSON-ready documents.
 
-Everything here reads the running agent and turns it into the documents that `edge-agent
-diag` shows; the field tech's wording of problems ("warnings") is decided here, once.
+Every part of the data path offers `stats()`, a frozen snapshot taken without stopping it; the
+daemon gathers them into one `AgentSnapshot` (and the latest readings, which it copies under
+its own lock). This module only reads those values, so no diagnostic takes the pipeline's lock
+or reads a part's private state. The field technician's wording of problems ("warnings") is
+decided here, except each source type's own, which its module words (agent/sources/).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.config.schema import VALUE_SOURCE_TYPES
+from agent.config.schema import AgentConfig
+from agent.decoding.frames import StoreStats
+from agent.events.engine import EngineStats
+from agent.events.sink import EventDelivery
+from agent.output.batch import BatcherStats
+from agent.output.spool import SpoolStats
+from agent.output.uplink import UplinkStats
+from agent.privacy.consent import Consent
 from agent.runtime import clock
-from agent.sensor_status import failure_warning, location, value_source_warnings
+from agent.sampling.plan import PlannedSignal
+from agent.sampling.ring import RingStats
+from agent.sources import registry
+from agent.sources.gpsd_json import FIX_NAMES
+from agent.sources.health import SourceStats
+from agent.sources.sensor_protocols import WHEELS
+from agent.sources.serial_sensors import SerialConfig
 
-if TYPE_CHECKING:
-    from agent.runtime.daemon import Agent
-
-SILENT_BUS_AFTER = 10.0
 OFFLINE_WARNING_AFTER = 120.0
+CLOCK_DISAGREEMENT_WARNING = 2.0
+
+# (signal, raw value, wall-clock time it was received), as a store's `current_values()`.
+LatestValue = tuple[PlannedSignal, int | float, float]
 
 
-class FrameRates:
-    """Frames per second of each source, from counters sampled about once a second."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[float, int]] = {}
-        self.rates: dict[str, float] = {}
-
-    def update(self, frames: Mapping[str, int]) -> None:
-        now = time.monotonic()
-        for name, count in frames.items():
-            previous = self._last.get(name)
-            if previous is not None and now > previous[0]:
-                self.rates[name] = (count - previous[1]) / (now - previous[0])
-            self._last[name] = (now, count)
+@dataclass(frozen=True)
+class PrivacyStats:
+    consent: Consent
+    signals_sent: int
+    signals_planned: int  # sent, and kept on the vehicle for events
+    dropped_on_downgrade: int
+    events: EngineStats
+    delivery: EventDelivery
 
 
-def status(agent: Agent) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """The running agent at one instant, as the parts report themselves."""
+
+    config: AgentConfig
+    boot: bytes
+    uptime_s: float
+    last_update: Mapping[str, Any] | None  # the latest config update's ack
+    sources: tuple[SourceStats, ...]
+    frame_rates: Mapping[str, float]
+    stores: Mapping[str, StoreStats]
+    ring: RingStats
+    batches: BatcherStats
+    spool: SpoolStats
+    spool_max_bytes: int
+    uplink: UplinkStats
+    privacy: PrivacyStats
+
+
+def status(snapshot: AgentSnapshot) -> dict[str, Any]:
     now = time.time()
-    sources = [_source_status(agent, source.name, now) for source in agent.sources]
-    spool = agent.spool.stats()
-    uplink = agent.uplink.health
-    ring = agent.ring
+    config, ring, spool, uplink = snapshot.config, snapshot.ring, snapshot.spool, snapshot.uplink
     document = {
-        "vehicle": agent.config.vehicle.id,
-        "boot": agent.boot.hex(),
-        "uptime_s": round(time.monotonic() - agent.started, 1),
-        "config": {"path": str(agent.config.path), "version": agent.config.version,
-                   "last_update": agent.updater.last_outcome},
-        "clock": agent.batcher.clock(),
-        "sources": sources,
+        "vehicle": config.vehicle.id,
+        "boot": snapshot.boot.hex(),
+        "uptime_s": round(snapshot.uptime_s, 1),
+        "config": {"path": str(config.path), "version": config.version,
+                   "last_update": snapshot.last_update},
+        "clock": snapshot.batches.clock,
+        "sources": [_source_status(snapshot, source, now) for source in snapshot.sources],
         "ring": {"capacity": ring.capacity, "written": ring.written,
                  "fill": round(min(ring.written, ring.capacity) / ring.capacity, 3),
-                 "lost": agent.batcher.ring_lost + ring.lost_since(agent.batcher.cursor)},
-        "batches": {"sealed": agent.batcher.next_seq, "window_s": agent.config.batch.window,
-                    "signals": len(agent.batcher.dictionary)},
-        "spool": {"depth": spool.depth, "bytes": spool.bytes, "max_bytes": agent.spool.max_bytes,
+                 "lost": snapshot.batches.ring_lost},
+        "batches": {"sealed": snapshot.batches.sealed, "window_s": config.batch.window,
+                    "signals": snapshot.batches.signals},
+        "spool": {"depth": spool.depth, "bytes": spool.bytes,
+                  "max_bytes": snapshot.spool_max_bytes,
                   "oldest_age_s": None if spool.oldest_created is None
                   else round(now - spool.oldest_created, 1),
                   "evicted": spool.evicted, "not_kept": spool.not_kept,
                   "moved_aside": spool.moved_aside},
-        "uplink": {"connected": uplink.connected, "host": agent.config.uplink.host,
-                   "port": agent.config.uplink.port, "tls": agent.config.uplink.tls,
+        "uplink": {"connected": uplink.connected, "host": config.uplink.host,
+                   "port": config.uplink.port, "tls": config.uplink.tls,
                    "published": uplink.published, "acked": uplink.acked,
                    "dropped": uplink.dropped, "connect_failures": uplink.connect_failures,
                    "refused": uplink.refused,
                    "last_puback_age_s": None if not uplink.last_puback
                    else round(now - uplink.last_puback, 1)},
     }
-    document["privacy"] = privacy(agent)
+    document["privacy"] = privacy(snapshot)
     document["warnings"] = warnings(document)
     return document
 
 
-def privacy(agent: Agent) -> dict[str, Any]:
+def privacy(snapshot: AgentSnapshot) -> dict[str, Any]:
     """The consent in force and what it keeps on the vehicle (and the events found)."""
-    pipeline = agent.pipeline
-    consent = pipeline.consent
-    settings = agent.config.privacy
-    counters = agent.event_counters
+    stats = snapshot.privacy
+    consent = stats.consent
+    settings = snapshot.config.privacy
+    delivery = stats.delivery
     return {
         "consent": consent.level, "version": consent.version, "decided_by": consent.source,
         "classes_allowed": sorted(consent.allowed),
-        "signals_sent": len(pipeline.wire_plan.signals),
-        "signals_kept_local": len(pipeline.plan.signals) - len(pipeline.wire_plan.signals),
+        "signals_sent": stats.signals_sent,
+        "signals_kept_local": stats.signals_planned - stats.signals_sent,
         "position": {"signals": [settings.location.latitude, settings.location.longitude],
                      "precision_m": settings.location.precision_m,
                      "tracks": settings.location.tracks,
                      "zones": [zone.name for zone in settings.zones]},
         "pseudonym": settings.pseudonym.enabled,
-        "dropped_on_downgrade": agent.dropped_on_downgrade,
-        "events": {"detectors": [d.name for d in pipeline.events.detectors],
-                   "found": dict(pipeline.events.found), "sent": counters.sent,
-                   "withheld": dict(counters.withheld),
-                   "positions_withheld": counters.positions_withheld},
+        "dropped_on_downgrade": stats.dropped_on_downgrade,
+        "events": {"detectors": list(stats.events.detectors),
+                   "found": dict(stats.events.found), "sent": delivery.sent,
+                   "withheld": dict(delivery.withheld),
+                   "positions_withheld": delivery.positions_withheld},
     }
 
 
-def _source_status(agent: Agent, name: str, now: float) -> dict[str, Any]:
-    source = next(s for s in agent.sources if s.name == name)
-    health = source.health
-    config = next(c for c in agent.config.sources if c.name == name)
-    age = None if not health.last_frame_time else round(now - health.last_frame_time, 1)
-    return {"name": name, "type": config.type,
-            "channel": config.channel or (str(config.path) if config.path else location(config)),
-            "frames_per_s": round(agent.rates.rates.get(name, 0.0), 1),
-            **health.counters(), "last_failure": health.last_failure or None,
-            "stale_after_s": config.stale_after,
-            "last_frame_age_s": age, "finished": source.finished.is_set()}
+def _source_status(snapshot: AgentSnapshot, source: SourceStats, now: float) -> dict[str, Any]:
+    return {"name": source.name, "type": source.type, "channel": source.where,
+            "frames_per_s": round(snapshot.frame_rates.get(source.name, 0.0), 1),
+            **source.counters, "last_failure": source.last_failure or None,
+            "stale_after_s": source.stale_after,
+            "last_frame_age_s": _age(source, now, 1), "finished": source.finished}
 
 
-# A bus's counters of frames it could not use (each is also warned of below); `diag status`
-# sums them and `diag buses` exits with EXIT_PROBLEM when any is non-zero.
-FRAME_PROBLEMS = ("error_frames", "short_frames", "decode_errors", "overflow")
-
-
-def frame_problems(source: Mapping[str, Any]) -> int:
-    return sum(source[key] for key in FRAME_PROBLEMS)
+def _age(source: SourceStats, now: float, digits: int) -> float | None:
+    return None if not source.last_frame_time else round(now - source.last_frame_time, digits)
 
 
 def warnings(document: Mapping[str, Any]) -> list[str]:
     """Problems in the words a field technician would use."""
-    found = []
-    for source in document["sources"]:
-        age = source["last_frame_age_s"]
-        if source["type"] in VALUE_SOURCE_TYPES:
-            found += value_source_warnings(source)
-            continue
-        found += failure_warning(source, f"bus {source['name']}")
-        if source["finished"]:
-            continue
-        if age is None:
-            found.append(f"bus {source['name']} ({source['channel']}): no frame received yet")
-        elif age > SILENT_BUS_AFTER and source["type"] != "replay":
-            found.append(f"bus {source['name']}: silent for {age:.0f} s (ignition off, "
-                         "wiring, or interface down?)")
-        if source["error_frames"]:
-            found.append(f"bus {source['name']}: {source['error_frames']} error frames "
-                         "(termination, bitrate or a faulty node)")
-        if source["short_frames"] or source["decode_errors"]:
-            found.append(f"bus {source['name']}: {source['short_frames']} short frames and "
-                         f"{source['decode_errors']} undecodable frames (DBC does not match "
-                         "the vehicle?)")
-        if source["overflow"]:
-            found.append(f"bus {source['name']}: {source['overflow']} frames lost in the kernel "
-                         "(the agent did not read fast enough: CPU starved, or raise "
-                         "receive_buffer_kb)")
-        if source["reconnects"]:
-            found.append(f"bus {source['name']}: reopened {source['reconnects']} times")
+    found = [warning for source in document["sources"]
+             for warning in registry.warnings(source)]
     uplink = document["uplink"]
     if not uplink["connected"]:
         found.append(f"not connected to {uplink['host']}:{uplink['port']} "
@@ -172,12 +165,9 @@ def warnings(document: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def signal_values(agent: Agent, pattern: str = "*") -> list[dict[str, Any]]:
+def signal_values(readings: Sequence[LatestValue], pattern: str = "*") -> list[dict[str, Any]]:
     now = time.time()
     rows = []
-    with agent.lock:
-        readings = [reading for store in agent.stores.values()
-                    for reading in store.current_values()]
     for planned, raw, stamp in readings:
         if not fnmatchcase(planned.key, pattern):
             continue
@@ -188,14 +178,88 @@ def signal_values(agent: Agent, pattern: str = "*") -> list[dict[str, Any]]:
     return rows
 
 
-def buses(agent: Agent, top: int = 10) -> list[dict[str, Any]]:
+def buses(snapshot: AgentSnapshot, top: int = 10) -> list[dict[str, Any]]:
+    now = time.time()
     documents = []
-    for source in agent.sources:
-        store = agent.stores[source.name]
+    for source in snapshot.sources:
+        store = snapshot.stores[source.name]
         documents.append({
-            **_source_status(agent, source.name, time.time()),
-            "filters": [f"0x{f['can_id']:X}" for f in store.can_filters()],
+            **_source_status(snapshot, source, now),
+            "filters": [f"0x{frame_id:X}" for frame_id in store.filters],
             "unknown_ids": [{"id": f"0x{frame_id:X}", "frames": count}
-                            for frame_id, count in store.ignored_ids.most_common(top)],
+                            for frame_id, count in store.unknown_ids[:top]],
         })
     return documents
+
+
+# `diag gps` and `diag sensors`: what only value sources have (fix state, GPS time against
+# the system clock, the latest readings per wheel).
+
+def gps(snapshot: AgentSnapshot, readings: Mapping[str, Sequence[LatestValue]]) -> dict[str, Any]:
+    offset = clock.GPS_TIME.offset()
+    now = time.time()
+    sources = []
+    for source in snapshot.sources:
+        if source.type == "gpsd":
+            document = _value_source(source, now)
+            sources.append({**document,
+                            "fix": FIX_NAMES.get(document.get("fix_mode", 0), "unknown"),
+                            "readings": _readings(readings.get(source.name, ()), now)})
+    document: dict[str, Any] = {
+        "sources": sources,
+        "clock": snapshot.batches.clock,
+        "gps_minus_system_s": None if offset is None else round(offset, 3),
+    }
+    document["warnings"] = gps_warnings(document)
+    return document
+
+
+def sensors(snapshot: AgentSnapshot,
+            readings: Mapping[str, Sequence[LatestValue]]) -> dict[str, Any]:
+    now = time.time()
+    protocols = {config.name: config.protocol for config in snapshot.config.sources
+                 if isinstance(config, SerialConfig)}
+    sources = []
+    for source in snapshot.sources:
+        if source.name in protocols:
+            values = _readings(readings.get(source.name, ()), now)
+            sources.append({
+                **_value_source(source, now), "protocol": protocols[source.name],
+                "wheels": {wheel: {quantity.split(".", 1)[1]: reading
+                                   for quantity, reading in values.items()
+                                   if quantity.startswith(f"{wheel}.")} for wheel in WHEELS}})
+    document: dict[str, Any] = {"sources": sources}
+    document["warnings"] = sensor_warnings(document)
+    return document
+
+
+def _value_source(source: SourceStats, now: float) -> dict[str, Any]:
+    return {"name": source.name, "type": source.type, "channel": source.where,
+            **source.counters, "last_failure": source.last_failure or None,
+            "stale_after_s": source.stale_after, "last_reading_age_s": _age(source, now, 1)}
+
+
+def _readings(readings: Sequence[LatestValue], now: float) -> dict[str, dict[str, Any]]:
+    return {planned.signal: {"value": raw * planned.scale + planned.offset,
+                             "unit": planned.unit, "age_s": round(now - stamp, 1)}
+            for planned, raw, stamp in readings}
+
+
+def gps_warnings(document: Mapping[str, Any]) -> list[str]:
+    if not document["sources"]:
+        return ["no gpsd source configured ([[sources]] type = \"gpsd\")"]
+    found = [warning for source in document["sources"]
+             for warning in registry.warnings(source)]
+    offset = document["gps_minus_system_s"]
+    if offset is not None and abs(offset) > CLOCK_DISAGREEMENT_WARNING \
+            and document["clock"] != clock.NTP:
+        found.append(f"system clock is {offset:+.1f} s off GPS time and not synchronised "
+                     "(batches are corrected from GPS; check the RTC and NTP)")
+    return found
+
+
+def sensor_warnings(document: Mapping[str, Any]) -> list[str]:
+    if not document["sources"]:
+        return ["no serial sensor source configured ([[sources]] type = \"serial\")"]
+    return [warning for source in document["sources"]
+            for warning in registry.warnings(source)]

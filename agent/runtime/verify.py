@@ -42,7 +42,6 @@ from agent.config.schema import (
     PrivacyConfig,
     RingConfig,
     SamplingConfig,
-    SourceConfig,
     SpoolConfig,
     StateConfig,
     UplinkConfig,
@@ -51,10 +50,13 @@ from agent.config.schema import (
 )
 from agent.errors import AgentError
 from agent.output.spool import Spool
-from agent.runtime.daemon import build_agent, load_plan
+from agent.runtime.daemon import build_agent
+from agent.runtime.pipeline import load_plan
 from agent.sampling.plan import PlannedSignal, SamplingPlan
+from agent.sources.canbus import CanBusConfig
 from agent.sources.player import Player
 from agent.sources.registry import is_value_source
+from agent.sources.replay import ReplayConfig
 from agent.wire.keys import generate_key_pair
 
 log = logging.getLogger(__name__)
@@ -106,14 +108,17 @@ def verify_config(log_path: Path, *, config_path: Path | None, dbcs: Sequence[Pa
                 log.warning("verify: source %s (%s) has no frames in a CAN log: left out",
                             source.name, source.type)
                 continue
-            sources.append(dataclasses.replace(
-                source, type="replay", path=log_path, speed=speed, loop=False, rebase=False,
-                dbc=tuple(dbcs) or source.dbc, channel=source.channel))
+            channel = source.channel if isinstance(source, CanBusConfig | ReplayConfig) else ""
+            sources.append(ReplayConfig(
+                name=source.name, type="replay", dbc=tuple(dbcs) or source.dbc,
+                strict=source.strict, stale_after=source.stale_after, dbc_origin=source.dbc_origin,
+                path=log_path, speed=speed,
+                loop=False, rebase=False, channel=channel))
         sampling, batch, ring = base.sampling, base.batch, base.ring
     else:
         if not dbcs:
             raise AgentError("verify needs --dbc (or a --config whose sources name DBCs)")
-        sources = [SourceConfig(name="can0", type="replay", dbc=tuple(dbcs), path=log_path,
+        sources = [ReplayConfig(name="can0", type="replay", dbc=tuple(dbcs), path=log_path,
                                 speed=speed, loop=False, rebase=False)]
         sampling, batch, ring = SamplingConfig(), BatchConfig(), RingConfig()
     if not sources:

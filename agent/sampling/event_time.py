@@ -36,7 +36,7 @@ from typing import Protocol
 import can
 
 from agent.decoding.frames import EventClock
-from agent.decoding.values import Reading
+from agent.sources.base import Reading
 from agent.sources.health import SourceHealth
 
 Frame = can.Message | Reading

@@ -48,6 +48,12 @@ class RingSlice:
     value: np.ndarray
 
 
+@dataclass(frozen=True)
+class RingStats:
+    capacity: int  # records
+    written: int  # records since start; those past `capacity` overwrote the oldest
+
+
 class Ring:
     def __init__(self, capacity: int, float_signals: frozenset[int] = frozenset()) -> None:
         if capacity <= 0:
@@ -75,6 +81,9 @@ class Ring:
         self._value[slot] = _to_bits(
             value, field is not Field.COUNT and signal in self._float_signals)
         self.written += 1
+
+    def stats(self) -> RingStats:
+        return RingStats(capacity=self.capacity, written=self.written)
 
     def lost_since(self, cursor: int) -> int:
         """How many records a reader at `cursor` can no longer read."""

@@ -1,15 +1,29 @@
-"""The one small interface every data source implements, and the registry that picks one."""
+"""The one small interface every data source implements, and the readings value sources deliver."""
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import can
 
-from agent.decoding.values import Reading
 from agent.sources.health import SourceHealth
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One physical value of a quantity, stamped with the wall-clock time it was received.
+
+    `value` None withdraws the quantity: it has no value now (a GPS fix was lost), so the
+    last one is not sampled again."""
+
+    timestamp: float
+    quantity: str
+    value: float | None
+
 
 # A batch of frames (or readings) at once: one lock per batch, not per frame, on busy buses.
 OnFrames = Callable[[Sequence[can.Message | Reading]], None]
@@ -41,3 +55,12 @@ class Source(ABC):
     def is_finite(self) -> bool:
         """True for sources that end by themselves (a replay without loop)."""
         return False
+
+
+def failure_warning(source: Mapping[str, Any], name: str) -> list[str]:
+    """Any source whose own code failed (a bug, not the device) and was restarted: said
+    first, since it explains the source's other symptoms."""
+    if not source["failures"]:
+        return []
+    return [f"{name}: failed {source['failures']} times with an unexpected error and was "
+            f"restarted (last: {source['last_failure']}); see the agent's log and report it"]

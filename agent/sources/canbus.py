@@ -9,15 +9,18 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import can
 from cantools.database.can import Database
 
-from agent.config.schema import SourceConfig
-from agent.sources.base import OnFrames, OnIdle, Source
+from agent.config.source import SourceConfig
+from agent.errors import ConfigError
+from agent.sources.base import OnFrames, OnIdle, Source, failure_warning
 from agent.sources.health import SourceHealth
+from agent.sources.registry import PYTHON_CAN, ErrorAt, SourceType
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +44,91 @@ FILTERED_IN_PYTHON = frozenset({"virtual", "slcan", "serial", "udp_multicast", "
                                 "seeedstudio", "socketcand"})
 
 
+SILENT_BUS_AFTER = 10.0  # s without a frame before a live bus is reported silent
+
+
+@dataclass(frozen=True)
+class CanBusConfig(SourceConfig):
+    """A bus through any python-can interface: `type` is the interface (`socketcan`, ...)."""
+
+    channel: str = ""
+    bitrate: int = 500_000
+    fd: bool = False
+    data_bitrate: int = 2_000_000
+    # SocketCAN: the socket's receive queue, which rides out a stall of the agent (~1 kB a
+    # frame: 8 MB holds ~2 s of a full 500 kbit/s bus); what overflows is counted, not read.
+    receive_buffer_kb: int = 8192
+
+
+def check_dbc(config: SourceConfig, error: ErrorAt) -> None:
+    if not config.dbc:
+        raise error("dbc", "list the DBC file(s) that describe this bus")
+
+
+def _check(config: CanBusConfig, error: ErrorAt) -> None:
+    check_dbc(config, error)
+    if not config.channel:
+        raise error("channel", f"a {config.type} bus needs a channel")
+    if config.receive_buffer_kb <= 0:
+        raise error("receive_buffer_kb", "must be a positive number of kB")
+
+
+def _open(config: CanBusConfig, can_filters: Sequence[dict[str, Any]],
+          health: SourceHealth) -> CanBusSource:
+    if config.type not in can.interfaces.VALID_INTERFACES:
+        raise ConfigError(f"source {config.name!r}: unknown type {config.type!r}; use "
+                          f"'replay', 'gpsd', 'serial' or a python-can interface: "
+                          f"{', '.join(sorted(can.interfaces.VALID_INTERFACES))}")
+    options: dict[str, Any] = {"interface": config.type, "channel": config.channel,
+                               "bitrate": config.bitrate}
+    if config.fd:
+        options.update(fd=True, data_bitrate=config.data_bitrate)
+    return CanBusSource(config.name, health, options, can_filters,
+                        receive_buffer=config.receive_buffer_kb * 1024)
+
+
+# A bus's counters of frames it could not use (each is also warned of below); `diag status`
+# sums them and `diag buses` exits with EXIT_PROBLEM when any is non-zero.
+FRAME_PROBLEMS = ("error_frames", "short_frames", "decode_errors", "overflow")
+
+
+def frame_problems(source: Mapping[str, Any]) -> int:
+    return sum(source[key] for key in FRAME_PROBLEMS)
+
+
+def bus_warnings(source: Mapping[str, Any], *, live: bool = True) -> list[str]:
+    """Problems of a bus's status document in a field technician's words; a bus that is not
+    `live` (a recording) is not expected to hear frames all the time."""
+    name = source["name"]
+    found = failure_warning(source, f"bus {name}")
+    if source["finished"]:
+        return found
+    age = source["last_frame_age_s"]
+    if age is None:
+        found.append(f"bus {name} ({source['channel']}): no frame received yet")
+    elif age > SILENT_BUS_AFTER and live:
+        found.append(f"bus {name}: silent for {age:.0f} s (ignition off, wiring, or "
+                     "interface down?)")
+    if source["error_frames"]:
+        found.append(f"bus {name}: {source['error_frames']} error frames (termination, "
+                     "bitrate or a faulty node)")
+    if source["short_frames"] or source["decode_errors"]:
+        found.append(f"bus {name}: {source['short_frames']} short frames and "
+                     f"{source['decode_errors']} undecodable frames (DBC does not match the "
+                     "vehicle?)")
+    if source["overflow"]:
+        found.append(f"bus {name}: {source['overflow']} frames lost in the kernel (the agent "
+                     "did not read fast enough: CPU starved, or raise receive_buffer_kb)")
+    if source["reconnects"]:
+        found.append(f"bus {name}: reopened {source['reconnects']} times")
+    return found
+
+
 def unreachable_fd_messages(config: SourceConfig, database: Database,
                             frame_ids: Iterable[int]) -> list[str]:
     """Planned CAN FD messages a classic bus never receives: a SocketCAN socket (and most
     adapters) opened without `fd = true` drops FD frames before they reach us, silently."""
-    if config.fd or config.type in ("virtual", "replay"):
+    if not isinstance(config, CanBusConfig) or config.fd or config.type == "virtual":
         return []
     messages = (database.get_message_by_frame_id(frame_id) for frame_id in sorted(frame_ids))
     return [message.name for message in messages if message.is_fd]
@@ -203,3 +286,7 @@ def _overflow_counter(bus: can.BusABC, health: SourceHealth) -> Callable[[], Non
         health.overflow = counted + socket_drops(sock)
 
     return update
+
+
+SOURCE_TYPE = SourceType(name=PYTHON_CAN, config=CanBusConfig, check=_check, open=_open,
+                         where=lambda config: config.channel, warnings=bus_warnings)

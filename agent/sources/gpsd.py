@@ -13,13 +13,24 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from agent.decoding.values import Reading
+from agent.config.source import SourceConfig
 from agent.runtime import clock
-from agent.sources.base import OnFrames, OnIdle, Source
-from agent.sources.gpsd_json import MAX_REPORT, POSITION, parse_report
+from agent.sources.base import OnFrames, OnIdle, Reading, Source
+from agent.sources.gpsd_json import FIX_NAMES, GPS_CATALOGUE, MAX_REPORT, POSITION, parse_report
 from agent.sources.health import SourceHealth
-from agent.sources.link import Backoff, Staleness
+from agent.sources.link import (
+    Backoff,
+    Staleness,
+    check_device_source,
+    device_name,
+    link_warnings,
+    rejected_warnings,
+)
+from agent.sources.registry import ErrorAt, SourceType
 from agent.sources.sensor_protocols import Rejected
 
 log = logging.getLogger(__name__)
@@ -122,3 +133,43 @@ class GpsdSource(Source):
         now = time.time()
         for quantity in POSITION:
             on_frames((Reading(now, quantity, None),))
+
+
+GPSD_PORT = 2947
+
+
+@dataclass(frozen=True)
+class GpsdConfig(SourceConfig):
+    """gpsd's JSON socket (docs/sensors.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = GPSD_PORT
+
+
+def _check(config: GpsdConfig, error: ErrorAt) -> None:
+    check_device_source(config, error)
+    if not 0 < config.port < 65536:
+        raise error("port", "gpsd's TCP port, an integer (default 2947)")
+
+
+def _open(config: GpsdConfig, can_filters: Sequence[dict[str, Any]],
+          health: SourceHealth) -> GpsdSource:
+    return GpsdSource(config.name, health, config.host, config.port, config.stale_after)
+
+
+def _where(config: GpsdConfig) -> str:
+    return f"{config.host}:{config.port}"
+
+
+def _warnings(source: Mapping[str, Any]) -> list[str]:
+    found = link_warnings(source)
+    if source.get("connected") and not source.get("stale") and source.get("fix_mode", 0) < 2:
+        found.append(f"{device_name(source)}: no fix "
+                     f"({FIX_NAMES.get(source.get('fix_mode', 0))}): sky view, antenna, or a "
+                     "cold start under way")
+    return found + rejected_warnings(source)
+
+
+SOURCE_TYPE = SourceType(name="gpsd", config=GpsdConfig, check=_check, open=_open,
+                         where=_where, warnings=_warnings,
+                         catalogue=lambda config: GPS_CATALOGUE)

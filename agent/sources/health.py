@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass
@@ -46,3 +48,27 @@ class SourceHealth:
                          for reason, count in dict(self.rejected).items()})
         counters.update(dict(self.state))
         return counters
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """One source as diagnostics see it: a snapshot, taken without stopping the source.
+
+    `where` is what it reads, as its type words it (a CAN channel, a log, gpsd's host:port, a
+    serial device); `counters` are `SourceHealth.counters()` at the time of the snapshot."""
+
+    name: str
+    type: str
+    where: str
+    value_source: bool
+    counters: Mapping[str, int]
+    last_failure: str
+    last_frame_time: float
+    stale_after: float
+    finished: bool
+
+
+def rejected(source: Mapping[str, Any]) -> dict[str, int]:
+    """Rejected input by reason, from a source document's `rejected.<reason>` counters."""
+    return {key.split(".", 1)[1]: count for key, count in source.items()
+            if key.startswith("rejected.")}

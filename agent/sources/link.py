@@ -6,9 +6,13 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
-from agent.sources.base import OnIdle
-from agent.sources.health import SourceHealth
+from agent.config.source import SourceConfig
+from agent.sources.base import OnIdle, failure_warning
+from agent.sources.health import SourceHealth, rejected
+from agent.sources.registry import ErrorAt
 
 IDLE_BEAT = 0.25
 
@@ -50,3 +54,39 @@ class Staleness:
     def check(self) -> None:
         if time.monotonic() - self._last > self._after:
             self._health.state["stale"] = 1
+
+
+def check_device_source(config: SourceConfig, error: ErrorAt) -> None:
+    """What a source of a device (a catalogue, no DBC) requires of its config."""
+    if config.dbc:
+        raise error("dbc", f"a {config.type} source has no DBC: its signals are listed in "
+                    "docs/sensors.md")
+    if config.strict:
+        raise error("strict", f"a {config.type} source has no DBC to be strict about")
+    if config.stale_after <= 0:
+        raise error("stale_after", "must be positive (seconds without data before the "
+                    "source is reported stale)")
+
+
+def link_warnings(source: Mapping[str, Any]) -> list[str]:
+    """The problems of a device source's status document (`connected`, `stale`, rejected
+    input) in a field technician's words; its type may add its own."""
+    found = failure_warning(source, device_name(source))
+    if not source.get("connected"):
+        found.append(f"{device_name(source)}: not connected ({source['reconnects']} attempts)")
+    elif source.get("stale"):
+        found.append(f"{device_name(source)}: no valid data for more than "
+                     f"{source['stale_after_s']:.0f} s")
+    return found
+
+
+def rejected_warnings(source: Mapping[str, Any]) -> list[str]:
+    counts = rejected(source)
+    if not counts:
+        return []
+    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+    return [f"{device_name(source)}: {sum(counts.values())} inputs rejected ({reasons})"]
+
+
+def device_name(source: Mapping[str, Any]) -> str:
+    return f"{source['type']} {source['name']} ({source['channel']})"

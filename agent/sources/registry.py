@@ -1,64 +1,105 @@
-"""Data sources, chosen by `type` in config: `replay`, `gpsd`, `serial` (sensor lines) or any
-python-can interface name."""
+"""Source types by name, as python-can keeps its `BACKENDS`: the `type` of a [[sources]] entry.
+
+Each module of this package that is a source type declares one `SOURCE_TYPE`: its config
+class (the keys of its entry), its checks, how to open it, where it reads from and its
+warnings. They are found here by looking through the package, so a new source type is one new
+module (and its docs). A `type` that no module declares is a python-can interface (`socketcan`,
+`slcan`, `pcan`, ...): agent/sources/canbus.py's type takes it, and refuses a name python-can
+does not know when the source is opened.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-import can
-
-from agent.config.schema import VALUE_SOURCE_TYPES, SourceConfig
+import agent.sources
+from agent.config.source import SourceConfig
 from agent.errors import ConfigError
 from agent.sources.base import Source
-from agent.sources.canbus import CanBusSource
 from agent.sources.catalogue import Catalogue
-from agent.sources.gpsd import GpsdSource
-from agent.sources.gpsd_json import GPS_CATALOGUE
-from agent.sources.health import SourceHealth
-from agent.sources.replay import ReplaySource
-from agent.sources.sensor_protocols import protocol_class
-from agent.sources.serial_sensors import SerialSensorSource
+from agent.sources.health import SourceHealth, SourceStats
 
-__all__ = ["Source", "catalogue_for", "is_value_source", "open_source"]
+# The type that takes every name no module declares: python-can's interfaces.
+PYTHON_CAN = "python-can"
+
+# `error(key, message)` makes the ConfigError that names the file, line, entry and key.
+ErrorAt = Callable[[str, str], ConfigError]
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """What the agent needs to know of one source type, declared in the type's own module.
+
+    `catalogue` is set for value sources (gpsd, serial sensors): they deliver the quantities
+    of a catalogue instead of the CAN frames of a DBC. `recorded` is set for a source that
+    plays a recording: its time is the recording's, and filters do not change what it plays.
+    """
+
+    name: str
+    config: type[SourceConfig]
+    check: Callable[[Any, ErrorAt], None]
+    open: Callable[[Any, Sequence[dict[str, Any]], SourceHealth], Source]
+    where: Callable[[Any], str]
+    warnings: Callable[[Mapping[str, Any]], list[str]]
+    catalogue: Callable[[Any], Catalogue] | None = None
+    recorded: bool = False
+
+
+@cache
+def _registered() -> dict[str, SourceType]:
+    found = {}
+    for module in pkgutil.iter_modules(agent.sources.__path__):
+        declared = getattr(importlib.import_module(f"agent.sources.{module.name}"),
+                           "SOURCE_TYPE", None)
+        if isinstance(declared, SourceType):
+            found[declared.name] = declared
+    return found
+
+
+def source_type(name: str) -> SourceType:
+    """The type a [[sources]] entry's `type` names (python-can's for any other name)."""
+    registered = _registered()
+    return registered.get(name) or registered[PYTHON_CAN]
+
+
+def type_names() -> list[str]:
+    """The names of the declared types (python-can's interfaces come on top of these)."""
+    return sorted(name for name in _registered() if name != PYTHON_CAN)
 
 
 def is_value_source(config: SourceConfig) -> bool:
     """gpsd and serial sensors deliver `Reading`s of a catalogue, not CAN frames of a DBC."""
-    return config.type in VALUE_SOURCE_TYPES
+    return source_type(config.type).catalogue is not None
 
 
 def catalogue_for(config: SourceConfig) -> Catalogue:
-    """The quantities a gpsd or serial source delivers (its `<name>.<quantity>` signals)."""
-    if config.type == "gpsd":
-        return GPS_CATALOGUE
-    return protocol_class(config.protocol).catalogue
-
-
-def _open_value_source(config: SourceConfig, health: SourceHealth) -> Source:
-    if config.type == "gpsd":
-        return GpsdSource(config.name, health, config.host, config.gpsd_port,
-                          config.stale_after)
-    return SerialSensorSource(config.name, health, str(config.port), config.baudrate,
-                              protocol_class(config.protocol), config.stale_after)
+    """The quantities a value source delivers (its `<name>.<quantity>` signals)."""
+    catalogue = source_type(config.type).catalogue
+    assert catalogue is not None, f"{config.type} is not a value source"
+    return catalogue(config)
 
 
 def open_source(config: SourceConfig, can_filters: Sequence[dict[str, Any]],
                 health: SourceHealth) -> Source:
     """Make the source `config` names; it reports into `health` (shared with its decoder)."""
-    if is_value_source(config):
-        return _open_value_source(config, health)
-    if config.type == "replay":
-        assert config.path is not None  # checked when the config was loaded
-        return ReplaySource(config.name, health, config.path, speed=config.speed,
-                            loop=config.loop, rebase=config.rebase, channel=config.channel)
-    if config.type not in can.interfaces.VALID_INTERFACES:
-        raise ConfigError(f"source {config.name!r}: unknown type {config.type!r}; use "
-                          f"'replay', 'gpsd', 'serial' or a python-can interface: "
-                          f"{', '.join(sorted(can.interfaces.VALID_INTERFACES))}")
-    options: dict[str, Any] = {"interface": config.type, "channel": config.channel,
-                               "bitrate": config.bitrate}
-    if config.fd:
-        options.update(fd=True, data_bitrate=config.data_bitrate)
-    return CanBusSource(config.name, health, options, can_filters,
-                        receive_buffer=config.receive_buffer_kb * 1024)
+    return source_type(config.type).open(config, can_filters, health)
+
+
+def source_stats(source: Source, config: SourceConfig) -> SourceStats:
+    """A snapshot of `source` for diagnostics, described as its type describes it."""
+    health = source.health
+    return SourceStats(name=source.name, type=config.type,
+                       where=source_type(config.type).where(config),
+                       value_source=is_value_source(config), counters=health.counters(),
+                       last_failure=health.last_failure, last_frame_time=health.last_frame_time,
+                       stale_after=config.stale_after, finished=source.finished.is_set())
+
+
+def warnings(source: Mapping[str, Any]) -> list[str]:
+    """The problems of one source's status document, in its type's words."""
+    return source_type(source["type"]).warnings(source)

@@ -16,14 +16,19 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import can
 
+from agent.config.source import SourceConfig
 from agent.sources.base import OnFrames, OnIdle
-from agent.sources.canbus import CanBusSource
+from agent.sources.canbus import CanBusSource, bus_warnings, check_dbc
 from agent.sources.health import SourceHealth
 from agent.sources.player import Player
+from agent.sources.registry import ErrorAt, SourceType
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +84,41 @@ class ReplaySource(CanBusSource):
         finally:
             sender.shutdown()
             self._player_done.set()
+
+
+@dataclass(frozen=True)
+class ReplayConfig(SourceConfig):
+    """A recorded log played as if it were the bus (`channel`: only that channel of it)."""
+
+    path: Path | None = None
+    channel: str = ""
+    speed: float = 1.0  # 1 real time, 10 ten times faster, 0 as fast as the agent takes it
+    loop: bool = False
+    rebase: bool = True
+
+
+def _check(config: ReplayConfig, error: ErrorAt) -> None:
+    check_dbc(config, error)
+    if config.path is None:
+        raise error("path", "a replay source needs the log file to play")
+    if config.speed < 0:
+        raise error("speed", "use 1 for real time, 10 for 10x, 0 for max")
+
+
+def _open(config: ReplayConfig, can_filters: Sequence[dict[str, Any]],
+          health: SourceHealth) -> ReplaySource:
+    assert config.path is not None  # checked when the config was loaded
+    return ReplaySource(config.name, health, config.path, speed=config.speed, loop=config.loop,
+                        rebase=config.rebase, channel=config.channel)
+
+
+def _where(config: ReplayConfig) -> str:
+    return config.channel or str(config.path)
+
+
+def _warnings(source: Mapping[str, Any]) -> list[str]:
+    return bus_warnings(source, live=False)
+
+
+SOURCE_TYPE = SourceType(name="replay", config=ReplayConfig, check=_check, open=_open,
+                         where=_where, warnings=_warnings, recorded=True)

@@ -12,14 +12,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import serial
 
-from agent.decoding.values import Reading
-from agent.sources.base import OnFrames, OnIdle, Source
+from agent.config.source import SourceConfig
+from agent.sources.base import OnFrames, OnIdle, Reading, Source
+from agent.sources.catalogue import Catalogue
 from agent.sources.health import SourceHealth
-from agent.sources.link import Backoff, Staleness
-from agent.sources.sensor_protocols import Measurement, SensorProtocol
+from agent.sources.link import (
+    Backoff,
+    Staleness,
+    check_device_source,
+    link_warnings,
+    rejected_warnings,
+)
+from agent.sources.registry import ErrorAt, SourceType
+from agent.sources.sensor_protocols import PROTOCOLS, Measurement, SensorProtocol, protocol_class
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +98,45 @@ class SerialSensorSource(Source):
                                     "not logged", self.name, self._port, decoded.reason)
                     health.reject(decoded.reason)
             staleness.check()
+
+
+@dataclass(frozen=True)
+class SerialConfig(SourceConfig):
+    """Tire-pressure and suspension sensors on a serial line (docs/sensors.md)."""
+
+    port: str = ""  # the device, e.g. "/dev/ttyUSB0"
+    baudrate: int = 9600
+    protocol: str = "nmea"
+
+
+def _check(config: SerialConfig, error: ErrorAt) -> None:
+    check_device_source(config, error)
+    if not config.port:
+        raise error("port", "the serial device, e.g. \"/dev/ttyUSB0\"")
+    if config.baudrate <= 0:
+        raise error("baudrate", "must be a positive number")
+    if config.protocol not in PROTOCOLS:
+        raise error("protocol", f"unknown protocol {config.protocol!r}; known: "
+                    f"{', '.join(sorted(PROTOCOLS))}")
+
+
+def _open(config: SerialConfig, can_filters: Sequence[dict[str, Any]],
+          health: SourceHealth) -> SerialSensorSource:
+    return SerialSensorSource(config.name, health, config.port, config.baudrate,
+                              protocol_class(config.protocol), config.stale_after)
+
+
+def _where(config: SerialConfig) -> str:
+    return f"{config.port} ({config.protocol}, {config.baudrate} baud)"
+
+
+def _catalogue(config: SerialConfig) -> Catalogue:
+    return protocol_class(config.protocol).catalogue
+
+
+def _warnings(source: Mapping[str, Any]) -> list[str]:
+    return link_warnings(source) + rejected_warnings(source)
+
+
+SOURCE_TYPE = SourceType(name="serial", config=SerialConfig, check=_check, open=_open,
+                         where=_where, warnings=_warnings, catalogue=_catalogue)

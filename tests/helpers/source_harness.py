@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
-from agent.decoding.values import Reading
-from agent.sources.base import Source
+from agent.sources.base import Reading, Source
 
 
 class RunningSource:

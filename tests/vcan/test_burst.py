@@ -51,6 +51,6 @@ def test_frames_the_kernel_drops_while_the_agent_stalls_are_counted(tmp_path):
                  "every frame read or counted as overflow", timeout=120, state=lambda: health)
         assert health.overflow > frames // 2
         assert health.frames > 0
-        warnings = status.status(agent)["warnings"]
+        warnings = status.status(agent.snapshot())["warnings"]
         assert any(f"{health.overflow} frames lost in the kernel" in warning
                    for warning in warnings), warnings

@@ -54,9 +54,9 @@ def test_down_up_and_delete_recreate_are_survived_and_reported(tmp_path):
         make_interface("vcan0")
         send_until_read(agent, 3)
 
-        document = status.status(agent)
+        document = status.status(agent.snapshot())
         source = next(s for s in document["sources"] if s["name"] == "can0")
         assert source["reconnects"] == health.reconnects >= 2
         assert any("can0: reopened" in warning for warning in document["warnings"])
-        counters = agent.health_counters()
+        counters = agent.parts.health.of(["can0"])
         assert counters["can0.reconnects"] == health.reconnects

@@ -15,7 +15,7 @@ from agent.cli.diag.common import (
     console,
     run_against_daemon,
 )
-from agent.sensor_status import rejected
+from agent.sources.health import rejected
 
 COLUMNS = (("pressure", "{:.1f} kPa"), ("temperature", "{:.1f} °C"), ("battery", "{:.2f} V"),
            ("height", "{:.1f} mm"))

@@ -16,8 +16,8 @@ from agent.cli.diag.common import (
     run_against_daemon,
     size,
 )
-from agent.runtime.status import frame_problems
-from agent.sensor_status import rejected
+from agent.sources.canbus import frame_problems
+from agent.sources.health import rejected
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

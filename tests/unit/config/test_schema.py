@@ -91,8 +91,7 @@ stale_after = 30
 def test_gpsd_and_serial_sources_need_no_dbc(tmp_path):
     config = parse_config(VALUE_SOURCES, tmp_path / "c.toml")
     gps, tpms = config.sources[1:]
-    assert (gps.type, gps.host, gps.port, gps.gpsd_port, gps.dbc) == (
-        "gpsd", "127.0.0.1", None, 2947, ())
+    assert (gps.type, gps.host, gps.port, gps.dbc) == ("gpsd", "127.0.0.1", 2947, ())
     assert (tpms.port, tpms.baudrate, tpms.protocol, tpms.stale_after) == (
         "/dev/ttyTPMS", 19200, "tpms-binary", 30.0)
 
@@ -102,8 +101,9 @@ def test_gpsd_and_serial_sources_need_no_dbc(tmp_path):
      r"c.toml:\d+: \[sources.tpms\] protocol: unknown protocol 'modbus'; known: nmea, "
      r"tpms-binary"),
     (('port = "/dev/ttyTPMS"', ""), r"\[sources.tpms\] port: the serial device"),
-    (('port = "/dev/ttyTPMS"', "port = 5"), r"\[sources.tpms\] port: the serial device"),
-    (('type = "gpsd"', 'type = "gpsd"\nport = "x"'), r"\[sources.gps\] port: gpsd's TCP port"),
+    # Each source type has its own keys, typed: a serial device is a string, a port a number.
+    (('port = "/dev/ttyTPMS"', "port = 5"), r"\[sources.tpms\] port: must be a string, got int"),
+    (('type = "gpsd"', 'type = "gpsd"\nport = "x"'), r"\[sources.gps\] port: must be an integer"),
     (('type = "gpsd"', 'type = "gpsd"\nport = 70000'), r"\[sources.gps\] port: gpsd's TCP port"),
     (('type = "gpsd"', 'type = "gpsd"\ndbc = ["a.dbc"]'), r"\[sources.gps\] dbc: a gpsd source "
      r"has no DBC"),

@@ -14,7 +14,7 @@ from agent.cli import main as edge_agent
 from agent.config.schema import load_config
 from agent.decoding.dbc import layout_problems, load_dbc
 from agent.errors import DbcError
-from agent.runtime.daemon import load_plan
+from agent.runtime.pipeline import load_plan
 from tests.helpers.dbc_fixtures import write_small_dbc
 
 

@@ -9,11 +9,11 @@ from cantools.database.can import Message, Signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config.schema import SamplingConfig, SignalRule, SourceConfig
+from agent.config.schema import SamplingConfig, SignalRule
 from agent.decoding.dbc import load_dbc
 from agent.decoding.frames import FrameStore, bit_extractor, message_decoder, raw_reader
 from agent.sampling.plan import build_plan
-from agent.sources.canbus import BATCH_FRAMES, CanBusSource
+from agent.sources.canbus import BATCH_FRAMES, CanBusConfig, CanBusSource
 from agent.sources.health import SourceHealth
 from agent.sources.registry import open_source
 from tests.helpers.dbc_fixtures import write_small_dbc
@@ -242,7 +242,7 @@ def test_a_bus_that_cannot_filter_gets_no_python_filters_and_still_drops_unplann
         tmp_path):
     store, _, _, _ = _store(tmp_path, [SignalRule("can0.Engine.*")])
     health = SourceHealth()
-    source = open_source(SourceConfig(name="can0", type="virtual", channel="t-filters"),
+    source = open_source(CanBusConfig(name="can0", type="virtual", channel="t-filters"),
                          store.can_filters(), health)
     bus = source.open_bus()
     sender = can.Bus(interface="virtual", channel="t-filters")

@@ -6,10 +6,11 @@ import pytest
 
 from agent.config.schema import SamplingConfig, SignalRule
 from agent.decoding.dbc import load_dbc
-from agent.decoding.values import Reading, ValueStore
+from agent.decoding.values import ValueStore
 from agent.sampling.plan import build_plan
 from agent.sampling.ring import Field, Ring
 from agent.sampling.sampler import Sampler
+from agent.sources.base import Reading
 from agent.sources.gpsd_json import GPS_CATALOGUE
 from agent.sources.health import SourceHealth
 from agent.sources.sensor_protocols import NmeaSentences

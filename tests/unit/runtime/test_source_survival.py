@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from agent import sensor_status
 from agent.config.schema import load_config
 from agent.runtime import status
 from agent.runtime.daemon import Agent, build_agent
@@ -133,12 +132,15 @@ def test_a_source_that_raises_is_restarted_counted_and_shown(tmp_path, monkeypat
     monkeypatch.setattr(Agent, "SOURCE_RESTART_FIRST", 0.05)
     gpsd = FakeGpsd([[POISON], [FIX, POISON]])  # fails twice, then delivers fixes
     with caplog.at_level(logging.ERROR), running_agent(tmp_path, gpsd) as agent:
-        health = agent.healths["gps"]
+        health = agent.parts.healths["gps"]
         assert wait_until(lambda: health.failures == 2 and gpsd.connections >= 3, timeout=20), \
             (health, gpsd.connections)
-        assert wait_until(lambda: sensor_status.gps(agent)["sources"][0]["readings"]
+        def gps_document() -> dict:
+            return status.gps(agent.snapshot(), agent.readings())
+
+        assert wait_until(lambda: gps_document()["sources"][0]["readings"]
                           .get("lat", {}).get("value") == 48.1, timeout=20)
-        gps = sensor_status.gps(agent)
+        gps = gps_document()
         source = gps["sources"][0]
         assert source["connected"] == 1 and source["failures"] == 2
         assert source["last_failure"] == "OverflowError: int too large to convert to float"
@@ -146,8 +148,8 @@ def test_a_source_that_raises_is_restarted_counted_and_shown(tmp_path, monkeypat
                    "error and was restarted (last: OverflowError: int too large to convert "
                    "to float)")
         assert any(w.startswith(warning) for w in gps["warnings"]), gps["warnings"]
-        assert any(w.startswith(warning) for w in status.status(agent)["warnings"])
-        assert agent.health_counters()["gps.failures"] == 2
+        assert any(w.startswith(warning) for w in status.status(agent.snapshot())["warnings"])
+        assert agent.parts.health.of(["gps"])["gps.failures"] == 2
     logged = [r for r in caplog.records if r.getMessage().startswith("source gps failed")]
     assert len(logged) == 1 and logged[0].exc_info is not None  # once per kind, with traceback
     assert "stopped unexpectedly" not in caplog.text
@@ -166,7 +168,7 @@ def test_restarts_back_off_to_a_bound_and_each_kind_is_logged_once(tmp_path, mon
     monkeypatch.setattr(Agent, "SOURCE_RESTART_LONGEST", 0.2)
     with caplog.at_level(logging.ERROR), running_agent(tmp_path, FakeGpsd([])) as agent:
         assert wait_until(lambda: len(runs) >= 6, timeout=20)
-        health = agent.healths["gps"]
+        health = agent.parts.healths["gps"]
         assert wait_until(lambda: health.failures >= 6)
         assert health.last_failure.startswith(("ValueError: stand-in bug",
                                                "RuntimeError: stand-in bug"))
@@ -213,8 +215,8 @@ def test_diag_status_words_a_stale_gps_source(tmp_path):
     gpsd = FakeGpsd([])
     agent = build_agent(load_config(write_config(tmp_path, gpsd.port)))
     try:
-        agent.healths["gps"].state.update(connected=1, stale=1)  # not started: nothing moves
-        warnings = status.status(agent)["warnings"]
+        agent.parts.healths["gps"].state.update(connected=1, stale=1)  # not started: nothing moves
+        warnings = status.status(agent.snapshot())["warnings"]
         assert any("no valid data for more than 10 s" in warning for warning in warnings), \
             warnings
     finally:

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.schema import SamplingConfig, SignalRule, SourceConfig
+from agent.config.schema import SamplingConfig, SignalRule
 from agent.decoding.dbc import load_dbc
 from agent.errors import ConfigError
 from agent.sampling.plan import build_plan
-from agent.sources.canbus import unreachable_fd_messages
+from agent.sources.canbus import CanBusConfig, unreachable_fd_messages
 from tests.helpers.dbc_fixtures import write_small_dbc
 
 
@@ -67,7 +67,7 @@ def test_planned_fd_messages_on_a_classic_bus_are_named():
     plan = build_plan(SamplingConfig(), {"can0": vehicle})
     fd_names = sorted(m.name for m in vehicle.messages if m.is_fd)
     assert fd_names  # the example DBC has one, like a real car's ADAS bus
-    classic = SourceConfig(name="can0", type="socketcan", channel="can0")
+    classic = CanBusConfig(name="can0", type="socketcan", channel="can0")
     assert unreachable_fd_messages(classic, vehicle, plan.frame_ids("can0")) == fd_names
     for reachable in (dataclasses.replace(classic, fd=True),
                       dataclasses.replace(classic, type="virtual")):

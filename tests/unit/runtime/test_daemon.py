@@ -1,0 +1,146 @@
+"""agent/runtime/daemon.py and pipeline.py: the wiring, built for real but not started (no
+threads, no broker): what the pipeline is built from, what a config change keeps, and the
+snapshot diagnostics read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config.schema import parse_config
+from agent.events.sink import EventCounters, EventSequence
+from agent.output.batch import CONTENT_TYPE
+from agent.output.spool import Spool, SpooledBatch
+from agent.output.uplink import UplinkStats
+from agent.runtime.daemon import UplinkSlot, build_agent
+from agent.runtime.pipeline import HealthCounters, SharedParts, build_pipeline
+from agent.sampling.ring import Ring
+from agent.sources.health import SourceHealth
+from agent.wire.cose import Signer
+from agent.wire.keys import generate_key_pair, load_private_key
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def config_text(window: float = 60.0, consent: str = "full") -> str:
+    return f"""
+[vehicle]
+id = "v1"
+[[sources]]
+name = "can0"
+type = "replay"
+path = "{REPO / 'dbc' / 'drive.log.gz'}"
+dbc = ["{REPO / 'dbc' / 'vehicle.dbc'}"]
+[[sampling.signals]]
+match = "can0.ESP_VehicleSpeed.*"
+[batch]
+window = {window}
+[keys]
+signing_key = "vehicle.key"
+[uplink]
+tls = false
+[privacy]
+consent = "{consent}"
+"""
+
+
+@pytest.fixture
+def agent(tmp_path):
+    generate_key_pair(tmp_path / "vehicle.key")
+    built = build_agent(parse_config(config_text(), tmp_path / "config.toml"))
+    yield built
+    built.spool.close()
+
+
+class RecordingUplink:
+    def __init__(self) -> None:
+        self.submitted: list[SpooledBatch] = []
+
+    def submit(self, spooled: SpooledBatch) -> None:
+        self.submitted.append(spooled)
+
+
+def test_the_pipeline_is_built_on_the_shared_parts(agent):
+    parts, pipeline = agent.parts, agent.pipeline
+
+    assert [s.name for s in pipeline.sources] == ["can0"]
+    assert pipeline.sources[0].health is parts.healths["can0"]
+    assert pipeline.stores["can0"].health is parts.healths["can0"]
+    assert [s.key for s in pipeline.plan.signals][:1] == ["can0.ESP_VehicleSpeed.VehicleSpeed"]
+
+
+def test_a_closed_window_is_spooled_then_submitted(tmp_path):
+    """The pipeline depends on the shared parts alone: here they are made by hand."""
+    generate_key_pair(tmp_path / "vehicle.key")
+    config = parse_config(config_text(), tmp_path / "config.toml")
+    spool = Spool(tmp_path / "spool.sqlite", 2**20)
+    healths: dict[str, SourceHealth] = {}
+    submitted = RecordingUplink()
+    idle = UplinkStats(connected=False, published=0, acked=0, dropped=0, connects=0,
+                       connect_failures=0, refused=0, last_puback=0.0)
+    parts = SharedParts(ring=Ring.for_memory(1.0), spool=spool,
+                        signer=Signer(load_private_key(tmp_path / "vehicle.key"), CONTENT_TYPE),
+                        boot=bytes(16), healths=healths,
+                        health=HealthCounters(healths, lambda: idle, spool),
+                        event_counters=EventCounters(), event_seq=EventSequence(),
+                        submit=submitted.submit)
+    pipeline = build_pipeline(config, parts, None)
+
+    pipeline.sampler.advance(1000.0)
+    pipeline.sampler.advance(1061.0)  # past the end of the first window
+
+    (spooled,) = submitted.submitted
+    assert (spooled.topic, spooled.seq, spooled.id is not None) == ("telemetry", 0, True)
+    assert spool.stats().depth == 1
+    spool.close()
+
+
+def test_the_uplink_slot_reaches_whichever_uplink_was_put_last():
+    slot, first, second = UplinkSlot(), RecordingUplink(), RecordingUplink()
+    assert slot.put(first) is None
+    assert slot.put(second) is first
+    slot.submit("batch")  # type: ignore[arg-type]
+    assert (first.submitted, second.submitted) == ([], ["batch"])
+
+
+def test_batch_health_counters_name_the_config_sources_the_uplink_and_the_spool(agent):
+    agent.parts.healths["can0"].frames = 7
+    counters = agent.parts.health.of(["can0"])
+
+    assert counters["can0.frames"] == 7
+    assert {"uplink.acked", "uplink.refused", "spool.depth", "spool.moved_aside"} <= set(counters)
+    assert not [key for key in counters if key.startswith("gone.")]
+
+
+def test_a_config_change_keeps_an_unchanged_source_and_the_sequence(agent, tmp_path):
+    source = agent.sources[0]
+    agent.pipeline.batcher.next_seq = 5
+
+    agent.switch(agent.prepare(parse_config(config_text(window=30.0),
+                                            tmp_path / "config.toml")))
+
+    assert agent.sources[0] is source
+    assert agent.pipeline.batcher.next_seq == 5
+    assert agent.snapshot().config.batch.window == 30.0
+
+
+def test_a_narrower_consent_drops_what_was_spooled_under_a_wider_one(agent, tmp_path):
+    agent.spool.put("telemetry", agent.parts.boot, 0, b"sealed under full",
+                    consent=agent.pipeline.consent.rank)
+
+    agent.switch(agent.prepare(parse_config(config_text(consent="off"),
+                                            tmp_path / "config.toml")))
+
+    assert agent.spool.stats().depth == 0
+    assert agent.snapshot().privacy.dropped_on_downgrade == 1
+
+
+def test_the_snapshot_describes_each_source_as_its_type_does(agent):
+    snapshot = agent.snapshot()
+
+    (can0,) = snapshot.sources
+    assert (can0.name, can0.type, can0.where, can0.value_source) == (
+        "can0", "replay", str(REPO / "dbc" / "drive.log.gz"), False)
+    assert snapshot.batches.sealed == 0 and snapshot.ring.written == 0
+    assert set(agent.readings()) == {"can0"}
