@@ -138,17 +138,9 @@ class Agent:
     def batcher(self) -> Batcher:
         return self.pipeline.batcher
 
-    @property
-    def spool(self) -> Spool:
-        return self.parts.spool
-
-    @property
-    def uplink(self) -> Uplink:
-        return self._uplinks.uplink
-
     def start(self) -> None:
         self._started = time.monotonic()
-        self.uplink.start()
+        self._uplinks.uplink.start()
         self._control = ControlServer(control_socket_path(self.config), command_table(self),
                                       group=self.config.control.group)
         self._control.start()
@@ -285,11 +277,11 @@ class Agent:
         self._rates.update({source.name: source.health.frames for source in self.sources})
 
     def queue(self, limit: int) -> dict[str, object]:
-        stats = self.spool.stats()
-        return {"depth": stats.depth, "bytes": stats.bytes, "max_bytes": self.spool.max_bytes,
+        stats = self.parts.spool.stats()
+        return {"depth": stats.depth, "bytes": stats.bytes, "max_bytes": self.parts.spool.max_bytes,
                 "evicted": stats.evicted, "not_kept": stats.not_kept,
                 "next": [{"seq": b.seq, "topic": b.topic, "bytes": len(b.envelope),
-                          "priority": b.priority} for b in self.spool.next_batches(limit)]}
+                          "priority": b.priority} for b in self.parts.spool.next_batches(limit)]}
 
     def flush(self) -> str:
         """Seal the open window now (a tech wants to see data arrive, or before a power-off)."""
@@ -298,7 +290,7 @@ class Agent:
         return "sealed the open window" if sealed else "nothing to seal yet"
 
     def reconnect(self) -> str:
-        return self.uplink.reconnect()
+        return self._uplinks.uplink.reconnect()
 
     def reload(self, timeout: float = RELOAD_TIMEOUT) -> str:
         """Re-read the local config file (as SIGHUP does) and say how it went."""
@@ -355,7 +347,7 @@ class Agent:
             previous = self._uplinks.put(self._make_uplink(pipeline.config))
             assert previous is not None
             previous.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
-            self.uplink.start()
+            self._uplinks.uplink.start()
         log.info("config version %d running: %d sources, %d signals", pipeline.config.version,
                  len(pipeline.sources), len(pipeline.batcher.dictionary))
 
@@ -372,7 +364,7 @@ class Agent:
             uplink_connects=uplink.connects)
 
     def publish(self, leaf: str, payload: bytes) -> None:
-        self.uplink.publish(leaf, payload)
+        self._uplinks.uplink.publish(leaf, payload)
 
     def _make_uplink(self, config: AgentConfig) -> Uplink:
         return Uplink(config.uplink, config.vehicle.id, self.parts.boot, self.parts.spool,
@@ -393,8 +385,8 @@ class Agent:
         with self.lock:
             self.pipeline.gate.drain()
             self.sampler.finish()
-        self.uplink.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
-        self.spool.close()
+        self._uplinks.uplink.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
+        self.parts.spool.close()
         if self._control is not None:
             self._control.stop()
         log.info("agent stopped: %d batches sealed, %d acknowledged",

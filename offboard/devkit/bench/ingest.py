@@ -117,7 +117,7 @@ def _agent_cpu(scratch: Path, frames: list[list[can.Message]]) -> float:
             bus.shutdown()
         return spent
     finally:
-        agent.spool.close()
+        agent.parts.spool.close()
 
 
 def _receivers(agent: Agent, buses: list[can.BusABC],
@@ -203,4 +203,4 @@ def _paced_drops(scratch: Path, frames: list[list[can.Message]], seconds: float)
             bus.shutdown()
         return dropped, offered
     finally:
-        agent.spool.close()
+        agent.parts.spool.close()

@@ -50,7 +50,7 @@ def agent(tmp_path):
     generate_key_pair(tmp_path / "vehicle.key")
     built = build_agent(parse_config(config_text(), tmp_path / "config.toml"))
     yield built
-    built.spool.close()
+    built.parts.spool.close()
 
 
 class RecordingUplink:
@@ -126,13 +126,13 @@ def test_a_config_change_keeps_an_unchanged_source_and_the_sequence(agent, tmp_p
 
 
 def test_a_narrower_consent_drops_what_was_spooled_under_a_wider_one(agent, tmp_path):
-    agent.spool.put("telemetry", agent.parts.boot, 0, b"sealed under full",
+    agent.parts.spool.put("telemetry", agent.parts.boot, 0, b"sealed under full",
                     consent=agent.pipeline.consent.rank)
 
     agent.switch(agent.prepare(parse_config(config_text(consent="off"),
                                             tmp_path / "config.toml")))
 
-    assert agent.spool.stats().depth == 0
+    assert agent.parts.spool.stats().depth == 0
     assert agent.snapshot().privacy.dropped_on_downgrade == 1
 
 

@@ -220,5 +220,5 @@ def test_diag_status_words_a_stale_gps_source(tmp_path):
         assert any("no valid data for more than 10 s" in warning for warning in warnings), \
             warnings
     finally:
-        agent.spool.close()
+        agent.parts.spool.close()
         gpsd.close()

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.schema import parse_config
+from agent.config.schema import (
+    AgentConfig,
+    KeysConfig,
+    StateConfig,
+    UplinkConfig,
+    VehicleConfig,
+)
 from agent.decoding.frames import StoreStats
 from agent.events.engine import EngineStats
 from agent.events.sink import EventDelivery
@@ -24,31 +30,10 @@ from agent.runtime import clock, status
 from agent.runtime.status import AgentSnapshot, PrivacyStats
 from agent.sampling.plan import PlannedSignal
 from agent.sampling.ring import RingStats
+from agent.sources.canbus import CanBusConfig
+from agent.sources.gpsd import GpsdConfig
 from agent.sources.health import SourceHealth, SourceStats
-
-CONFIG = """
-[vehicle]
-id = "v1"
-[[sources]]
-name = "can0"
-type = "socketcan"
-channel = "can0"
-dbc = ["vehicle.dbc"]
-[[sources]]
-name = "gps"
-type = "gpsd"
-[[sources]]
-name = "tpms"
-type = "serial"
-port = "/dev/ttyTPMS"
-protocol = "tpms-binary"
-[keys]
-signing_key = "vehicle.key"
-[uplink]
-tls = false
-host = "broker.example"
-port = 1883
-"""
+from agent.sources.serial_sensors import SerialConfig
 
 
 def source(name: str, type_: str, where: str, *, age: float | None = 1.0,
@@ -67,7 +52,12 @@ def source(name: str, type_: str, where: str, *, age: float | None = 1.0,
 
 @pytest.fixture
 def snapshot(tmp_path) -> AgentSnapshot:
-    config = parse_config(CONFIG, tmp_path / "config.toml")
+    config = AgentConfig(
+        path=tmp_path / "config.toml", vehicle=VehicleConfig("v1"),
+        sources=(CanBusConfig("can0", "socketcan", channel="can0"), GpsdConfig("gps", "gpsd"),
+                 SerialConfig("tpms", "serial", port="/dev/ttyTPMS", protocol="tpms-binary")),
+        keys=KeysConfig(tmp_path / "vehicle.key"), state=StateConfig(tmp_path),
+        uplink=UplinkConfig(host="broker.example", port=1883, tls=False))
     return AgentSnapshot(
         config=config, boot=bytes(16), uptime_s=12.34, last_update=None,
         sources=(source("can0", "socketcan", "can0", frames=500),
