@@ -10,7 +10,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.support import require_mosquitto
+
+# About 40 s with a broker and an agent: `-m 'not slow'` leaves it out of a quick run.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = {"ingest_cpu_per_frame", "payload_bytes_per_sample", "seal_ms", "memory_rss_mb",
