@@ -191,7 +191,7 @@ class Agent:
         """Run `source` until it returns or `stop` is set, whatever it raises: each failure
         is counted in its health (`failures`, `last_failure`), the first of each kind is
         logged with its traceback, and the source is run again after a bounded back-off."""
-        on_frames = self._frame_handler(source, name)
+        on_frames = self.frame_handler(source, name)
         on_idle = self._idle_handler(source.name, name)
         logged: set[str] = set()
         wait = self.SOURCE_RESTART_FIRST
@@ -219,7 +219,9 @@ class Agent:
                 stop.wait(min(left, 1.0))
             wait = min(wait * 2, self.SOURCE_RESTART_LONGEST)
 
-    def _frame_handler(self, source: Source, name: str) -> OnFrames:
+    def frame_handler(self, source: Source, name: str) -> OnFrames:
+        """What `source` hands its frames to (its thread's `on_frames`; `name` is its loop in
+        the watchdog). Public for the benchmark, which feeds the real path directly."""
         beat = self.liveness.beat
         lock = self.lock
         pace = partial(self._pacer.pace, source.name) if source.paced else None

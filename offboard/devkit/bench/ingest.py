@@ -124,7 +124,7 @@ def _receivers(agent: Agent, buses: list[can.BusABC],
                stop: threading.Event) -> list[threading.Thread]:
     """A thread per source running the agent's own receive loop on its bus, as the daemon does."""
     return [threading.Thread(target=source._receive, args=(
-        bus, agent._frame_handler(source, f"source {source.name}"),
+        bus, agent.frame_handler(source, f"source {source.name}"),
         lambda now: None, stop)) for source, bus in zip(agent.sources, buses, strict=True)]
 
 
