@@ -61,7 +61,7 @@ class ReplaySource(CanBusSource):
                                   daemon=True)
         player.start()
         try:
-            self._receive(bus, on_frames, on_idle, stop)
+            self.receive(bus, on_frames, on_idle, stop)
         finally:
             bus.shutdown()
             player.join(timeout=2)

@@ -5,7 +5,7 @@ dbc/vehicle.dbc), retimed to 4,100 frames/s per bus, each bus a different stretc
 
 - CPU: every frame is queued on a python-can virtual bus first, then process CPU time is
   measured while four threads drain the buses. The agent's threads are its own source loops
-  (`CanBusSource._receive` with the agent's filters and frame handler: lock, sampler, FrameStore,
+  (`CanBusSource.receive` with the agent's filters and frame handler: lock, sampler, FrameStore,
   ring) inside a real `Agent`; sealing a window is figure 3 and does not fall in the stretch.
   The baseline's threads receive every frame the same way, call `db.decode_message()` on it
   and append every decoded value to a per-signal list.
@@ -123,7 +123,7 @@ def _agent_cpu(scratch: Path, frames: list[list[can.Message]]) -> float:
 def _receivers(agent: Agent, buses: list[can.BusABC],
                stop: threading.Event) -> list[threading.Thread]:
     """A thread per source running the agent's own receive loop on its bus, as the daemon does."""
-    return [threading.Thread(target=source._receive, args=(
+    return [threading.Thread(target=source.receive, args=(
         bus, agent.frame_handler(source, f"source {source.name}"),
         lambda now: None, stop)) for source, bus in zip(agent.sources, buses, strict=True)]
 

@@ -275,7 +275,7 @@ def test_the_receive_loop_takes_queued_frames_in_batches_through_python_cans_fil
     batches: list[list[can.Message]] = []
     source.end_of_data = lambda: True  # type: ignore[method-assign]
     try:
-        source._receive(bus, batches.append, lambda now: None, threading.Event())
+        source.receive(bus, batches.append, lambda now: None, threading.Event())
     finally:
         bus.shutdown()
     assert [f for batch in batches for f in batch] == [f for f in frames
