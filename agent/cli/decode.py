@@ -12,6 +12,7 @@ import can
 
 from agent.decoding.dbc import load_dbc
 from agent.errors import AgentError
+from agent.sources.logfile import STDIN, read_frames
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,16 +27,18 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--raw", action="store_true",
                         help="raw integer values (no scaling, no enum names), as on the wire")
     parser.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
-    parser.add_argument("log", type=Path, help="the log file")
+    parser.add_argument("log", type=Path,
+                        help="the log file, or - for candump -L text on stdin "
+                             "(candump -L can0 | edge-agent decode --dbc X -)")
     parser.set_defaults(func=_do_decode)
 
 
 def _do_decode(args: argparse.Namespace) -> int:
     database = load_dbc(args.dbc).database
-    if not args.log.is_file():
+    if args.log != STDIN and not args.log.is_file():
         raise AgentError(f"{args.log}: log file not found")
     try:
-        reader = can.LogReader(str(args.log))
+        reader = read_frames(args.log)
     except ValueError as exc:
         raise AgentError(f"{args.log}: {exc}") from exc
     out: TextIO = args.output.open("w", encoding="utf-8") if args.output else sys.stdout

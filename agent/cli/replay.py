@@ -107,6 +107,10 @@ def _do_replay(args: argparse.Namespace) -> int:
     finally:
         for bus in buses.values():
             bus.shutdown()
+    if routes is not None and not router.sent and error is None:
+        error = (f"no frame of the log is on {', '.join(sorted(routes))}, the channels the "
+                 f"mapping names (the log's channels: "
+                 f"{', '.join(sorted(router.skipped)) or 'none, it has no frames'})")
     summary: dict[str, Any] = {
         "log": str(args.log), "interface": args.interface, "sent": dict(router.sent),
         "skipped": dict(router.skipped), "frames": sum(router.sent.values()),

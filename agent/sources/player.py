@@ -24,6 +24,7 @@ from pathlib import Path
 import can
 
 from agent.errors import ConfigError
+from agent.sources.logfile import read_frames
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class Player:
         while not stop.is_set():
             first = last = None
             others: set[str] = set()
-            for frame in can.LogReader(str(self.path)):
+            for frame in read_frames(self.path):
                 if stop.is_set():
                     return
                 if not math.isfinite(frame.timestamp):

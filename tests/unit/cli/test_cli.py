@@ -1,11 +1,17 @@
 import json
+import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from agent.cli import main
 from agent.decoding.dbc import load_dbc
+from tests.helpers.agent_setup import REPO
 from tests.helpers.dbc_fixtures import write_small_dbc
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def test_keys_gen_makes_a_private_key_only_the_owner_can_read(tmp_path, capsys):
@@ -86,3 +92,27 @@ def test_a_file_with_no_messages_is_not_taken_for_a_dbc(tmp_path, capsys):
     empty.write_text('VERSION ""\n')
     assert main(["decode", "--dbc", str(empty), str(empty)]) == 2
     assert "defines no CAN messages" in capsys.readouterr().err
+
+
+def test_decode_reads_candump_text_from_stdin(tmp_path):
+    """`candump -L can0 | edge-agent decode --dbc X -`: a real pipe into a real process."""
+    dbc = write_small_dbc(tmp_path)
+    engine = load_dbc([dbc]).database.get_message_by_name("Engine")
+    data = engine.encode({"Speed": 12.5, "Temp": 30, "Gear": 3}).hex().upper()
+    result = subprocess.run([sys.executable, "-m", "agent", "decode", "--dbc", str(dbc), "-"],
+                            input=f"(1.000000) can0 100#{data}\n(1.100000) can0 123#00\n",
+                            capture_output=True, text=True, timeout=60, env=ENV)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records[0]["signals"] == {"Speed": 12.5, "Temp": 30, "Gear": "D"}
+    assert records[1]["error"] == "unknown frame id"
+
+
+def test_a_log_that_is_not_candump_names_the_file_and_line(tmp_path, capsys):
+    dbc = write_small_dbc(tmp_path)
+    log = tmp_path / "trace.log"
+    log.write_text("(1.000000) can0 100#00\n\n(1.1) can0 100#00 extra words here\n")
+    assert main(["decode", "--dbc", str(dbc), str(log)]) == 2
+    error = capsys.readouterr().err
+    assert f"{log}, line 3: not a candump -L line" in error
+    assert "too many values to unpack" not in error.split("(expected")[0]

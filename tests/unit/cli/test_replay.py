@@ -103,3 +103,15 @@ def test_vector_log_channels_are_mapped_by_the_numbers_the_file_shows(tmp_path, 
                      "replay-vector=2"]) == 0
         assert [f.arbitration_id for f in receive_all(receiver)] == [0x200, 0x201]
     assert json.loads(capsys.readouterr().out)["skipped"] == {"1": 1}
+
+
+def test_a_mapping_that_matches_no_channel_of_the_log_says_so_and_fails(log_file, capsys):
+    with can.Bus(interface="virtual", channel="replay-none") as receiver:
+        assert main(["replay", "-i", "virtual", "--speed", "0", str(log_file),
+                     "replay-none=vcan7"]) == 1
+        assert receive_all(receiver) == []
+    error = capsys.readouterr().err
+    assert "no frame of the log is on vcan7" in error and "can0, can1" in error
+    assert main(["replay", "-i", "virtual", "--speed", "0", "--json", str(log_file),
+                 "replay-none=vcan7"]) == 1
+    assert "vcan7" in json.loads(capsys.readouterr().out)["error"]

@@ -137,12 +137,14 @@ def test_the_replay_channel_is_optional_in_config(tmp_path, channel):
 def test_a_malformed_line_ends_the_replay_with_a_clear_error(tmp_path, monkeypatch, caplog):
     """Found by fuzzing: python-can's candump reader raised IndexError on a line such as
     "(inf) 0 3B1787F3##", which escaped the player thread; the frames before it are played,
-    the replay ends there with one error naming the log, and the source finishes."""
+    the replay ends there with one error naming the log and the line, and the source
+    finishes."""
     monkeypatch.setattr(__name__ + ".LOG", LOG + "(inf) 0 3B1787F3##\n")
     with caplog.at_level(logging.ERROR, logger="agent.sources.replay"):
         got = replay(tmp_path, {"all": None}, rebase=False)
     assert len(got["all"]) == 5
-    assert any(f"cannot replay {tmp_path / 'drive.log'} after 5 frames: IndexError" in m
+    assert any(f"cannot replay {tmp_path / 'drive.log'} after 5 frames: LogFormatError: "
+               f"{tmp_path / 'drive.log'}, line 6: not a candump -L line" in m
                for m in caplog.messages), caplog.messages
 
 
