@@ -9,12 +9,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agent.errors import AgentError
 
 SUBCOMMANDS = ("run", "config", "decode", "verify", "keys", "diag", "replay")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+# What a shell reports for a command killed by SIGPIPE (128 + 13): the reader left early.
+EXIT_BROKEN_PIPE = 141
+
+# syslog priorities by logging level, for journald's "<N>" line prefixes (sd-daemon(3)).
+SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                   logging.CRITICAL: 2}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -23,15 +32,32 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="edge-agent",
         description="On-vehicle telematics edge agent: samples CAN signals through DBC files "
                     "into signed, compressed batches published over MQTT.")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="how much to log to stderr (default: INFO)")
+    _add_log_level(parser, "INFO")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True,
                                        metavar="COMMAND")
     for name in SUBCOMMANDS:
         if only is None or name == only:
             importlib.import_module(f"agent.cli.{name}").add_subparser(subparsers)
+    for command in _subcommand_parsers(parser):
+        _add_log_level(command, argparse.SUPPRESS)  # given or not, the top level's counts
     return parser
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--log-level", default=default, type=str.upper, choices=LOG_LEVELS,
+                        metavar="LEVEL",
+                        help="how much to log to stderr: debug, info, warning or error "
+                             "(default: info); before or after the command")
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below `parser`, at any depth (`diag config check`, say)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += [child, *_subcommand_parsers(child)]
+    return found
 
 
 def _command(argv: Sequence[str]) -> str | None:
@@ -45,15 +71,66 @@ def _command(argv: Sequence[str]) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_command(argv)).parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class JournalFormatter(logging.Formatter):
+    """Lines for journald: the record's syslog priority as a `<N>` prefix, which journald
+    turns into the entry's priority (so `journalctl -p warning` works), and no timestamp,
+    since the journal stamps every line itself."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = SYSLOG_PRIORITY.get(record.levelno, 3 if record.levelno > logging.INFO else 7)
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+def stderr_is_journal(environ: Mapping[str, str], stderr_fd: int = 2) -> bool:
+    """Whether stderr is systemd's journal stream: JOURNAL_STREAM names its device and inode
+    (systemd.exec(5)), which a child whose stderr was redirected elsewhere does not match."""
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
     try:
-        return int(args.func(args))
+        status = os.fstat(stderr_fd)
+        return (int(device), int(inode)) == (status.st_dev, status.st_ino)
+    except (ValueError, OSError):
+        return False
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JournalFormatter() if stderr_is_journal(os.environ) else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str]) -> int:
+    try:
+        args = build_parser(_command(argv)).parse_args(argv)
+    except SystemExit:
+        sys.stdout.flush()  # --help printed: a reader gone early is caught in main
+        raise
+    configure_logging(args.log_level)
+    try:
+        code = int(args.func(args))
     except AgentError as exc:
         print(f"edge-agent: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    sys.stdout.flush()  # here, so that a reader gone early is caught in main, not at exit
+    return code
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout left (`edge-agent diag buses --json | head -1`): whatever is still
+    buffered goes nowhere, so that Python's flush at exit prints no BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -30,7 +30,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
         description="Validate a config file exactly as the agent (and an OTA update) would.")
     actions = parser.add_subparsers(dest="config_action", required=True, metavar="ACTION")
     check = actions.add_parser("check", help="validate FILE, DBCs included; exit 1 if invalid")
-    check.add_argument("file", type=Path)
+    check.add_argument("file", type=Path, help="the config file to check")
     check.add_argument("--json", action="store_true", help="print the verdict as JSON")
     check.set_defaults(func=do_check)
     config_reset.add_action(actions)

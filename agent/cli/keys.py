@@ -24,7 +24,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=_do_gen)
     show = commands.add_parser("id", help="print the key id of a public key",
                                description="Print the key id (kid) a public key signs with.")
-    show.add_argument("public_key", type=Path)
+    show.add_argument("public_key", type=Path, help="the public key file (.pub)")
     show.set_defaults(func=_do_id)
 
 

@@ -24,7 +24,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                     "secrets redacted, selftest results and recent logs.")
     parser.add_argument("--output", "-o", type=Path,
                         help="where to write (default: edge-agent-bundle-TIME.tar.gz)")
-    parser.add_argument("--log-lines", type=int, default=2000)
+    parser.add_argument("--log-lines", type=int, default=2000,
+                        help="journal lines to include (default: %(default)s)")
     parser.set_defaults(func=_do_bundle)
 
 

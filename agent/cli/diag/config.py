@@ -24,7 +24,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(func=_do_show)
     check = actions.add_parser("check", parents=[common_options()],
                                help="validate FILE exactly as the agent would, DBCs included")
-    check.add_argument("file", type=Path)
+    check.add_argument("file", type=Path, help="the config file to check")
     check.set_defaults(func=_do_check)
 
 

@@ -17,7 +17,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "live", parents=[common_options()], help="signal values refreshing in place",
         description="Refresh the values of the signals matching GLOB until Ctrl-C.")
-    parser.add_argument("glob", nargs="?", default="*")
+    parser.add_argument("glob", nargs="?", default="*",
+                        help="signals to show, as for diag signals (default: all)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     parser.add_argument("--count", type=int, help="stop after this many refreshes")
     parser.set_defaults(func=_do_live)

@@ -26,7 +26,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
         description="Set the consent level locally (root or the service user). A lower level "
                     "applies from the next window and drops spooled batches sealed under a "
                     "higher one.")
-    consent.add_argument("level", choices=CONSENT_LEVELS)
+    consent.add_argument("level", choices=CONSENT_LEVELS,
+                         help="the consent level: " + ", ".join(CONSENT_LEVELS))
     consent.set_defaults(func=lambda args: run_against_daemon(
         args, "consent", lambda message: print(message) or EXIT_OK, level=args.level))
 

@@ -21,7 +21,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "queue", parents=[common_options()], help="batches waiting in the spool",
         description="Spool depth and the next batches to be sent.")
-    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--limit", type=int, default=20,
+                        help="next batches to list (default: %(default)s)")
     parser.set_defaults(func=lambda args: run_against_daemon(args, "queue", render,
                                                              limit=args.limit))
 
