@@ -17,6 +17,7 @@ Real DBCs are not always tidy, and the values must still be cantools' own:
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -253,6 +254,7 @@ class FrameStore:
         health = self.health
         health.frames += 1
         health.last_frame_time = frame.timestamp
+        health.last_received = time.monotonic()
         self._keep(frame)
 
     def accept_all(self, frames: Sequence[can.Message], clock: EventClock) -> None:
@@ -264,6 +266,7 @@ class FrameStore:
         health = self.health
         health.frames += len(frames)
         health.last_frame_time = frames[-1].timestamp
+        health.last_received = time.monotonic()
         plans, latest, add = self._messages, self._latest, self._stats.add
         advance = clock.advance
         low, high = clock.quiet_span()

@@ -12,6 +12,7 @@ same `sample_last` / `take_stats` calls.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 
 from agent.decoding.frames import Emit, EmitStats, EventClock, StatsAccumulator, StoreStats
@@ -57,6 +58,7 @@ class ValueStore:
         health = self.health
         health.frames += 1
         health.last_frame_time = reading.timestamp
+        health.last_received = time.monotonic()
         if planned is None:
             health.ignored += 1
             return

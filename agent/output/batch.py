@@ -165,6 +165,12 @@ class Batcher:
                            envelope=self._signer.sign(payload))
 
 
+def size_per_sample(size: int, samples: int) -> str:
+    """`1842 bytes (0.260 bytes/sample)`, or `1842 bytes` alone for a batch without samples
+    (the signal dictionary, a quiet window): it has no per-sample figure."""
+    return f"{size} bytes" + (f" ({size / samples:.3f} bytes/sample)" if samples else "")
+
+
 def open_batch(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> BatchBody:
     """Verify, decompress and decode a batch; WireFormatError says which step failed."""
     verified = verify(envelope, keys)

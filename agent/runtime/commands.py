@@ -37,8 +37,7 @@ def command_table(agent: Diagnosable) -> dict[str, Command]:
         "status": Command(lambda args: status.status(agent.snapshot())),
         "buses": Command(lambda args: status.buses(agent.snapshot(), int(args.get("top", 10)))),
         "signals": Command(lambda args: status.signal_values(
-            [value for values in agent.readings().values() for value in values],
-            args.get("glob", "*"))),
+            agent.readings(), agent.snapshot().sources, args.get("glob", "*"))),
         "gps": Command(lambda args: status.gps(agent.snapshot(), agent.readings())),
         "sensors": Command(lambda args: status.sensors(agent.snapshot(), agent.readings())),
         "queue": Command(lambda args: agent.queue(int(args.get("limit", 20)))),

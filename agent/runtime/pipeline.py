@@ -24,7 +24,7 @@ from agent.decoding.values import ValueStore
 from agent.events.codec import EVENT_CONTENT_TYPE
 from agent.events.engine import EventEngine, event_inputs
 from agent.events.sink import EventCounters, EventIdentity, EventSequence, EventSink
-from agent.output.batch import Batcher, BatchIdentity, SealedBatch
+from agent.output.batch import Batcher, BatchIdentity, SealedBatch, size_per_sample
 from agent.output.spool import Spool, SpooledBatch
 from agent.output.uplink import UplinkStats
 from agent.privacy import consent as privacy
@@ -195,6 +195,6 @@ def _unchanged_source(previous: Pipeline | None, config: SourceConfig,
 
 
 def _log_sealed(batch: SealedBatch, *, on_disk: bool) -> None:
-    log.info("sealed batch %d: %d samples, %d bytes (%.3f bytes/sample), %s", batch.seq,
-             batch.samples, len(batch.envelope), len(batch.envelope) / max(1, batch.samples),
+    log.info("sealed batch %d: %d samples, %s, %s", batch.seq, batch.samples,
+             size_per_sample(len(batch.envelope), batch.samples),
              "spooled" if on_disk else "in memory only")

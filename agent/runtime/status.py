@@ -5,6 +5,11 @@ daemon gathers them into one `AgentSnapshot` (and the latest readings, which it 
 its own lock). This module only reads those values, so no diagnostic takes the pipeline's lock
 or reads a part's private state. The field technician's wording of problems ("warnings") is
 decided here, except each source type's own, which its module words (agent/sources/).
+
+Ages are never negative and never mix clocks. A source's last frame is as old as the time since
+it arrived (the monotonic clock). A signal's value is older by how far its frame's timestamp
+lies behind the source's newest frame: a difference of event times, so a replay of a drive
+recorded last year (or stamped in the future) reads the ages of its own timeline, not -1945 s.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from agent.sources.serial_sensors import SerialConfig
 OFFLINE_WARNING_AFTER = 120.0
 CLOCK_DISAGREEMENT_WARNING = 2.0
 
-# (signal, raw value, wall-clock time it was received), as a store's `current_values()`.
+# (signal, raw value, its frame's timestamp), as a store's `current_values()`.
 LatestValue = tuple[PlannedSignal, int | float, float]
 
 
@@ -78,16 +83,17 @@ def status(snapshot: AgentSnapshot) -> dict[str, Any]:
         "config": {"path": str(config.path), "version": config.version,
                    "last_update": snapshot.last_update},
         "clock": snapshot.batches.clock,
-        "sources": [_source_status(snapshot, source, now) for source in snapshot.sources],
+        "sources": [_source_status(snapshot, source) for source in snapshot.sources],
         "ring": {"capacity": ring.capacity, "written": ring.written,
                  "fill": round(min(ring.written, ring.capacity) / ring.capacity, 3),
+                 "lookback_s": round(ring.span_ms / 1000, 1),
                  "lost": snapshot.batches.ring_lost},
         "batches": {"sealed": snapshot.batches.sealed, "window_s": config.batch.window,
                     "signals": snapshot.batches.signals},
         "spool": {"depth": spool.depth, "bytes": spool.bytes,
                   "max_bytes": snapshot.spool_max_bytes,
                   "oldest_age_s": None if spool.oldest_created is None
-                  else round(now - spool.oldest_created, 1),
+                  else _since(now, spool.oldest_created),
                   "evicted": spool.evicted, "not_kept": spool.not_kept,
                   "moved_aside": spool.moved_aside},
         "uplink": {"connected": uplink.connected, "host": config.uplink.host,
@@ -96,7 +102,7 @@ def status(snapshot: AgentSnapshot) -> dict[str, Any]:
                    "dropped": uplink.dropped, "connect_failures": uplink.connect_failures,
                    "refused": uplink.refused,
                    "last_puback_age_s": None if not uplink.last_puback
-                   else round(now - uplink.last_puback, 1)},
+                   else _since(now, uplink.last_puback)},
     }
     document["privacy"] = privacy(snapshot)
     document["warnings"] = warnings(document)
@@ -127,16 +133,32 @@ def privacy(snapshot: AgentSnapshot) -> dict[str, Any]:
     }
 
 
-def _source_status(snapshot: AgentSnapshot, source: SourceStats, now: float) -> dict[str, Any]:
+def _source_status(snapshot: AgentSnapshot, source: SourceStats) -> dict[str, Any]:
     return {"name": source.name, "type": source.type, "channel": source.where,
             "frames_per_s": round(snapshot.frame_rates.get(source.name, 0.0), 1),
             **source.counters, "last_failure": source.last_failure or None,
             "stale_after_s": source.stale_after,
-            "last_frame_age_s": _age(source, now, 1), "finished": source.finished}
+            "last_frame_age_s": _age(source), "finished": source.finished}
 
 
-def _age(source: SourceStats, now: float, digits: int) -> float | None:
-    return None if not source.last_frame_time else round(now - source.last_frame_time, digits)
+def _age(source: SourceStats) -> float | None:
+    """Seconds since the source's newest frame arrived; None before the first."""
+    if not source.last_received:
+        return None
+    return round(max(0.0, time.monotonic() - source.last_received), 1)
+
+
+def _value_age(source: SourceStats | None, stamp: float) -> float:
+    """The age of a value whose frame was stamped `stamp` by `source`: how far that frame lies
+    behind the source's newest one in the source's own time, plus the newest one's age."""
+    if source is None or not source.last_received:
+        return 0.0
+    behind = max(0.0, source.last_frame_time - stamp)
+    return behind + max(0.0, time.monotonic() - source.last_received)
+
+
+def _since(now: float, then: float) -> float:
+    return round(max(0.0, now - then), 1)
 
 
 def warnings(document: Mapping[str, Any]) -> list[str]:
@@ -165,26 +187,29 @@ def warnings(document: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def signal_values(readings: Sequence[LatestValue], pattern: str = "*") -> list[dict[str, Any]]:
-    now = time.time()
+def signal_values(readings: Mapping[str, Sequence[LatestValue]], sources: Sequence[SourceStats],
+                  pattern: str = "*") -> list[dict[str, Any]]:
+    by_name = {source.name: source for source in sources}
     rows = []
-    for planned, raw, stamp in readings:
-        if not fnmatchcase(planned.key, pattern):
-            continue
-        value = raw * planned.scale + planned.offset
-        label = planned.choices.get(int(raw)) if planned.choices else None
-        rows.append({"signal": planned.key, "value": value, "raw": raw, "unit": planned.unit,
-                     "label": label, "age_s": round(now - stamp, 2), "mode": planned.mode})
+    for name, values in readings.items():
+        for planned, raw, stamp in values:
+            if not fnmatchcase(planned.key, pattern):
+                continue
+            value = raw * planned.scale + planned.offset
+            label = planned.choices.get(int(raw)) if planned.choices else None
+            rows.append({"signal": planned.key, "value": value, "raw": raw,
+                         "unit": planned.unit, "label": label,
+                         "age_s": round(_value_age(by_name.get(name), stamp), 2),
+                         "mode": planned.mode})
     return rows
 
 
 def buses(snapshot: AgentSnapshot, top: int = 10) -> list[dict[str, Any]]:
-    now = time.time()
     documents = []
     for source in snapshot.sources:
         store = snapshot.stores[source.name]
         documents.append({
-            **_source_status(snapshot, source, now),
+            **_source_status(snapshot, source),
             "filters": [f"0x{frame_id:X}" for frame_id in store.filters],
             "unknown_ids": [{"id": f"0x{frame_id:X}", "frames": count}
                             for frame_id, count in store.unknown_ids[:top]],
@@ -197,14 +222,13 @@ def buses(snapshot: AgentSnapshot, top: int = 10) -> list[dict[str, Any]]:
 
 def gps(snapshot: AgentSnapshot, readings: Mapping[str, Sequence[LatestValue]]) -> dict[str, Any]:
     offset = clock.GPS_TIME.offset()
-    now = time.time()
     sources = []
     for source in snapshot.sources:
         if source.type == "gpsd":
-            document = _value_source(source, now)
+            document = _value_source(source)
             sources.append({**document,
                             "fix": FIX_NAMES.get(document.get("fix_mode", 0), "unknown"),
-                            "readings": _readings(readings.get(source.name, ()), now)})
+                            "readings": _readings(source, readings.get(source.name, ()))})
     document: dict[str, Any] = {
         "sources": sources,
         "clock": snapshot.batches.clock,
@@ -216,15 +240,14 @@ def gps(snapshot: AgentSnapshot, readings: Mapping[str, Sequence[LatestValue]]) 
 
 def sensors(snapshot: AgentSnapshot,
             readings: Mapping[str, Sequence[LatestValue]]) -> dict[str, Any]:
-    now = time.time()
     protocols = {config.name: config.protocol for config in snapshot.config.sources
                  if isinstance(config, SerialConfig)}
     sources = []
     for source in snapshot.sources:
         if source.name in protocols:
-            values = _readings(readings.get(source.name, ()), now)
+            values = _readings(source, readings.get(source.name, ()))
             sources.append({
-                **_value_source(source, now), "protocol": protocols[source.name],
+                **_value_source(source), "protocol": protocols[source.name],
                 "wheels": {wheel: {quantity.split(".", 1)[1]: reading
                                    for quantity, reading in values.items()
                                    if quantity.startswith(f"{wheel}.")} for wheel in WHEELS}})
@@ -233,15 +256,17 @@ def sensors(snapshot: AgentSnapshot,
     return document
 
 
-def _value_source(source: SourceStats, now: float) -> dict[str, Any]:
+def _value_source(source: SourceStats) -> dict[str, Any]:
     return {"name": source.name, "type": source.type, "channel": source.where,
             **source.counters, "last_failure": source.last_failure or None,
-            "stale_after_s": source.stale_after, "last_reading_age_s": _age(source, now, 1)}
+            "stale_after_s": source.stale_after, "last_reading_age_s": _age(source)}
 
 
-def _readings(readings: Sequence[LatestValue], now: float) -> dict[str, dict[str, Any]]:
+def _readings(source: SourceStats,
+              readings: Sequence[LatestValue]) -> dict[str, dict[str, Any]]:
     return {planned.signal: {"value": raw * planned.scale + planned.offset,
-                             "unit": planned.unit, "age_s": round(now - stamp, 1)}
+                             "unit": planned.unit,
+                             "age_s": round(_value_age(source, stamp), 1)}
             for planned, raw, stamp in readings}
 
 

@@ -52,6 +52,7 @@ class RingSlice:
 class RingStats:
     capacity: int  # records
     written: int  # records since start; those past `capacity` overwrote the oldest
+    span_ms: int = 0  # event time from the oldest record held to the newest: the look-back
 
 
 class Ring:
@@ -83,7 +84,13 @@ class Ring:
         self.written += 1
 
     def stats(self) -> RingStats:
-        return RingStats(capacity=self.capacity, written=self.written)
+        written = self.written
+        if not written:
+            return RingStats(capacity=self.capacity, written=0)
+        oldest = 0 if written <= self.capacity else written % self.capacity
+        newest = (written - 1) % self.capacity
+        return RingStats(capacity=self.capacity, written=written,
+                         span_ms=max(0, self._time[newest] - self._time[oldest]))
 
     def lost_since(self, cursor: int) -> int:
         """How many records a reader at `cursor` can no longer read."""

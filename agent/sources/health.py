@@ -32,7 +32,9 @@ class SourceHealth:
     failures: int = 0
     overflow: int = 0
     late: int = 0
-    last_frame_time: float = 0.0
+    last_frame_time: float = 0.0  # the newest frame's own timestamp (event time)
+    # time.monotonic() when it arrived, for ages (an instant of this run: not compared)
+    last_received: float = field(default=0.0, compare=False)
     last_failure: str = ""
     rejected: dict[str, int] = field(default_factory=dict)
     state: dict[str, int] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class SourceStats:
     counters: Mapping[str, int]
     last_failure: str
     last_frame_time: float
+    last_received: float
     stale_after: float
     finished: bool
 

@@ -97,6 +97,7 @@ def source_stats(source: Source, config: SourceConfig) -> SourceStats:
                        where=source_type(config.type).where(config),
                        value_source=is_value_source(config), counters=health.counters(),
                        last_failure=health.last_failure, last_frame_time=health.last_frame_time,
+                       last_received=health.last_received,
                        stale_after=config.stale_after, finished=source.finished.is_set())
 
 

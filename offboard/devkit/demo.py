@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from agent.output.batch import size_per_sample
 from agent.wire.keys import generate_key_pair
 from devkit.broker import BrokerUnavailable, MosquittoBroker, ensure_mosquitto
 from devkit.pki import make_dev_pki
@@ -191,8 +192,7 @@ def _conclude(report_path: Path, agent_code: int, backend_code: int) -> int:
     report = json.loads(report_path.read_text())
     say(f"done: {report['verified']} batches verified, {report['rejected']} rejected, "
         f"{report['duplicates']} duplicates, gaps: {report['gaps'] or 'none'}; "
-        f"{report['samples']} samples in {report['bytes']} bytes "
-        f"({report['bytes'] / max(1, report['samples']):.3f} bytes/sample)")
+        f"{report['samples']} samples in {size_per_sample(report['bytes'], report['samples'])}")
     healthy = agent_code == 0 and backend_code == 0 and report["verified"] > 0 \
         and not report["rejected"] and not report["gaps"]
     say("all batches arrived, verified and in order" if healthy else

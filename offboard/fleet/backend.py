@@ -38,7 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import AgentError, WireFormatError
 from agent.events.codec import EVENT_CONTENT_TYPE, EventBody, decode_event
-from agent.output.batch import CONTENT_TYPE, decompress_payload
+from agent.output.batch import CONTENT_TYPE, decompress_payload, size_per_sample
 from agent.privacy.consent import pseudonym, rotation_period
 from agent.wire.body import BatchBody, SignalDef, decode_body
 from agent.wire.cose import Verified, verify
@@ -286,7 +286,7 @@ def summary_line(receipt: Receipt) -> str:
     flag = " DUPLICATE" if receipt.duplicate else ""
     return (f"verified {body.vehicle} boot {body.boot.hex()[:8]} seq {body.seq}{flag}: "
             f"{start}-{end} UTC, {len(body.series)} signals, {samples} samples, "
-            f"{receipt.size} bytes ({receipt.size / max(1, samples):.3f} bytes/sample), "
+            f"{size_per_sample(receipt.size, samples)}, "
             f"clock {body.clock}"
             + (f", consent {body.privacy['consent']} v{body.privacy['ver']}"
                if body.privacy else ""))

@@ -60,7 +60,9 @@ def console() -> Console:
 
 def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[[Any], int],
                        **arguments: Any) -> int:
-    """Ask the daemon; print JSON or render for a person; say clearly when it is not running."""
+    """Ask the daemon; print JSON or render for a person; say clearly when it is not running.
+    A command that answers in a sentence (`flush`, `consent`) prints it, or with --json an
+    object: {"running": true, "command": ..., "result": the sentence}."""
     try:
         result = ask(args, command, **arguments)
     except ControlRefused as exc:
@@ -77,7 +79,9 @@ def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[
             print("Offline checks still work: edge-agent diag selftest", file=sys.stderr)
         return EXIT_NOT_RUNNING
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        document = ({"running": True, "command": command, "result": result}
+                    if isinstance(result, str) else result)
+        print(json.dumps(document, indent=2, default=str))
         return render_exit_code(result)
     return render(result)
 

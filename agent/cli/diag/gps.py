@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.diag.common import (
@@ -47,5 +48,5 @@ def render(document: dict[str, Any]) -> int:
     out.print(f"clock: {document['clock']}; GPS minus system time: "
               f"{'no recent fix' if offset is None else f'{offset:+.3f} s'}")
     for warning in document["warnings"]:
-        out.print(f"[bold red]![/] {warning}")
+        out.print(f"[bold red]![/] {escape(warning)}")
     return EXIT_PROBLEM if document["warnings"] else EXIT_OK

@@ -7,6 +7,7 @@ import json
 import time
 
 from rich.live import Live
+from rich.markup import escape
 
 from agent.cli.diag.common import EXIT_NOT_RUNNING, EXIT_OK, ask, common_options, console
 from agent.cli.diag.signals import table
@@ -38,7 +39,7 @@ def _do_live(args: argparse.Namespace) -> int:
                 if args.count is None or refreshes < args.count:
                     time.sleep(args.interval)
     except ControlUnavailable as exc:
-        console().print(f"edge-agent: {exc}")
+        console().print(f"edge-agent: {escape(str(exc))}")
         return EXIT_NOT_RUNNING
     except KeyboardInterrupt:
         pass

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
+
 from agent.cli.diag.common import EXIT_OK, common_options, console, run_against_daemon
 from agent.config.schema import CONSENT_LEVELS
 
@@ -42,12 +44,18 @@ def render(privacy: dict[str, Any]) -> int:
               "by a downgrade")
     position = privacy["position"]
     tracks = "on" if position["tracks"] else "off"
-    out.print(f"position {' / '.join(position['signals'])}: precision "
-              f"{position['precision_m'] or 'full'} m, tracks {tracks}, zones "
+    precision = f"{position['precision_m']:g} m" if position["precision_m"] else "full"
+    out.print(f"position {escape(' / '.join(position['signals']))}: precision "
+              f"{precision}, tracks {tracks}, zones "
               f"{', '.join(position['zones']) or 'none'}; pseudonym "
               f"{'on' if privacy['pseudonym'] else 'off'}")
     events = privacy["events"]
     out.print(f"events: detectors {', '.join(events['detectors']) or 'none'}; found "
-              f"{events['found'] or 'none'}; {events['sent']} sent; withheld "
-              f"{events['withheld'] or 'none'}")
+              f"{_counts(events['found'])}; {events['sent']} sent; withheld "
+              f"{_counts(events['withheld'])}")
     return EXIT_OK
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """`trip_start 1, stop 2` (or `none`) for a person, never a Python dict."""
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"

@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.diag.checks import Check, run_checks
@@ -42,6 +43,6 @@ def _do_selftest(args: argparse.Namespace) -> int:
     else:
         table = Table("check", "verdict", "detail")
         for check in checks:
-            table.add_row(check.name, STYLE[check.verdict], check.detail)
+            table.add_row(escape(check.name), STYLE[check.verdict], escape(check.detail))
         console().print(table)
     return EXIT_PROBLEM if failed else EXIT_OK

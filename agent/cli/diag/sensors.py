@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.diag.common import (
@@ -50,5 +51,5 @@ def render(document: dict[str, Any]) -> int:
             out.print("  rejected: " + ", ".join(f"{reason} {count}"
                                                  for reason, count in sorted(counts.items())))
     for warning in document["warnings"]:
-        out.print(f"[bold red]![/] {warning}")
+        out.print(f"[bold red]![/] {escape(warning)}")
     return EXIT_PROBLEM if document["warnings"] else EXIT_OK

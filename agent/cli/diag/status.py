@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.diag.common import (
@@ -52,13 +53,23 @@ def render(document: dict[str, Any]) -> int:
     out.print(f"spool   {spool['depth']} batches, {size(spool['bytes'])} of "
               f"{size(spool['max_bytes'])}, oldest {age(spool['oldest_age_s'])}, "
               f"{spool['evicted']} evicted")
-    out.print(f"ring    {ring['fill']:.0%} full ({ring['written']} records written, "
-              f"{ring['lost']} lost); {document['batches']['sealed']} batches sealed of "
+    out.print(f"ring    {_ring(ring)}; {document['batches']['sealed']} batches sealed of "
               f"{document['batches']['signals']} signals")
     if document["warnings"]:
         out.print("[bold yellow]warnings[/]")
         for warning in document["warnings"]:
-            out.print(f"  [yellow]![/] {warning}")
+            out.print(f"  [yellow]![/] {escape(warning)}")
         return EXIT_PROBLEM
     out.print("[green]no warnings[/]")
     return EXIT_OK
+
+
+def _ring(ring: dict[str, Any]) -> str:
+    """The ring as what it holds: once full it stays full by design (the oldest records
+    make room), so fullness is no problem; records lost before batching are."""
+    held = min(ring["written"], ring["capacity"])
+    state = "full, the oldest overwritten" if ring["written"] >= ring["capacity"] else \
+        f"{ring['fill']:.0%} of {ring['capacity']}"
+    lost = f", [red]{ring['lost']} lost before batching[/]" if ring["lost"] else ""
+    return (f"holding {ring.get('lookback_s', 0):.0f} s of look-back ({held} records, "
+            f"{state}{lost})")

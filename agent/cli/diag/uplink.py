@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from rich.markup import escape
+
 from agent.cli.diag.checks import broker_check
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, age, ask, common_options, console
 from agent.config.schema import load_config
@@ -40,6 +42,6 @@ def _do_uplink(args: argparse.Namespace) -> int:
                       f"PUBACK {age(state['last_puback_age_s'])}, {state['connect_failures']} "
                       f"failed attempts, {state['refused']} refused by the broker")
         else:
-            out.print(f"agent: {state['error']}")
-        out.print(f"test:  {verdict['verdict'].upper()}: {verdict['detail']}")
+            out.print(f"agent: {escape(state['error'])}")
+        out.print(f"test:  {verdict['verdict'].upper()}: {escape(verdict['detail'])}")
     return EXIT_OK if verdict["verdict"] == "ok" else EXIT_PROBLEM

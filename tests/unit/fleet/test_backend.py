@@ -93,8 +93,11 @@ def test_dictionary_is_cached_across_batches_and_missing_one_is_reported(batcher
     late = Backend(keyring)
     assert late.rows(late.receive(second).body) is None and late.undecodable == 1
     backend = Backend(keyring)
-    backend.receive(first)
+    dictionary = backend.receive(first)
     assert list(backend.rows(backend.receive(second).body)) == []
+    # No samples: no per-sample figure (not "1842 bytes (1842.000 bytes/sample)").
+    assert f"0 samples, {len(first)} bytes, clock" in summary_line(dictionary)
+    assert "bytes/sample" not in summary_line(dictionary)
     duplicate = backend.receive(first)
     assert duplicate.duplicate and backend.report()["duplicates"] == 1
 

@@ -12,73 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.schema import (
-    AgentConfig,
-    KeysConfig,
-    StateConfig,
-    UplinkConfig,
-    VehicleConfig,
-)
-from agent.decoding.frames import StoreStats
-from agent.events.engine import EngineStats
-from agent.events.sink import EventDelivery
-from agent.output.batch import BatcherStats
-from agent.output.spool import SpoolStats
-from agent.output.uplink import UplinkStats
-from agent.privacy.consent import Consent
 from agent.runtime import clock, status
-from agent.runtime.status import AgentSnapshot, PrivacyStats
+from agent.runtime.status import AgentSnapshot
 from agent.sampling.plan import PlannedSignal
-from agent.sampling.ring import RingStats
-from agent.sources.canbus import CanBusConfig
-from agent.sources.gpsd import GpsdConfig
-from agent.sources.health import SourceHealth, SourceStats
-from agent.sources.serial_sensors import SerialConfig
-
-
-def source(name: str, type_: str, where: str, *, age: float | None = 1.0,
-           **counters: int) -> SourceStats:
-    health = SourceHealth()
-    for key, value in counters.items():
-        if hasattr(health, key):
-            setattr(health, key, value)
-        else:
-            health.state[key] = value
-    return SourceStats(name=name, type=type_, where=where, value_source=type_ in ("gpsd", "serial"),
-                       counters=health.counters(), last_failure="",
-                       last_frame_time=0.0 if age is None else time.time() - age,
-                       stale_after=10.0, finished=False)
+from tests.helpers.snapshots import make_snapshot, source
 
 
 @pytest.fixture
 def snapshot(tmp_path) -> AgentSnapshot:
-    config = AgentConfig(
-        path=tmp_path / "config.toml", vehicle=VehicleConfig("v1"),
-        sources=(CanBusConfig("can0", "socketcan", channel="can0"), GpsdConfig("gps", "gpsd"),
-                 SerialConfig("tpms", "serial", port="/dev/ttyTPMS", protocol="tpms-binary")),
-        keys=KeysConfig(tmp_path / "vehicle.key"), state=StateConfig(tmp_path),
-        uplink=UplinkConfig(host="broker.example", port=1883, tls=False))
-    return AgentSnapshot(
-        config=config, boot=bytes(16), uptime_s=12.34, last_update=None,
-        sources=(source("can0", "socketcan", "can0", frames=500),
-                 source("gps", "gpsd", "127.0.0.1:2947", connected=1, fix_mode=3),
-                 source("tpms", "serial", "/dev/ttyTPMS (tpms-binary, 9600 baud)",
-                        connected=1)),
-        frame_rates={"can0": 49.96},
-        stores={"can0": StoreStats(filters=(0x101, 0x2A0),
-                                   unknown_ids=((0x7FF, 9), (0x100, 3), (0x200, 1))),
-                "gps": StoreStats((), ()), "tpms": StoreStats((), ())},
-        ring=RingStats(capacity=1000, written=250),
-        batches=BatcherStats(sealed=3, signals=40, ring_lost=0, clock=clock.NTP),
-        spool=SpoolStats(depth=1, bytes=900, oldest_created=time.time() - 5, evicted=0,
-                         not_kept=0, moved_aside=0),
-        spool_max_bytes=64 * 2**20,
-        uplink=UplinkStats(connected=True, published=3, acked=2, dropped=0, connects=1,
-                           connect_failures=0, refused=0, last_puback=time.time() - 2),
-        privacy=PrivacyStats(consent=Consent("full", 0, "config"), signals_sent=40,
-                             signals_planned=43, dropped_on_downgrade=0,
-                             events=EngineStats(("trip", "stop"), {"trip_start": 1}),
-                             delivery=EventDelivery(sent=1, withheld={}, positions_withheld=0)))
+    return make_snapshot(tmp_path)
 
 
 def test_a_healthy_agent_is_documented_without_warnings(snapshot):
@@ -87,7 +29,8 @@ def test_a_healthy_agent_is_documented_without_warnings(snapshot):
     assert document["warnings"] == []
     assert (document["vehicle"], document["boot"], document["uptime_s"]) == ("v1", "00" * 16,
                                                                              12.3)
-    assert document["ring"] == {"capacity": 1000, "written": 250, "fill": 0.25, "lost": 0}
+    assert document["ring"] == {"capacity": 1000, "written": 250, "fill": 0.25,
+                                "lookback_s": 0.0, "lost": 0}
     assert document["batches"] == {"sealed": 3, "window_s": 60.0, "signals": 40}
     bus = document["sources"][0]
     assert (bus["name"], bus["channel"], bus["frames_per_s"], bus["frames"]) == (
@@ -143,11 +86,32 @@ def test_signals_are_filtered_by_glob_and_scaled(snapshot):
     speed = PlannedSignal(source="can0", key="can0.ESP.Speed", message="ESP", signal="Speed",
                           frame_id=0x101, index=0, period_ms=1000, mode="last", scale=0.5,
                           offset=1.0, unit="km/h", choices=None, is_float=False)
-    rows = status.signal_values([(speed, 10, time.time())], "can0.ESP.*")
+    readings = {"can0": [(speed, 10, snapshot.sources[0].last_frame_time)]}
+    rows = status.signal_values(readings, snapshot.sources, "can0.ESP.*")
 
     assert [(row["signal"], row["value"], row["raw"]) for row in rows] == [
         ("can0.ESP.Speed", 6.0, 10)]
-    assert status.signal_values([(speed, 10, time.time())], "gps.*") == []
+    assert status.signal_values(readings, snapshot.sources, "gps.*") == []
+
+
+@pytest.mark.parametrize("recorded", [1_700_000_000.0, time.time() + 1945.1])
+def test_ages_under_a_replay_come_from_one_clock_and_are_never_negative(snapshot, monkeypatch,
+                                                                        recorded):
+    """A replay's frames carry the recording's timestamps (years ago, or ahead of an unset
+    clock): a frame's age is the time since it arrived, a value's adds how far its frame
+    lies behind the newest in the recording's own time."""
+    monkeypatch.setattr(status.time, "monotonic", lambda: 1000.0)
+    replay = dataclasses.replace(source("can0", "replay", "drive.log"),
+                                 last_frame_time=recorded, last_received=998.0)
+    replayed = dataclasses.replace(snapshot, sources=(replay,))
+    assert status.status(replayed)["sources"][0]["last_frame_age_s"] == 2.0
+    assert status.buses(replayed)[0]["last_frame_age_s"] == 2.0
+    speed = PlannedSignal(source="can0", key="can0.ESP.Speed", message="ESP", signal="Speed",
+                          frame_id=0x101, index=0, period_ms=1000, mode="last", scale=1.0,
+                          offset=0.0, unit="km/h", choices=None, is_float=False)
+    rows = status.signal_values({"can0": [(speed, 1, recorded - 3.0), (speed, 2, recorded)]},
+                                (replay,))
+    assert [row["age_s"] for row in rows] == [5.0, 2.0]
 
 
 def test_gps_and_sensors_show_only_their_sources_and_say_when_none_is_configured(snapshot):
