@@ -189,11 +189,14 @@ def warnings(document: Mapping[str, Any]) -> list[str]:
 
 def signal_values(readings: Mapping[str, Sequence[LatestValue]], sources: Sequence[SourceStats],
                   pattern: str = "*") -> list[dict[str, Any]]:
+    """The current value of every signal whose key matches `pattern`, with or without its
+    source prefix: `can0.ESP_*.*` and `ESP_*` both find can0's ESP messages."""
     by_name = {source.name: source for source in sources}
     rows = []
     for name, values in readings.items():
         for planned, raw, stamp in values:
-            if not fnmatchcase(planned.key, pattern):
+            unprefixed = planned.key.split(".", 1)[-1]
+            if not (fnmatchcase(planned.key, pattern) or fnmatchcase(unprefixed, pattern)):
                 continue
             value = raw * planned.scale + planned.offset
             label = planned.choices.get(int(raw)) if planned.choices else None

@@ -180,3 +180,31 @@ def test_permissions_follow_the_group_and_state_changes_need_root(throwaway_user
     refused = json.loads(raw_request_as(member, path, "flush"))
     assert not refused["ok"] and "needs root or the service user" in refused["error"]
     assert raw_request_as(outsider, path, "status") == "connect: permission denied"
+
+
+def test_signal_globs_without_the_source_and_globs_matching_nothing(running_agent):
+    """`diag signals 'ESP_*'` finds can0's ESP messages (the glob also matches the key without
+    its source); a glob that matches nothing says so on stderr and exits 1, not an empty
+    table and 0. `flush --json` answers with an object, not a bare string."""
+    socket_args = ("--socket", str(running_agent["socket"]), "--config",
+                   str(running_agent["config"]))
+
+    def esp_rows():
+        result = diag("signals", "--json", *socket_args, "ESP_*")
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    rows = wait_until(esp_rows, 60)
+    assert rows and {row["signal"].split(".")[1] for row in rows} >= {"ESP_VehicleSpeed"}
+    assert all(row["signal"].startswith("can0.ESP_") for row in rows)
+    assert all(row["age_s"] >= 0 for row in rows)
+    human = diag("signals", *socket_args, "ESP_VehicleSpeed.VehicleSpeed")
+    assert human.returncode == 0 and "can0.ESP_VehicleSpeed.VehicleSpeed" in human.stdout
+
+    for extra in ((), ("--json",)):
+        nothing = diag("signals", *extra, *socket_args, "NoSuchMessage_*")
+        assert nothing.returncode == 1
+        assert "no sampled signal matches 'NoSuchMessage_*'" in nothing.stderr
+
+    flushed = json.loads(diag("flush", "--json", *socket_args).stdout)
+    assert flushed["running"] and flushed["command"] == "flush"
+    assert flushed["result"] in ("sealed the open window", "nothing to seal yet")

@@ -59,10 +59,12 @@ def console() -> Console:
 
 
 def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[[Any], int],
+                       *, json_exit: Callable[[Any], int] | None = None,
                        **arguments: Any) -> int:
     """Ask the daemon; print JSON or render for a person; say clearly when it is not running.
     A command that answers in a sentence (`flush`, `consent`) prints it, or with --json an
-    object: {"running": true, "command": ..., "result": the sentence}."""
+    object: {"running": true, "command": ..., "result": the sentence}. `json_exit` gives the
+    exit code after the JSON (default: 1 when the answer has warnings)."""
     try:
         result = ask(args, command, **arguments)
     except ControlRefused as exc:
@@ -82,7 +84,7 @@ def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[
         document = ({"running": True, "command": command, "result": result}
                     if isinstance(result, str) else result)
         print(json.dumps(document, indent=2, default=str))
-        return render_exit_code(result)
+        return (json_exit or render_exit_code)(result)
     return render(result)
 
 

@@ -92,6 +92,10 @@ def test_signals_are_filtered_by_glob_and_scaled(snapshot):
     assert [(row["signal"], row["value"], row["raw"]) for row in rows] == [
         ("can0.ESP.Speed", 6.0, 10)]
     assert status.signal_values(readings, snapshot.sources, "gps.*") == []
+    unprefixed = status.signal_values(readings, snapshot.sources, "ESP.*")
+    assert [row["signal"] for row in unprefixed] == ["can0.ESP.Speed"]
+    assert [row["signal"] for row in status.signal_values(readings, snapshot.sources,
+                                                          "ESP*")] == ["can0.ESP.Speed"]
 
 
 @pytest.mark.parametrize("recorded", [1_700_000_000.0, time.time() + 1945.1])
