@@ -76,6 +76,58 @@ class SpoolStats:
     moved_aside: int
 
 
+@dataclass(frozen=True)
+class SpoolLane:
+    """The batches of one priority sealed under one consent rank, as the file holds them."""
+
+    priority: int
+    consent: int
+    batches: int
+    bytes: int
+    oldest_created: float
+
+
+@dataclass(frozen=True)
+class SpoolFile:
+    """A spool file read while no agent has it open (`edge-agent diag queue`, agent down)."""
+
+    path: Path
+    lanes: tuple[SpoolLane, ...]
+
+    @property
+    def depth(self) -> int:
+        return sum(lane.batches for lane in self.lanes)
+
+    @property
+    def bytes(self) -> int:
+        return sum(lane.bytes for lane in self.lanes)
+
+    @property
+    def oldest_created(self) -> float | None:
+        return min((lane.oldest_created for lane in self.lanes), default=None)
+
+
+def read_spool_file(path: Path) -> SpoolFile:
+    """What waits in the spool at `path`, read only: nothing in it or beside it is changed
+    (no journal is replayed or checkpointed). OSError when it cannot be read."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no spool file (nothing was ever spooled here?)")
+    query = ("SELECT priority, consent, COUNT(*), SUM(LENGTH(envelope)), MIN(created) "
+             "FROM batches GROUP BY priority, consent ORDER BY priority, consent")
+    errors = []
+    # Read only; if SQLite cannot take its shared-memory file for that (a folder this user may
+    # not write), read the file as it is on disk (`immutable`).
+    for options in ("mode=ro", "immutable=1"):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?{options}", uri=True)) as db:
+                rows = db.execute(query).fetchall()
+            return SpoolFile(path, tuple(SpoolLane(*row) for row in rows))
+        except sqlite3.Error as exc:
+            errors.append(str(exc))
+    raise OSError(f"{path}: cannot read the spool ({'; '.join(errors)})")
+
+
+SPOOL_FILE = "spool.sqlite"  # in [state] directory
 RESERVE_BYTES = 1 << 20
 ROW_OVERHEAD = 64  # a row's other columns and record header, and its index entry, in bytes
 DATABASE_ALLOWANCE = 64 * 1024  # the schema, the index and the tree's inner pages

@@ -29,7 +29,7 @@ from agent.events.sink import EventCounters, EventSequence
 from agent.ota.updater import ConfigUpdater
 from agent.ota.verdict import HealthSnapshot, SourceCounters
 from agent.output.batch import CONTENT_TYPE, Batcher
-from agent.output.spool import Spool, SpooledBatch
+from agent.output.spool import SPOOL_FILE, Spool, SpooledBatch
 from agent.output.uplink import Uplink, UplinkStats
 from agent.privacy import consent as privacy
 from agent.privacy.downgrade import Downgrades
@@ -81,7 +81,7 @@ class UplinkSlot:
 
 def build_agent(config: AgentConfig) -> Agent:
     """Every part of the agent, in the order they depend on each other."""
-    spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
+    spool = Spool(config.state.directory / SPOOL_FILE, int(config.spool.max_mb * 2**20))
     signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
     ring = Ring.for_memory(config.ring.memory_mb)
     uplinks = UplinkSlot()

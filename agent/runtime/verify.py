@@ -49,7 +49,7 @@ from agent.config.schema import (
     load_config,
 )
 from agent.errors import AgentError
-from agent.output.spool import Spool
+from agent.output.spool import SPOOL_FILE, Spool
 from agent.runtime.daemon import build_agent
 from agent.runtime.pipeline import load_plan
 from agent.sampling.plan import PlannedSignal, SamplingPlan
@@ -149,7 +149,7 @@ def run_agent(config: AgentConfig, timeout: float = REPLAY_TIMEOUT) -> list[byte
     agent.stop()
     if not finished:
         raise AgentError(f"verify: the replay did not finish in {timeout:.0f} s")
-    spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
+    spool = Spool(config.state.directory / SPOOL_FILE, int(config.spool.max_mb * 2**20))
     try:
         batches = spool.next_batches(1 << 30)
     finally:

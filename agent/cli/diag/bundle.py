@@ -14,14 +14,24 @@ from pathlib import Path
 
 from agent.cli.diag.checks import redacted_config_text, run_checks
 from agent.cli.diag.common import EXIT_OK, ask, common_options
+from agent.cli.diag.queue import spool_file_document
 from agent.runtime.control import ControlUnavailable
+
+NO_JOURNAL = """\
+journalctl is not on this machine, so no log lines are included.
+The agent logs to stderr. Under systemd that is the journal (journalctl -u edge-agent);
+started by hand or by another supervisor, the logs are wherever its stderr went: the terminal,
+or the file or logger that supervisor writes.
+"""
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bundle", parents=[common_options()], help="a support tarball",
         description="Write a .tar.gz with status, bus and queue counters, the config with "
-                    "secrets redacted, selftest results and recent logs.")
+                    "secrets redacted, selftest results and recent logs (journalctl -u "
+                    "edge-agent). With the agent stopped, the queue is read from the spool "
+                    "file; without journalctl, the bundle says where the logs are instead.")
     parser.add_argument("--output", "-o", type=Path,
                         help="where to write (default: edge-agent-bundle-TIME.tar.gz)")
     parser.add_argument("--log-lines", type=int, default=2000,
@@ -36,11 +46,13 @@ def _do_bundle(args: argparse.Namespace) -> int:
         try:
             members[f"{command}.json"] = _json(ask(args, command))
         except ControlUnavailable as exc:
-            members[f"{command}.json"] = _json({"running": False, "error": str(exc)})
+            members[f"{command}.json"] = _json(spool_file_document(args, exc) if command == "queue"
+                                               else {"running": False, "error": str(exc)})
     members["selftest.json"] = _json([asdict(c) for c in run_checks(args.config)])
     if args.config.is_file():
         members["config.toml"] = redacted_config_text(args.config).encode()
-    members["journal.txt"] = _journal(args.log_lines)
+    journal, logs = _journal(args.log_lines)
+    members["journal.txt"] = journal
     with tarfile.open(output, "w:gz") as archive:
         for name, data in members.items():
             info = tarfile.TarInfo(f"edge-agent-bundle/{name}")
@@ -48,9 +60,9 @@ def _do_bundle(args: argparse.Namespace) -> int:
             info.mtime = int(time.time())
             archive.addfile(info, io.BytesIO(data))
     if args.json:
-        print(json.dumps({"bundle": str(output), "members": sorted(members)}))
+        print(json.dumps({"bundle": str(output), "members": sorted(members), "logs": logs}))
     else:
-        print(f"wrote {output} ({', '.join(sorted(members))})")
+        print(f"wrote {output} ({', '.join(sorted(members))}); logs: {logs}")
     return EXIT_OK
 
 
@@ -58,10 +70,16 @@ def _json(document: object) -> bytes:
     return json.dumps(document, indent=2, default=str).encode()
 
 
-def _journal(lines: int) -> bytes:
+def _journal(lines: int) -> tuple[bytes, str]:
+    """The agent's recent log lines for journal.txt, and a line saying where they came from
+    (or, without journalctl, where to find them)."""
     journalctl = shutil.which("journalctl")
     if journalctl is None:
-        return b"journalctl not available on this machine\n"
-    result = subprocess.run([journalctl, "-u", "edge-agent", "-n", str(lines), "--no-pager"],
-                            capture_output=True, timeout=30)
-    return result.stdout + result.stderr
+        return NO_JOURNAL.encode(), "not included: " + NO_JOURNAL.splitlines()[0]
+    command = [journalctl, "-u", "edge-agent", "-n", str(lines), "--no-pager"]
+    try:
+        result = subprocess.run(command, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{' '.join(command)}: {exc}\n".encode(), f"journalctl failed: {exc}"
+    return (f"$ {' '.join(command)}\n".encode() + result.stdout + result.stderr,
+            f"journal.txt ({' '.join(command[:3])}, exit {result.returncode})")

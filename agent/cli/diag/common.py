@@ -60,11 +60,13 @@ def console() -> Console:
 
 def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[[Any], int],
                        *, json_exit: Callable[[Any], int] | None = None,
+                       when_down: Callable[[ControlUnavailable], int] | None = None,
                        **arguments: Any) -> int:
     """Ask the daemon; print JSON or render for a person; say clearly when it is not running.
     A command that answers in a sentence (`flush`, `consent`) prints it, or with --json an
     object: {"running": true, "command": ..., "result": the sentence}. `json_exit` gives the
-    exit code after the JSON (default: 1 when the answer has warnings)."""
+    exit code after the JSON (default: 1 when the answer has warnings); `when_down` answers
+    instead when the agent is not running, from what can be read without it."""
     try:
         result = ask(args, command, **arguments)
     except ControlRefused as exc:
@@ -74,6 +76,8 @@ def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[
             print(f"edge-agent: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     except ControlUnavailable as exc:
+        if when_down is not None:
+            return when_down(exc)
         if args.json:
             print(json.dumps({"running": False, "error": str(exc)}))
         else:

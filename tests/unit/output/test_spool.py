@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from agent.output.spool import PRIORITY_EVENT, Spool
+from agent.output.spool import PRIORITY_EVENT, Spool, read_spool_file
 from tests.helpers.support import require_tool
 
 
@@ -208,3 +208,24 @@ def test_database_and_wal_stay_within_the_documented_disk_bound(tmp_path, sizes)
     for batch in spool.next_batches(10_000):  # the backlog drains
         spool.delete(batch.id)
     assert file_size(wal) == 0 and file_size(path) <= bound + 64 * 1024
+
+
+def test_a_closed_spool_file_is_read_per_lane_and_consent_without_changing_it(tmp_path):
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, 100_000)
+    for seq in range(3):
+        put(spool, seq)
+    spool.put("telemetry", b"b" * 16, 3, b"x" * 50, consent=1)
+    put(spool, 99, size=30, priority=PRIORITY_EVENT)
+    spool.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    found = read_spool_file(path)
+
+    assert [(lane.priority, lane.consent, lane.batches, lane.bytes) for lane in found.lanes] == [
+        (PRIORITY_EVENT, 2, 1, 30), (1, 1, 1, 50), (1, 2, 3, 300)]
+    assert (found.depth, found.bytes) == (5, 380) and found.oldest_created is not None
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()
+            if p.name in before} == before
+    with pytest.raises(FileNotFoundError, match="no spool file"):
+        read_spool_file(tmp_path / "none.sqlite")
