@@ -109,7 +109,10 @@ def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc],
               if not is_value_source(source)}
     databases = {source.name: loaded[source.name].database if source.name in loaded
                  else catalogue_for(source) for source in config.sources}
-    return loaded, databases, build_plan(config.sampling, databases)
+    plan = build_plan(config.sampling, databases)
+    for match in plan.unmatched:
+        log.warning("sampling rule %r matches no signal of any source", match)
+    return loaded, databases, plan
 
 
 def build_pipeline(config: AgentConfig, parts: SharedParts,

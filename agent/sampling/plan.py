@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,8 +19,6 @@ from cantools.database.can import Database
 from agent.config.schema import SamplingConfig, SignalRule
 from agent.errors import ConfigError
 from agent.sources.catalogue import Catalogue
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,7 @@ class PlannedSignal:
 class SamplingPlan:
     signals: tuple[PlannedSignal, ...]
     stale_after_ms: int
+    unmatched: tuple[str, ...] = ()  # the rules' globs that match no signal of any source
 
     def for_source(self, source: str) -> tuple[PlannedSignal, ...]:
         return tuple(s for s in self.signals if s.source == source)
@@ -70,24 +68,29 @@ def build_plan(config: SamplingConfig,
     used = [False] * len(rules)
     signals: list[PlannedSignal] = []
     for source, database in databases.items():
-        candidates = (_dbc_signals(source, database) if isinstance(database, Database)
-                      else _catalogue_signals(source, database))
-        for candidate in candidates:
+        for candidate in source_signals(source, database):
             rule = _decisive_rule(candidate.key, rules, used)
             if rule is None or rule.exclude:
                 continue
             period = rule.period if rule.period is not None else config.period
             signals.append(dataclasses.replace(candidate, index=len(signals),
                                                period_ms=_to_ms(period), mode=rule.mode))
-    for rule, was_used in zip(rules, used, strict=True):
-        if not was_used:
-            log.warning("sampling rule %r matches no signal of any source", rule.match)
+    unmatched = tuple(rule.match for rule, was_used in zip(rules, used, strict=True)
+                      if not was_used)
     if not signals:
         raise ConfigError("the sampling plan selects no signal: check [[sampling.signals]] "
                           "match patterns against `edge-agent decode` output")
     if len(signals) > 65535:
         raise ConfigError(f"the plan selects {len(signals)} signals; the limit is 65535")
-    return SamplingPlan(signals=tuple(signals), stale_after_ms=_to_ms(config.stale_after))
+    return SamplingPlan(signals=tuple(signals), stale_after_ms=_to_ms(config.stale_after),
+                        unmatched=unmatched)
+
+
+def source_signals(source: str, database: Database | Catalogue) -> Iterator[PlannedSignal]:
+    """Every signal `source` offers (unplanned: index, period and mode not yet set)."""
+    if isinstance(database, Database):
+        return _dbc_signals(source, database)
+    return _catalogue_signals(source, database)
 
 
 def _dbc_signals(source: str, database: Database) -> Iterator[PlannedSignal]:

@@ -25,6 +25,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", parents=[common_options()],
                                help="validate FILE exactly as the agent would, DBCs included")
     check.add_argument("file", type=Path, help="the config file to check")
+    check.add_argument("--strict", action="store_true",
+                       help="treat warnings (a sampling rule matching nothing, say) as problems")
     check.set_defaults(func=_do_check)
 
 

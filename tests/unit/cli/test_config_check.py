@@ -1,0 +1,104 @@
+"""`edge-agent config check`: what a field tech runs before installing a config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent.cli import main
+from tests.helpers.agent_setup import REPO
+from tests.helpers.dbc_fixtures import write_small_dbc
+
+BASE = """
+[vehicle]
+id = "v1"
+
+[[sources]]
+name = "can0"
+type = "socketcan"
+channel = "can0"
+dbc = ["{dbc}"]
+
+[keys]
+signing_key = "k.key"
+
+[uplink]
+tls = false
+"""
+
+
+def write_config(directory: Path, extra: str) -> Path:
+    path = directory / "agent.toml"
+    path.write_text(BASE.format(dbc=write_small_dbc(directory)) + extra, encoding="utf-8")
+    return path
+
+
+def check(path: Path, capsys, *options: str) -> tuple[int, dict]:
+    code = main(["config", "check", "--json", *options, str(path)])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_a_trigger_on_an_unknown_signal_is_a_problem_with_the_closest_names(tmp_path, capsys):
+    path = write_config(tmp_path, """
+[events]
+enabled = true
+ignition = "can0.Engine.Gear"
+speed = "can0.Engine.Speed"
+
+[[events.triggers]]
+name = "hot"
+signal = "can0.Engine.Tmp"
+above = 100.0
+
+[[events.triggers]]
+name = "nowhere"
+signal = "zzz"
+above = 1.0
+""")
+    code, verdict = check(path, capsys)
+    assert code == 1 and not verdict["valid"]
+    hot, nowhere = verdict["problems"]
+    assert hot.startswith("events.triggers 'hot': signal 'can0.Engine.Tmp' is not a signal of "
+                          "any source (did you mean 'can0.Engine.Temp'")
+    assert nowhere == ("events.triggers 'nowhere': signal 'zzz' is not a signal of any source "
+                       "(signals are <source>.<Message>.<Signal>)")
+
+
+def test_a_rule_matching_nothing_is_a_warning_and_a_problem_with_strict(tmp_path, capsys):
+    path = write_config(tmp_path, """
+[[sampling.signals]]
+match = "can0.Engine.*"
+
+[[sampling.signals]]
+match = "can0.ESP_*"
+""")
+    code, verdict = check(path, capsys)
+    assert code == 0 and verdict["valid"]
+    assert verdict["warnings"] == [
+        "sampling plan: rule 'can0.ESP_*' matches no signal of any source"]
+    assert main(["config", "check", str(path)]) == 0
+    assert "warning: sampling plan: rule 'can0.ESP_*' matches no signal" in \
+        capsys.readouterr().err
+    code, verdict = check(path, capsys, "--strict")
+    assert code == 1 and verdict["problems"] == [
+        "sampling plan: rule 'can0.ESP_*' matches no signal of any source"]
+
+
+def test_triggers_while_events_are_disabled_are_a_warning(tmp_path, capsys):
+    path = write_config(tmp_path, """
+[[events.triggers]]
+name = "fast"
+signal = "can0.Engine.Speed"
+above = 100.0
+capture = ["can0.Engine.*", "can0.Brakes.*"]
+""")
+    code, verdict = check(path, capsys)
+    assert code == 0 and verdict["problems"] == []
+    assert verdict["warnings"] == [
+        "events: 1 [[events.triggers]] set but [events] enabled = false: they never fire",
+        "events.triggers 'fast': capture 'can0.Brakes.*' matches no signal of any source"]
+
+
+def test_the_documented_default_says_to_check_a_file_with_config_check():
+    header = (REPO / "config.toml").read_text().split("\n\n", 1)[0]
+    assert "edge-agent config check" in header and "edge-agent run" not in header
