@@ -9,6 +9,15 @@ class ConfigError(AgentError):
     """The configuration file is missing, malformed or inconsistent."""
 
 
+class ConfigProblems(ConfigError):
+    """Several independent mistakes in one configuration file, reported together (one a line),
+    so that a field tech fixes them in one round."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        self.problems = [str(problem) for problem in problems]
+        super().__init__("\n".join(self.problems))
+
+
 class DbcError(AgentError):
     """A DBC file cannot be read or does not define what the plan asks for."""
 

@@ -25,7 +25,7 @@ from agent.cli import config_reset
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
 from agent.config.schema import EventsConfig, load_config
 from agent.decoding.dbc import load_source_dbc
-from agent.errors import AgentError
+from agent.errors import AgentError, ConfigProblems
 from agent.sampling.plan import build_plan, source_signals
 from agent.sources.catalogue import Catalogue
 from agent.sources.registry import catalogue_for, is_value_source
@@ -56,6 +56,8 @@ def check_config(path: Path, *, strict: bool = False) -> tuple[list[str], list[s
 def _check(path: Path) -> tuple[list[str], list[str]]:
     try:
         config = load_config(path)
+    except ConfigProblems as exc:
+        return list(exc.problems), []
     except AgentError as exc:
         return [str(exc)], []
     problems: list[str] = []

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.source import ORIGIN_OF, SourceConfig
-from agent.errors import ConfigError
+from agent.errors import ConfigError, ConfigProblems
 from agent.sources.registry import source_type
 
 # The batch schemas agent/wire/body.py can write (its SCHEMA_VERSIONS; a test holds them equal).
@@ -364,10 +364,29 @@ def _from_document(document: dict[str, Any], builder: _Builder) -> AgentConfig:
 
 
 def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
+    """Checks across keys, section by section; every section's first mistake is reported,
+    all in one ConfigProblems when there are several."""
+    problems = []
+    for check in (_check_version, _check_sources, _check_sampling, _check_sizes,
+                  _check_privacy_section, _check_uplink):
+        try:
+            check(config, builder)
+        except ConfigError as exc:
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigProblems(problems)
+
+
+def _check_version(config: AgentConfig, builder: _Builder) -> None:
     if not 0 <= config.version <= MAX_CONFIG_VERSION:
         raise builder.error("", "version", f"must be a whole number from 0 to "
                             f"{MAX_CONFIG_VERSION} (2**53 - 1, docs/ota.md), got "
                             f"{config.version}")
+
+
+def _check_sources(config: AgentConfig, builder: _Builder) -> None:
     names = [source.name for source in config.sources]
     if not names:
         raise builder.error("sources", "", "at least one [[sources]] entry is needed")
@@ -377,6 +396,9 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
     for source in config.sources:
         where = f"sources.{source.name}"
         source_type(source.type).check(source, partial(builder.error, where))
+
+
+def _check_sampling(config: AgentConfig, builder: _Builder) -> None:
     for rule in config.sampling.signals:
         if rule.mode not in SAMPLING_MODES:
             raise builder.error("sampling.signals", "mode", f"{rule.mode!r} is not one of "
@@ -390,6 +412,9 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
                             f"{MAX_LATENESS_LIMIT:g} seconds")
     if config.batch.window < config.sampling.period:
         raise builder.error("batch", "window", "must be at least the sampling period")
+
+
+def _check_sizes(config: AgentConfig, builder: _Builder) -> None:
     if config.batch.schema not in BATCH_SCHEMAS:
         raise builder.error("batch", "schema", f"{config.batch.schema} is not one of "
                             f"{', '.join(map(str, BATCH_SCHEMAS))}")
@@ -401,7 +426,13 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
         raise builder.error("ota", "grace_period", "must be a positive number of seconds")
     if config.ota.max_bytes <= 0:
         raise builder.error("ota", "max_bytes", "must be a positive number of bytes")
+
+
+def _check_privacy_section(config: AgentConfig, builder: _Builder) -> None:
     _check_privacy(config.privacy, builder)
+
+
+def _check_uplink(config: AgentConfig, builder: _Builder) -> None:
     if config.uplink.tls:
         for name in ("ca_cert", "cert", "key"):
             if getattr(config.uplink, name) is None:

@@ -102,3 +102,28 @@ capture = ["can0.Engine.*", "can0.Brakes.*"]
 def test_the_documented_default_says_to_check_a_file_with_config_check():
     header = (REPO / "config.toml").read_text().split("\n\n", 1)[0]
     assert "edge-agent config check" in header and "edge-agent run" not in header
+
+
+def test_every_mistake_is_reported_in_one_run(tmp_path, capsys):
+    path = write_config(tmp_path, """
+[sampling]
+period = -1.0
+
+[ring]
+memory_mb = 0.0
+""").read_text().replace("tls = false", "tls = true")
+    config = tmp_path / "three.toml"
+    config.write_text(path)
+    lines = config.read_text().splitlines()
+    code, verdict = check(config, capsys)
+    assert code == 1
+    assert verdict["problems"] == [
+        f"{config}:{lines.index('period = -1.0') + 1}: [sampling] period: must be a positive "
+        "number of seconds",
+        f"{config}:{lines.index('memory_mb = 0.0') + 1}: [ring] memory_mb: must be a positive "
+        "number of MB",
+        f"{config}:{lines.index('[uplink]') + 1}: [uplink] ca_cert: TLS needs ca_cert, cert and "
+        "key (or set tls = false explicitly to publish in plaintext)"]
+    assert main(["run", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "[sampling] period" in error and "[ring] memory_mb" in error and "[uplink]" in error
