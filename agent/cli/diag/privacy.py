@@ -47,7 +47,7 @@ def render(privacy: dict[str, Any]) -> int:
     precision = f"{position['precision_m']:g} m" if position["precision_m"] else "full"
     out.print(f"position {escape(' / '.join(position['signals']))}: precision "
               f"{precision}, tracks {tracks}, zones "
-              f"{', '.join(position['zones']) or 'none'}; pseudonym "
+              f"{escape(', '.join(position['zones'])) or 'none'}; pseudonym "
               f"{'on' if privacy['pseudonym'] else 'off'}")
     events = privacy["events"]
     out.print(f"events: detectors {', '.join(events['detectors']) or 'none'}; found "
