@@ -234,7 +234,12 @@ class ControlUnavailable(Exception):
 
 
 class ControlRefused(ControlUnavailable):
-    """The daemon answered, and said no (permission, bad request, the command failed)."""
+    """The daemon answered, and said no (bad request, the command failed)."""
+
+
+class ControlDenied(ControlUnavailable):
+    """Not allowed: the socket (or its folder) cannot be opened by this user, or the daemon
+    said the command needs more. Not "not running": the agent may well be up."""
 
 
 def request(path: Path, command: str, args: Mapping[str, Any] | None = None,
@@ -258,9 +263,7 @@ def request(path: Path, command: str, args: Mapping[str, Any] | None = None,
     except ConnectionRefusedError as exc:
         raise ControlUnavailable(f"the agent is not running (nobody listens on {path})") from exc
     except PermissionError as exc:
-        raise ControlUnavailable(f"permission denied on {path}: join the diagnostics group "
-                                 "(e.g. sudo usermod -aG edge-agent-diag $USER) or use sudo") \
-            from exc
+        raise ControlDenied(f"permission denied on {path}") from exc
     except OSError as exc:
         raise ControlUnavailable(f"cannot talk to the agent at {path}: {exc}") from exc
     try:
@@ -268,5 +271,8 @@ def request(path: Path, command: str, args: Mapping[str, Any] | None = None,
     except ValueError as exc:
         raise ControlUnavailable(f"the agent sent an unreadable answer: {data[:200]!r}") from exc
     if not response.get("ok"):
-        raise ControlRefused(response.get("error", "the agent refused the request"))
+        error = response.get("error", "the agent refused the request")
+        if error.startswith("permission denied"):
+            raise ControlDenied(error)
+        raise ControlRefused(error)
     return response["result"]

@@ -87,15 +87,6 @@ def _open(config: CanBusConfig, can_filters: Sequence[dict[str, Any]],
                         receive_buffer=config.receive_buffer_kb * 1024)
 
 
-# A bus's counters of frames it could not use (each is also warned of below); `diag status`
-# sums them and `diag buses` exits with EXIT_PROBLEM when any is non-zero.
-FRAME_PROBLEMS = ("error_frames", "short_frames", "decode_errors", "overflow")
-
-
-def frame_problems(source: Mapping[str, Any]) -> int:
-    return sum(source[key] for key in FRAME_PROBLEMS)
-
-
 def bus_warnings(source: Mapping[str, Any], *, live: bool = True) -> list[str]:
     """Problems of a bus's status document in a field technician's words; a bus that is not
     `live` (a recording) is not expected to hear frames all the time."""

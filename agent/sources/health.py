@@ -75,3 +75,13 @@ def rejected(source: Mapping[str, Any]) -> dict[str, int]:
     """Rejected input by reason, from a source document's `rejected.<reason>` counters."""
     return {key.split(".", 1)[1]: count for key, count in source.items()
             if key.startswith("rejected.")}
+
+
+# A bus's counters of frames it could not use (each is also warned of by the CAN source);
+# `diag status` sums them and `diag buses` exits with EXIT_PROBLEM when any is non-zero. Here,
+# not in the CAN source, so that diagnostics read them without importing python-can.
+FRAME_PROBLEMS = ("error_frames", "short_frames", "decode_errors", "overflow")
+
+
+def frame_problems(source: Mapping[str, Any]) -> int:
+    return sum(source[key] for key in FRAME_PROBLEMS)

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
-import pytest
-
-from tests.helpers.agent_setup import REPO, write_agent_config
+from tests.helpers.agent_setup import REPO
 from tests.helpers.support import require_tool, wait_until
 
 
@@ -23,46 +17,6 @@ def diag(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agent", "diag", *args], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)},
                           cwd="/")
-
-
-@pytest.fixture
-def running_agent(tmp_path, mosquitto, dev_pki):
-    """The agent on the bundled drive at 4x; its control socket in a folder that
-    other (throwaway) users can reach, as /run/edge-agent would be."""
-    control_dir = Path(tempfile.mkdtemp(prefix="edge-agent-control-", dir="/tmp"))
-    os.chmod(control_dir, 0o755)
-    notify_path = tmp_path / "notify.sock"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
-    notify.settimeout(0.2)
-    config = write_agent_config(tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
-                                speed=4.0, window=5.0,
-                                extra=f'\n[control]\nsocket = "{control_dir / "control.sock"}"\n'
-                                      f'group = "edge-agent-diag-test"\n')
-    config.write_text(config.read_text().replace("rebase = false", "rebase = true\nloop = true"))
-    log = (tmp_path / "agent.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)], stderr=log,
-        env={**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": str(notify_path),
-             "WATCHDOG_USEC": "2000000"})
-    messages: list[bytes] = []
-
-    def received(prefix: bytes) -> bool:
-        try:
-            while True:
-                messages.append(notify.recv(4096))
-        except TimeoutError:
-            pass
-        return any(m.startswith(prefix) for m in messages)
-
-    assert wait_until(lambda: received(b"READY=1"), 60), (tmp_path / "agent.log").read_text()
-    yield {"process": process, "config": config, "socket": control_dir / "control.sock",
-           "received": received, "messages": messages, "log": tmp_path / "agent.log"}
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    notify.close()
-    shutil.rmtree(control_dir, ignore_errors=True)
 
 
 def test_diag_commands_report_real_values(running_agent):
@@ -130,23 +84,6 @@ def test_not_running_is_said_plainly_and_offline_checks_still_run(tmp_path):
     assert checks["daemon"]["verdict"] == "warn" and checks["dbc can0"]["verdict"] == "ok"
 
 
-@pytest.fixture
-def throwaway_users():
-    """A user in the diagnostics group and one outside it (needs root: useradd)."""
-    if os.geteuid() != 0:
-        pytest.skip("creating throwaway users needs root")
-    for tool in ("useradd", "groupadd", "userdel", "groupdel", "runuser"):
-        require_tool(tool)
-    suffix = uuid.uuid4().hex[:6]
-    group, member, outsider = "edge-agent-diag-test", f"eadiag{suffix}", f"eaout{suffix}"
-    subprocess.run(["groupadd", "-f", group], check=True)
-    subprocess.run(["useradd", "-M", "-G", group, member], check=True)
-    subprocess.run(["useradd", "-M", outsider], check=True)
-    yield member, outsider
-    for user in (member, outsider):
-        subprocess.run(["userdel", user], check=False)
-
-
 RAW_REQUEST = """
 import json, socket, sys
 client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -208,3 +145,38 @@ def test_signal_globs_without_the_source_and_globs_matching_nothing(running_agen
     flushed = json.loads(diag("flush", "--json", *socket_args).stdout)
     assert flushed["running"] and flushed["command"] == "flush"
     assert flushed["result"] in ("sealed the open window", "nothing to seal yet")
+
+
+def diag_as(user: str, *args: str) -> subprocess.CompletedProcess:
+    """`edge-agent diag` run by another user, with the system's Python 3 (the virtualenv's
+    interpreter may live under root's home, which other users cannot enter) and the
+    virtualenv's packages."""
+    site = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
+    return subprocess.run([require_tool("runuser"), "-u", user, "--", "env",
+                           f"PYTHONPATH={REPO}:{site}", require_tool("/usr/bin/python3"), "-m",
+                           "agent", "diag", *args], capture_output=True, text=True, timeout=60,
+                          cwd="/")
+
+
+def test_a_group_member_reads_through_the_units_runtime_folder_and_an_outsider_is_denied(
+        throwaway_users, running_agent):
+    """The socket's folder has the unit's RuntimeDirectoryMode and is root's: a member of the
+    diagnostics group gets the status; a user outside it is told "permission denied" and what
+    to do, with exit 4 and "running": null, never "the agent is not running"."""
+    member, outsider = throwaway_users
+    socket_args = ("--socket", str(running_agent["socket"]),
+                   "--config", str(running_agent["config"]))
+    allowed = diag_as(member, "status", "--json", *socket_args)
+    assert allowed.returncode in (0, 1), allowed.stderr
+    assert json.loads(allowed.stdout)["vehicle"] == "demo-0001"
+
+    denied = diag_as(outsider, "status", *socket_args)
+    assert denied.returncode == 4, denied.stderr
+    assert "permission denied" in denied.stderr and "join the group" in denied.stderr
+    assert "(or run as root)" in denied.stderr and "not running" not in denied.stderr
+    denied = diag_as(outsider, "status", "--json", *socket_args)
+    document = json.loads(denied.stdout)
+    assert denied.returncode == 4 and document["running"] is None and document["denied"]
+
+    flush = diag_as(member, "flush", *socket_args)  # the daemon's own refusal: also denied
+    assert flush.returncode == 4 and "needs root or the service user" in flush.stderr

@@ -30,7 +30,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
         description="Diagnostics of the running agent (over its local control socket) and "
                     "offline checks of the installation. Tables by default, --json for "
                     "scripts; exit code 1 when something is wrong, 3 when the agent is not "
-                    "running.")
+                    "running, 4 when this user may not use its socket (join the group "
+                    "edge-agent-diag, or run as root).")
     commands = parser.add_subparsers(dest="diag_command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_subparser(commands)

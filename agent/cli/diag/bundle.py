@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from agent.cli.diag.checks import redacted_config_text, run_checks
-from agent.cli.diag.common import EXIT_OK, ask, common_options
+from agent.cli.diag.common import EXIT_OK, ask, common_options, unreachable
 from agent.cli.diag.queue import spool_file_document
 from agent.runtime.control import ControlUnavailable
 
@@ -47,7 +47,7 @@ def _do_bundle(args: argparse.Namespace) -> int:
             members[f"{command}.json"] = _json(ask(args, command))
         except ControlUnavailable as exc:
             members[f"{command}.json"] = _json(spool_file_document(args, exc) if command == "queue"
-                                               else {"running": False, "error": str(exc)})
+                                               else unreachable(args, exc))
     members["selftest.json"] = _json([asdict(c) for c in run_checks(args.config)])
     if args.config.is_file():
         members["config.toml"] = redacted_config_text(args.config).encode()

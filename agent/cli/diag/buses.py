@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, common_options, console, run_against_daemon
-from agent.sources.canbus import frame_problems
+from agent.sources.health import frame_problems
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

@@ -7,16 +7,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from agent.runtime.control import ControlDenied, ControlRefused, ControlUnavailable, request
 
-from agent.config.schema import control_socket_path, load_config
-from agent.errors import ConfigError
-from agent.runtime.control import ControlRefused, ControlUnavailable, request
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DEFAULT_CONFIG = Path("/etc/edge-agent/config.toml")
 DEFAULT_SOCKET = Path("/run/edge-agent/control.sock")
+DEFAULT_GROUP = "edge-agent-diag"
 
 # A unit whose two cores are saturated answered `status` in several seconds: wait, do not fail.
 DEFAULT_TIMEOUT = 30.0
@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT = 30.0
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_NOT_RUNNING = 3
+EXIT_DENIED = 4  # the agent may be running, but this user may not ask it
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -43,10 +44,26 @@ def common_options() -> argparse.ArgumentParser:
 def socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return args.socket
+    # Only here: reading the config imports its schema, which a command given --socket
+    # (or a diag-group member, who may not read the config) does without.
+    from agent.config.schema import control_socket_path, load_config
+    from agent.errors import ConfigError
+
     try:
         return control_socket_path(load_config(args.config), {})
-    except ConfigError:
+    except (ConfigError, PermissionError):
         return DEFAULT_SOCKET  # a diag-group member may not read the config: use the default
+
+
+def diag_group(args: argparse.Namespace) -> str:
+    """The group whose members may use the socket: from the config when it can be read."""
+    from agent.config.schema import load_config
+    from agent.errors import AgentError
+
+    try:
+        return load_config(args.config).control.group or DEFAULT_GROUP
+    except (AgentError, OSError):  # unreadable or invalid: the packaged default is likely
+        return DEFAULT_GROUP
 
 
 def ask(args: argparse.Namespace, command: str, **arguments: Any) -> Any:
@@ -55,7 +72,31 @@ def ask(args: argparse.Namespace, command: str, **arguments: Any) -> Any:
 
 
 def console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False)
+
+
+def unreachable(args: argparse.Namespace, exc: ControlUnavailable) -> dict[str, Any]:
+    """Why the daemon could not be asked, for --json: `running` is unknown (null) when this
+    user was denied, since the agent may well be up."""
+    if isinstance(exc, ControlDenied):
+        return {"running": None, "denied": True,
+                "error": f"{exc}: join the group {diag_group(args)} (or run as root)"}
+    return {"running": False, "denied": False, "error": str(exc)}
+
+
+def not_reachable(args: argparse.Namespace, exc: ControlUnavailable) -> int:
+    """Say why the daemon could not be asked: denied (exit 4) is not "not running" (exit 3)."""
+    document = unreachable(args, exc)
+    denied, message = document["denied"], document["error"]
+    if getattr(args, "json", False):
+        print(json.dumps(document))
+    else:
+        print(f"edge-agent: {message}", file=sys.stderr)
+        if not denied:
+            print("Offline checks still work: edge-agent diag selftest", file=sys.stderr)
+    return EXIT_DENIED if denied else EXIT_NOT_RUNNING
 
 
 def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[[Any], int],
@@ -69,6 +110,8 @@ def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[
     instead when the agent is not running, from what can be read without it."""
     try:
         result = ask(args, command, **arguments)
+    except ControlDenied as exc:
+        return not_reachable(args, exc)
     except ControlRefused as exc:
         if args.json:
             print(json.dumps({"running": True, "error": str(exc)}))
@@ -78,12 +121,7 @@ def run_against_daemon(args: argparse.Namespace, command: str, render: Callable[
     except ControlUnavailable as exc:
         if when_down is not None:
             return when_down(exc)
-        if args.json:
-            print(json.dumps({"running": False, "error": str(exc)}))
-        else:
-            print(f"edge-agent: {exc}", file=sys.stderr)
-            print("Offline checks still work: edge-agent diag selftest", file=sys.stderr)
-        return EXIT_NOT_RUNNING
+        return not_reachable(args, exc)
     if args.json:
         document = ({"running": True, "command": command, "result": result}
                     if isinstance(result, str) else result)

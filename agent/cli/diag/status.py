@@ -17,8 +17,7 @@ from agent.cli.diag.common import (
     run_against_daemon,
     size,
 )
-from agent.sources.canbus import frame_problems
-from agent.sources.health import rejected
+from agent.sources.health import frame_problems, rejected
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,15 @@ import json
 from rich.markup import escape
 
 from agent.cli.diag.checks import broker_check
-from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, age, ask, common_options, console
+from agent.cli.diag.common import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    age,
+    ask,
+    common_options,
+    console,
+    unreachable,
+)
 from agent.config.schema import load_config
 from agent.errors import AgentError
 from agent.runtime.control import ControlUnavailable
@@ -26,7 +34,7 @@ def _do_uplink(args: argparse.Namespace) -> int:
     try:
         state = ask(args, "status")["uplink"]
     except ControlUnavailable as exc:
-        state = {"running": False, "error": str(exc)}
+        state = unreachable(args, exc)
     try:
         test = broker_check(load_config(args.config))
         verdict = {"verdict": test.verdict, "detail": test.detail}
