@@ -1,7 +1,10 @@
 """`edge-agent`: the command line. Each subcommand is its own module; this file only collects.
 
-Only the module of the command being run is imported (all of them for --help): the daemon
-should not carry the diagnostics' terminal UI (rich) in its resident memory.
+Only the module of the command being run is imported, and for `diag` only that diagnostics
+command's module: `--help` lists the commands from the tables below without importing any.
+A diagnostics command that only talks to the socket then starts in a tenth of a second, not
+the second that cantools, numpy and cryptography take to import (docs/performance.md), and
+the daemon does not carry the diagnostics' terminal UI (rich) in its resident memory.
 """
 
 from __future__ import annotations
@@ -15,7 +18,17 @@ from collections.abc import Mapping, Sequence
 
 from agent.errors import AgentError
 
-SUBCOMMANDS = ("run", "config", "decode", "verify", "keys", "diag", "replay")
+# name: (its module under agent.cli, its line in `edge-agent --help`)
+COMMANDS = {
+    "run": ("run", "run the agent (the daemon)"),
+    "config": ("config", "check a config file, or reset the anti-rollback floor"),
+    "decode": ("decode", "decode a candump/ASC/BLF log to JSON Lines"),
+    "verify": ("verify", "replay a log through the agent and compare every sample with "
+                         "cantools"),
+    "keys": ("keys", "make or inspect the vehicle signing key"),
+    "diag": ("diag", "diagnostics for field technicians"),
+    "replay": ("replay", "play a CAN log onto an interface (canplayer without can-utils)"),
+}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # What a shell reports for a command killed by SIGPIPE (128 + 13): the reader left early.
@@ -26,8 +39,9 @@ SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, loggin
                    logging.CRITICAL: 2}
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser for every subcommand, or for `only` that one (the others stay unimported)."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for the command line `argv`, which imports only the modules of the commands
+    it names; without `argv`, the whole parser with every command's module."""
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description="On-vehicle telematics edge agent: samples CAN signals through DBC files "
@@ -35,12 +49,32 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _add_log_level(parser, "INFO")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True,
                                        metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        if only is None or name == only:
-            importlib.import_module(f"agent.cli.{name}").add_subparser(subparsers)
+    add_commands(subparsers, __name__, COMMANDS, argv)
     for command in _subcommand_parsers(parser):
         _add_log_level(command, argparse.SUPPRESS)  # given or not, the top level's counts
     return parser
+
+
+def add_commands(subparsers: argparse._SubParsersAction, package: str,
+                 commands: Mapping[str, tuple[str, str]], argv: Sequence[str] | None) -> None:
+    """Add `commands` (name: (module in `package`, help)) to `subparsers`. Without `argv`,
+    every module adds its own; with it, only the module of the command `argv` names does (a
+    module with a COMMANDS table of its own gets the rest of `argv` to choose from), and when
+    it names none of them (`--help`, a typo), each is listed by its name and help alone."""
+    named = None if argv is None else _command(argv, commands)
+    if argv is not None and named is None:
+        for name, (_, text) in commands.items():
+            subparsers.add_parser(name, help=text)
+        return
+    modules = [commands[named][0]] if named is not None else \
+        list(dict.fromkeys(module for module, _ in commands.values()))
+    for name in modules:
+        module = importlib.import_module(f"{package}.{name}")
+        if hasattr(module, "COMMANDS"):
+            rest = None if argv is None or named is None else argv[argv.index(named) + 1:]
+            module.add_subparser(subparsers, rest)
+        else:
+            module.add_subparser(subparsers)
 
 
 def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
@@ -60,14 +94,14 @@ def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.Argume
     return found
 
 
-def _command(argv: Sequence[str]) -> str | None:
-    """The subcommand named on the command line, if it names one."""
+def _command(argv: Sequence[str], commands: Mapping[str, object]) -> str | None:
+    """The command of `commands` that `argv` names (its first word that is no option)."""
     words = iter(argv)
     for word in words:
         if word == "--log-level":
             next(words, None)
         elif not word.startswith("-"):
-            return word if word in SUBCOMMANDS else None
+            return word if word in commands else None
     return None
 
 
@@ -112,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        args = build_parser(_command(argv)).parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
     except SystemExit:
         sys.stdout.flush()  # --help printed: a reader gone early is caught in main
         raise

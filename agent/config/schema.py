@@ -22,7 +22,6 @@ from typing import Any
 
 from agent.config.source import ORIGIN_OF, SourceConfig
 from agent.errors import ConfigError, ConfigProblems
-from agent.sources.registry import source_type
 
 # The batch schemas agent/wire/body.py can write (its SCHEMA_VERSIONS; a test holds them equal).
 # Not imported from there: loading a config must not load numpy and cbor2.
@@ -387,6 +386,8 @@ def _check_version(config: AgentConfig, builder: _Builder) -> None:
 
 
 def _check_sources(config: AgentConfig, builder: _Builder) -> None:
+    from agent.sources.registry import source_type  # imports every source type
+
     names = [source.name for source in config.sources]
     if not names:
         raise builder.error("sources", "", "at least one [[sources]] entry is needed")
@@ -597,6 +598,8 @@ class _Builder:
         return value
 
     def _build_item(self, cls: type, entry: Any, where: str, index: int) -> Any:
+        from agent.sources.registry import source_type
+
         label = entry.get("name", index) if isinstance(entry, dict) else index
         if cls is SourceConfig and isinstance(entry, dict) and isinstance(entry.get("type"), str):
             cls = source_type(entry["type"]).config  # each source type has its own keys
@@ -617,7 +620,29 @@ def _article(hint: type) -> str:
     return {int: "an integer", float: "a number", str: "a string"}.get(hint, hint.__name__)
 
 
-def control_socket_path(config: AgentConfig, environ: dict[str, str] | None = None) -> Path:
+@dataclass(frozen=True)
+class ControlSettings:
+    """Just what says where the control socket is and who may use it."""
+
+    control: ControlConfig
+    state: StateConfig
+
+
+def read_control_settings(path: Path) -> ControlSettings:
+    """[control] and [state] of a config file, checked as load_config checks them, without
+    the rest: diagnostics find the socket without importing every source type (python-can,
+    cantools), which takes longer than all the rest of a `diag status`."""
+    text = _read_text(path)
+    document = _parse_toml(text, str(path))
+    builder = _Builder(path.resolve(), text)
+    return ControlSettings(builder.build(ControlConfig, document.get("control", {}), "control"),
+                           builder.build(StateConfig, document.get("state",
+                                                                   {"directory": "state"}),
+                                         "state"))
+
+
+def control_socket_path(config: AgentConfig | ControlSettings,
+                        environ: dict[str, str] | None = None) -> Path:
     """Where the control socket lives: config, else systemd's RuntimeDirectory, else state."""
     if config.control.socket is not None:
         return config.control.socket

@@ -1,30 +1,37 @@
-"""`edge-agent diag`: what a field technician runs. One module per subcommand."""
+"""`edge-agent diag`: what a field technician runs. One module per subcommand, imported only
+when it is the one run (agent/cli/__init__.py's add_commands)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
-from agent.cli.diag import (
-    actions,
-    bundle,
-    buses,
-    config,
-    gps,
-    live,
-    privacy,
-    queue,
-    selftest,
-    sensors,
-    signals,
-    status,
-    uplink,
-)
+# name: (its module in this package, its line in `edge-agent diag --help`)
+COMMANDS = {
+    "status": ("status", "one screen: sources, spool, uplink, warnings"),
+    "buses": ("buses", "per-bus frame rates, errors, unknown IDs"),
+    "signals": ("signals", "current values of sampled signals"),
+    "gps": ("gps", "gpsd connection, fix, position, GPS time"),
+    "sensors": ("sensors", "tire pressure and suspension sensors"),
+    "live": ("live", "full-screen monitor of the signal values"),
+    "queue": ("queue", "batches waiting in the spool"),
+    "uplink": ("uplink", "MQTT connection state and a TLS test"),
+    "config": ("config", "show or check a config file"),
+    "selftest": ("selftest", "check config, DBC, keys, certs, clock, disk, broker"),
+    "bundle": ("bundle", "a support tarball"),
+    "flush": ("actions", "seal the open window now and queue it for sending"),
+    "reconnect": ("actions", "drop the MQTT connection and reconnect"),
+    "reload": ("actions", "re-read the config file without a restart (as SIGHUP)"),
+    "privacy": ("privacy", "consent in force and what it keeps local"),
+    "consent": ("privacy", "set the owner's consent level"),
+}
 
-SUBCOMMANDS = (status, buses, signals, gps, sensors, live, queue, uplink, config, selftest,
-               bundle, actions, privacy)
 
+def add_subparser(subparsers: argparse._SubParsersAction,
+                  argv: Sequence[str] | None = None) -> None:
+    """`argv`: the command line after `diag`, to import only the module it names."""
+    from agent.cli import add_commands
 
-def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "diag", help="diagnostics for field technicians",
         description="Diagnostics of the running agent (over its local control socket) and "
@@ -33,5 +40,4 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
                     "running, 4 when this user may not use its socket (join the group "
                     "edge-agent-diag, or run as root).")
     commands = parser.add_subparsers(dest="diag_command", required=True, metavar="COMMAND")
-    for module in SUBCOMMANDS:
-        module.add_subparser(commands)
+    add_commands(commands, __name__, COMMANDS, argv)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.table import Table
-
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, common_options, console, run_against_daemon
 from agent.sources.health import frame_problems
 
@@ -22,6 +20,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def render(buses: list[dict[str, Any]]) -> int:
+    from rich.table import Table
+
     out = console()
     problem = False
     for bus in buses:

@@ -44,25 +44,24 @@ def common_options() -> argparse.ArgumentParser:
 def socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return args.socket
-    # Only here: reading the config imports its schema, which a command given --socket
-    # (or a diag-group member, who may not read the config) does without.
-    from agent.config.schema import control_socket_path, load_config
+    # Only [control] and [state]: the whole config would import every source type.
+    from agent.config.schema import control_socket_path, read_control_settings
     from agent.errors import ConfigError
 
     try:
-        return control_socket_path(load_config(args.config), {})
-    except (ConfigError, PermissionError):
+        return control_socket_path(read_control_settings(args.config), {})
+    except ConfigError:
         return DEFAULT_SOCKET  # a diag-group member may not read the config: use the default
 
 
 def diag_group(args: argparse.Namespace) -> str:
     """The group whose members may use the socket: from the config when it can be read."""
-    from agent.config.schema import load_config
-    from agent.errors import AgentError
+    from agent.config.schema import read_control_settings
+    from agent.errors import ConfigError
 
     try:
-        return load_config(args.config).control.group or DEFAULT_GROUP
-    except (AgentError, OSError):  # unreadable or invalid: the packaged default is likely
+        return read_control_settings(args.config).control.group or DEFAULT_GROUP
+    except ConfigError:  # unreadable or invalid: the packaged default is the likely one
         return DEFAULT_GROUP
 
 

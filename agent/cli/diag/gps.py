@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from agent.cli.diag.common import (
     EXIT_OK,
     EXIT_PROBLEM,
@@ -30,6 +27,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def render(document: dict[str, Any]) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
     out = console()
     for source in document["sources"]:
         table = Table("", "value", title=f"gpsd {source['name']} ({source['channel']})",

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.markup import escape
-
 from agent.cli.diag.common import EXIT_OK, common_options, console, run_against_daemon
 from agent.config.schema import CONSENT_LEVELS
 
@@ -35,6 +33,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def render(privacy: dict[str, Any]) -> int:
+    from rich.markup import escape
+
     out = console()
     out.print(f"consent {privacy['consent']} (version {privacy['version']}, set by "
               f"{privacy['decided_by']}): sends {', '.join(privacy['classes_allowed']) or 'no'} "

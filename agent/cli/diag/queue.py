@@ -12,9 +12,6 @@ import sys
 import time
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from agent.cli.diag.common import (
     EXIT_NOT_RUNNING,
     EXIT_OK,
@@ -25,7 +22,7 @@ from agent.cli.diag.common import (
     run_against_daemon,
     size,
 )
-from agent.config.schema import CONSENT_LEVELS, load_config
+from agent.config.schema import CONSENT_LEVELS, read_control_settings
 from agent.errors import AgentError
 from agent.output.spool import PRIORITY_EVENT, SPOOL_FILE, read_spool_file
 from agent.runtime.control import ControlUnavailable
@@ -44,6 +41,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def render(queue: dict[str, Any]) -> int:
+    from rich.table import Table
+
     out = console()
     out.print(f"{queue['depth']} batches waiting, {size(queue['bytes'])} of "
               f"{size(queue['max_bytes'])}; {queue['evicted']} evicted, {queue['not_kept']} not "
@@ -61,7 +60,8 @@ def spool_file_document(args: argparse.Namespace, down: ControlUnavailable) -> d
     """What the spool file named by --config holds, for when the agent is down (or why it
     cannot be read: `spool_file_error`)."""
     try:
-        spool = read_spool_file(load_config(args.config).state.directory / SPOOL_FILE)
+        spool = read_spool_file(read_control_settings(args.config).state.directory
+                                / SPOOL_FILE)
     except (AgentError, OSError) as exc:
         return {"running": False, "error": str(down), "spool_file_error": str(exc)}
     now = time.time()
@@ -82,6 +82,9 @@ def offline(args: argparse.Namespace, down: ControlUnavailable) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
         return EXIT_NOT_RUNNING
+    from rich.markup import escape
+    from rich.table import Table
+
     if "spool_file_error" in document:
         print(f"edge-agent: {down}", file=sys.stderr)
         print(f"edge-agent: cannot read the spool file either: {document['spool_file_error']}",

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
-
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from agent.cli.diag.common import (
     EXIT_OK,
@@ -15,6 +13,9 @@ from agent.cli.diag.common import (
     console,
     run_against_daemon,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,8 @@ def _do_signals(args: argparse.Namespace) -> int:
 
 
 def table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     result = Table("signal", "value", "unit", "age")
     for row in rows:
         value = row["label"] or _number(row["value"])

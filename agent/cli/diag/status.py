@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from agent.cli.diag.common import (
     EXIT_OK,
     EXIT_PROBLEM,
@@ -29,6 +26,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def render(document: dict[str, Any]) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
     out = console()
     uplink = document["uplink"]
     spool = document["spool"]
