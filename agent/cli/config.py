@@ -7,6 +7,10 @@ than the agent about parts that would silently do nothing: a trigger on a signal
 has is a problem (with the closest names), a sampling rule that matches nothing and triggers
 while events are disabled are warnings (`--strict` makes every warning a problem). Every
 problem found is reported, not only the first.
+
+A valid file ends with its plan summary (`PlanSummary`): what the agent would sample, per
+source and mode, the frame IDs its kernel filters let through, the upload it would make and
+the look-back its ring would hold.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import difflib
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -23,12 +28,60 @@ from cantools.database.can import Database
 
 from agent.cli import config_reset
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
-from agent.config.schema import EventsConfig, load_config
+from agent.config.schema import AgentConfig, EventsConfig, load_config
 from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError, ConfigProblems
-from agent.sampling.plan import build_plan, source_signals
+from agent.sampling.plan import SamplingPlan, build_plan, source_signals
+from agent.sampling.ring import BYTES_PER_RECORD
 from agent.sources.catalogue import Catalogue
 from agent.sources.registry import catalogue_for, is_value_source
+
+# Payload bytes per sample, signed envelope included: tools/bench's measured figure for 800
+# signals at 1 Hz (bench/RESULTS.md, "Payload per sample"; 0.21 on the bundled drive).
+BYTES_PER_SAMPLE = 0.2617
+HOURS_PER_DAY = 1.0
+DAYS_PER_MONTH = 30
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    source: str
+    signals: int
+    modes: dict[str, int]  # signals per sampling mode
+    frame_ids: list[str] | None  # what the kernel filter lets through; None: not a CAN bus
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a valid config would make the agent do, in figures a person can check."""
+
+    sources: list[SourcePlan]
+    samples_per_s: float  # an upper bound: a `change` or `bounded` signal at every period
+    bytes_per_sample: float
+    mb_per_month: float  # at HOURS_PER_DAY of driving a day, DAYS_PER_MONTH days
+    ring_records: int
+    ring_records_per_s: float  # a value is one record, a stats sample four
+    ring_lookback_s: float | None  # None: the plan writes nothing
+
+
+def plan_summary(config: AgentConfig, plan: SamplingPlan) -> PlanSummary:
+    sources = []
+    for source in config.sources:
+        planned = plan.for_source(source.name)
+        modes: dict[str, int] = {}
+        for signal in planned:
+            modes[signal.mode] = modes.get(signal.mode, 0) + 1
+        frames = (None if is_value_source(source) else
+                  [f"0x{frame_id:X}" for frame_id in sorted(plan.frame_ids(source.name))])
+        sources.append(SourcePlan(source.name, len(planned), modes, frames))
+    samples = sum(1000 / signal.period_ms for signal in plan.signals)
+    records = sum(1000 / signal.period_ms * (4 if signal.mode == "stats" else 1)
+                  for signal in plan.signals)
+    capacity = max(1, int(config.ring.memory_mb * 1024 * 1024 // BYTES_PER_RECORD))
+    seconds = HOURS_PER_DAY * 3600 * DAYS_PER_MONTH
+    return PlanSummary(sources, round(samples, 1), BYTES_PER_SAMPLE,
+                       round(samples * seconds * BYTES_PER_SAMPLE / 1e6, 2), capacity,
+                       round(records, 1), round(capacity / records, 1) if records else None)
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -45,21 +98,23 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     config_reset.add_action(actions)
 
 
-def check_config(path: Path, *, strict: bool = False) -> tuple[list[str], list[str]]:
+def check_config(path: Path, *, strict: bool = False,
+                 ) -> tuple[list[str], list[str], PlanSummary | None]:
     """The problems that make the agent refuse the file at `path` (or make part of it do
-    nothing), and the warnings it would log running it (one per overlapping DBC signal pair,
-    say); with `strict`, every warning is a problem."""
-    problems, warnings = _check(path)
-    return (problems + warnings, []) if strict else (problems, warnings)
+    nothing), the warnings it would log running it (one per overlapping DBC signal pair,
+    say), and the plan's summary when the plan could be built; with `strict`, every warning
+    is a problem."""
+    problems, warnings, summary = _check(path)
+    return (problems + warnings, [], summary) if strict else (problems, warnings, summary)
 
 
-def _check(path: Path) -> tuple[list[str], list[str]]:
+def _check(path: Path) -> tuple[list[str], list[str], PlanSummary | None]:
     try:
         config = load_config(path)
     except ConfigProblems as exc:
-        return list(exc.problems), []
+        return list(exc.problems), [], None
     except AgentError as exc:
-        return [str(exc)], []
+        return [str(exc)], [], None
     problems: list[str] = []
     warnings: list[str] = []
     databases: dict[str, Database | Catalogue] = {}
@@ -75,7 +130,8 @@ def _check(path: Path) -> tuple[list[str], list[str]]:
         databases[source.name] = loaded.database
         warnings += [f"dbc {source.name}: {warning}" for warning in loaded.warnings]
     if problems:
-        return problems, warnings  # names checked against a missing DBC would mislead
+        return problems, warnings, None  # names checked against a missing DBC would mislead
+    summary = None
     try:
         plan = build_plan(config.sampling, databases)
     except AgentError as exc:
@@ -83,8 +139,9 @@ def _check(path: Path) -> tuple[list[str], list[str]]:
     else:
         warnings += [f"sampling plan: rule {match!r} matches no signal of any source"
                      for match in plan.unmatched]
+        summary = plan_summary(config, plan)
     event_problems, event_warnings = check_events(config.events, databases)
-    return problems + event_problems, warnings + event_warnings
+    return problems + event_problems, warnings + event_warnings, summary
 
 
 def check_events(events: EventsConfig,
@@ -114,10 +171,14 @@ def check_events(events: EventsConfig,
 
 
 def do_check(args: argparse.Namespace) -> int:
-    problems, warnings = check_config(args.file, strict=getattr(args, "strict", False))
+    problems, warnings, summary = check_config(args.file,
+                                               strict=getattr(args, "strict", False))
+    if problems:
+        summary = None  # the agent would not run it
     if args.json:
         print(json.dumps({"file": str(args.file), "valid": not problems, "problems": problems,
-                          "warnings": warnings}))
+                          "warnings": warnings,
+                          "plan": None if summary is None else asdict(summary)}))
     else:
         for problem in problems:
             print(f"invalid: {problem}", file=sys.stderr)
@@ -126,4 +187,24 @@ def do_check(args: argparse.Namespace) -> int:
         if not problems:
             print(f"{args.file}: valid" + (f" ({len(warnings)} warnings above)"
                                            if warnings else ""))
+        if summary is not None:
+            print(render_summary(summary))
     return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def render_summary(summary: PlanSummary) -> str:
+    lines = ["plan:"]
+    for source in summary.sources:
+        modes = ", ".join(f"{count} {mode}" for mode, count in sorted(source.modes.items()))
+        frames = ("" if source.frame_ids is None else
+                  f"; {len(source.frame_ids)} frame IDs let through the kernel filter")
+        lines.append(f"  {source.source}: {source.signals} signals"
+                     f"{f' ({modes})' if modes else ''}{frames}")
+    lines.append(f"  upload: about {summary.mb_per_month:.1f} MB a month at "
+                 f"{HOURS_PER_DAY:g} h a day ({summary.samples_per_s:g} samples/s at most, "
+                 f"{summary.bytes_per_sample} B per sample as measured in bench/RESULTS.md)")
+    lookback = ("nothing to hold" if summary.ring_lookback_s is None else
+                f"{summary.ring_lookback_s:.0f} s of look-back")
+    lines.append(f"  ring: {summary.ring_records} records, {lookback} at "
+                 f"{summary.ring_records_per_s:g} records/s")
+    return "\n".join(lines)

@@ -127,3 +127,47 @@ memory_mb = 0.0
     assert main(["run", "--config", str(config)]) == 2
     error = capsys.readouterr().err
     assert "[sampling] period" in error and "[ring] memory_mb" in error and "[uplink]" in error
+
+
+PLANNED = """
+[[sampling.signals]]
+match = "can0.Engine.*"
+period = 0.5
+
+[[sampling.signals]]
+match = "can0.Chassis.Height"
+mode = "stats"
+
+[ring]
+memory_mb = 1.0
+"""
+
+
+def test_a_valid_config_ends_with_its_plan_summary(tmp_path, capsys):
+    """Signals per source and mode, the frame IDs let through, the upload a month at 1 h a
+    day from the measured bytes per sample, and the ring's look-back; in --json too."""
+    path = write_config(tmp_path, PLANNED)
+    code, verdict = check(path, capsys)
+    assert code == 0 and verdict["valid"]
+    plan = verdict["plan"]
+    assert plan["sources"] == [{"source": "can0", "signals": 4,
+                                "modes": {"last": 3, "stats": 1},
+                                "frame_ids": ["0x100", "0x200"]}]
+    assert plan["samples_per_s"] == 7.0  # 3 signals at 2 Hz, 1 at 1 Hz
+    assert plan["bytes_per_sample"] == 0.2617
+    assert plan["mb_per_month"] == round(7 * 3600 * 30 * 0.2617 / 1e6, 2)
+    assert plan["ring_records"] == 1024 * 1024 // 19
+    assert plan["ring_records_per_s"] == 10.0  # a stats sample is four records
+    assert plan["ring_lookback_s"] == round(1024 * 1024 // 19 / 10, 1)
+
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "can0: 4 signals (3 last, 1 stats); 2 frame IDs let through the kernel filter" in out
+    assert "about 0.2 MB a month at 1 h a day" in out
+    assert "5519 s of look-back at 10 records/s" in out
+
+
+def test_an_invalid_config_has_no_plan_summary(tmp_path, capsys):
+    path = write_config(tmp_path, PLANNED + '\n[[sampling.signals]]\nmatch = "x"\nmode = "nope"\n')
+    code, verdict = check(path, capsys)
+    assert code == 1 and verdict["plan"] is None
