@@ -18,7 +18,6 @@ import pytest
 from tests.helpers.agent_setup import REPO, write_agent_config
 from tests.helpers.support import require_tool, wait_until
 
-DIAG_TEST_GROUP = "edge-agent-diag-test"
 UNIT = REPO / "systemd" / "edge-agent.service"
 
 
@@ -30,7 +29,7 @@ def runtime_directory_mode() -> int:
 
 
 @pytest.fixture
-def running_agent(tmp_path, mosquitto, dev_pki):
+def running_agent(tmp_path, mosquitto, dev_pki, diag_group):
     """The agent on the bundled drive at 4x; its control socket in a folder that
     other (throwaway) users can reach, as /run/edge-agent would be."""
     control_dir = Path(tempfile.mkdtemp(prefix="edge-agent-control-", dir="/tmp"))
@@ -42,7 +41,7 @@ def running_agent(tmp_path, mosquitto, dev_pki):
     config = write_agent_config(tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
                                 speed=4.0, window=5.0,
                                 extra=f'\n[control]\nsocket = "{control_dir / "control.sock"}"\n'
-                                      f'group = "{DIAG_TEST_GROUP}"\n')
+                                      f'group = "{diag_group}"\n')
     config.write_text(config.read_text().replace("rebase = false", "rebase = true\nloop = true"))
     log = (tmp_path / "agent.log").open("w")
     process = subprocess.Popen(
@@ -71,17 +70,33 @@ def running_agent(tmp_path, mosquitto, dev_pki):
 
 
 @pytest.fixture
-def throwaway_users():
-    """A user in the diagnostics group and one outside it (needs root: useradd)."""
+def diag_group() -> str:
+    """The agent's diagnostics group in these tests: a name of its own for each test, so that
+    tests running at once (other checkouts, too) never share or delete each other's group."""
+    return f"eadg{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def throwaway_users(diag_group):
+    """A user in the diagnostics group and one outside it, the group created for the test;
+    all three deleted after it. Needs root (useradd): skipped otherwise, failed under
+    AGENT_REQUIRE_SYSTEM=1. Ask for it before running_agent, which gives the socket to the
+    group when it starts."""
     if os.geteuid() != 0:
-        pytest.skip("creating throwaway users needs root")
+        message = "creating throwaway users and groups needs root"
+        if os.environ.get("AGENT_REQUIRE_SYSTEM") == "1":
+            pytest.fail(f"{message}; AGENT_REQUIRE_SYSTEM=1 forbids skipping")
+        pytest.skip(message)
     for tool in ("useradd", "groupadd", "userdel", "groupdel", "runuser"):
         require_tool(tool)
     suffix = uuid.uuid4().hex[:6]
-    group, member, outsider = DIAG_TEST_GROUP, f"eadiag{suffix}", f"eaout{suffix}"
-    subprocess.run(["groupadd", "-f", group], check=True)
-    subprocess.run(["useradd", "-M", "-G", group, member], check=True)
-    subprocess.run(["useradd", "-M", outsider], check=True)
-    yield member, outsider
-    for user in (member, outsider):
-        subprocess.run(["userdel", user], check=False)
+    member, outsider = f"eadiag{suffix}", f"eaout{suffix}"
+    subprocess.run(["groupadd", diag_group], check=True)
+    try:
+        subprocess.run(["useradd", "-M", "-G", diag_group, member], check=True)
+        subprocess.run(["useradd", "-M", outsider], check=True)
+        yield member, outsider
+    finally:
+        for user in (member, outsider):
+            subprocess.run(["userdel", user], check=False, capture_output=True)
+        subprocess.run(["groupdel", diag_group], check=False, capture_output=True)

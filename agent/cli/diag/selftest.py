@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.diag.checks import Check, run_checks
-from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, ask, common_options, console
+from agent.cli.diag.common import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    ask,
+    common_options,
+    console,
+    unreachable,
+)
 from agent.runtime.control import ControlUnavailable
 
 STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
@@ -28,8 +35,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 def daemon_check(args: argparse.Namespace) -> Check:
     try:
         document = ask(args, "status")
-    except ControlUnavailable as exc:
-        return Check("daemon", "warn", str(exc))
+    except ControlUnavailable as exc:  # not running, or this user may not ask it
+        return Check("daemon", "warn", unreachable(args, exc)["error"])
     return Check("daemon", "ok" if not document["warnings"] else "warn",
                  f"running, up {document['uptime_s']:.0f} s, {len(document['warnings'])} "
                  "warnings (see diag status)")
