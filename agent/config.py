@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import math
 import os
 import re
 import tomllib
@@ -639,6 +640,10 @@ class _Builder:
             raise self.error(section, key, f"must be a number, got {_describe(value)}")
         if not isinstance(value, hint):
             raise self.error(section, key, f"must be {_article(hint)}, got {_describe(value)}")
+        # TOML has nan and inf, and every range check (`<= 0`, `> 60`) is false for nan: one
+        # check here instead of one per key, before any of them can be fooled.
+        if hint is float and not math.isfinite(value):
+            raise self.error(section, key, f"must be a finite number, got {value}")
         return value
 
     def _build_item(self, cls: type, entry: Any, where: str, index: int) -> Any:
