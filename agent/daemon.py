@@ -424,8 +424,8 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
     classify = privacy.classifier_for(config.privacy)
     wire_plan = privacy.filter_plan(configured, consent, classify,
                                     tracks=config.privacy.location.tracks)
-    plan = privacy.with_local_inputs(wire_plan, event_inputs(config.events, databases,
-                                                             config.sampling))
+    plan = privacy.with_local_inputs(wire_plan, event_inputs(
+        config.events, databases, config.sampling, privacy.location_keys(config.privacy)))
     sources = []
     stores = {}
     for source_config in config.sources:
@@ -450,7 +450,8 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
         name_at=name_at,
     )
     location = LocationPolicy(config.privacy.location, config.privacy.zones)
-    location_filter = TelemetryLocationFilter(location, wire_plan)
+    location_filter = TelemetryLocationFilter(location, wire_plan,
+                                              lambda key: classify(key) == "location")
     batcher = Batcher(wire_plan, agent.ring, identity, agent.signer, agent.health_counters,
                       zstd_level=config.batch.zstd_level,
                       dictionary_every=config.batch.dictionary_every,
