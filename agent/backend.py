@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import queue
 import ssl
 import sys
@@ -141,7 +142,9 @@ def sample_rows(body: BatchBody, dictionary: Sequence[SignalDef]) -> Iterator[di
             else:
                 raw = series.columns[0][position]
                 row["value"] = definition.physical(raw)
-                if definition.choices and int(raw) in definition.choices:
+                # A float series travels NaN and infinities bit-exact; they have no int().
+                if (definition.choices and (type(raw) is int or math.isfinite(raw))
+                        and int(raw) in definition.choices):
                     row["label"] = definition.choices[int(raw)]
             yield row
 

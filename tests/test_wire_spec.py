@@ -286,6 +286,32 @@ def test_truncated_varint_is_rejected():
         decode_varints(b"\xf2\xc0")
 
 
+def doc_bounds() -> dict[str, tuple[int, ...]]:
+    """§4.8's bounds vector: name -> its numbers."""
+    return {name: tuple(map(int, numbers)) for name, *numbers in
+            (line.split() for line in doc_vectors()["bounds"].splitlines() if line.strip())}
+
+
+def test_doc_bounds_are_the_codes():
+    """The reference decoder (production side) refuses the first value past each documented
+    bound and takes the bound itself."""
+    from agent.errors import WireFormatError  # production side only
+    from agent.events.codec import MAX_DATA_DEPTH
+    from agent.wire import decode_body as production_decode
+
+    bounds = doc_bounds()
+    assert bounds["integer"] == (-(2**64), 2**64 - 1)
+    assert bounds["data_depth"] == (MAX_DATA_DEPTH,)
+    document = cbor2.loads(doc_bytes("body"))
+    for key, (low, high) in [("t0", bounds["time_ms"]), ("t1", bounds["time_ms"]),
+                             ("seq", bounds["uint64"]), ("cfg", bounds["uint64"])]:
+        for value in (low, high):
+            production_decode(cbor2.dumps({**document, key: value}))
+        for value in (low - 1, high + 1):
+            with pytest.raises(WireFormatError, match=key):
+                production_decode(cbor2.dumps({**document, key: value}))
+
+
 def doc_public_key() -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(doc_bytes("public-key"))
 
