@@ -363,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     pseudonyms = None
+    # As the vehicle's [privacy.pseudonym] rotation: below 1 ms (or NaN) the rotation period
+    # divides by zero, at the first pseudonymous message.
+    if not (math.isfinite(args.pseudonym_rotation) and args.pseudonym_rotation >= 0.001):
+        raise AgentError(f"--pseudonym-rotation {args.pseudonym_rotation}: must be at least "
+                         "0.001 s, as the vehicles' [privacy.pseudonym] rotation")
     if args.pseudonym_key is not None:
         try:
             pseudonyms = Pseudonyms(args.pseudonym_key.read_bytes(), args.pseudonym_rotation)

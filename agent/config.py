@@ -509,8 +509,9 @@ def _check_privacy(privacy: PrivacyConfig, builder: _Builder) -> None:
     if privacy.pseudonym.enabled and privacy.pseudonym.key is None:
         raise builder.error("privacy.pseudonym", "key", "a pseudonym needs the secret the "
                             "backend shares: a file of 32+ random bytes (docs/privacy.md)")
-    if privacy.pseudonym.rotation <= 0:
-        raise builder.error("privacy.pseudonym", "rotation", "must be a positive number of s")
+    # The period is floor(ms / round(rotation * 1000)): below 1 ms it divides by zero.
+    if privacy.pseudonym.rotation < 0.001:
+        raise builder.error("privacy.pseudonym", "rotation", "must be at least 0.001 s")
 
 
 class _Builder:

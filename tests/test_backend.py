@@ -19,6 +19,7 @@ from agent.backend import (
     event_line,
     event_row,
     load_keyring,
+    main,
     sample_rows,
     summary_line,
 )
@@ -327,3 +328,15 @@ def test_a_float_series_of_nan_with_value_labels_gets_no_label():
                                     ((math.nan, math.inf, 3.0, 1.0),)),))
     rows = list(sample_rows(body, dictionary))
     assert [row.get("label") for row in rows] == [None, None, "3d", None]
+
+
+@pytest.mark.parametrize("rotation", ["nan", "inf", "0", "0.0004"])
+def test_a_pseudonym_rotation_that_cannot_divide_time_is_refused_at_start(tmp_path, capsys,
+                                                                          rotation):
+    """ValueError or ZeroDivisionError at the first pseudonymous message before; refused
+    before the backend connects now."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(bytes(32))
+    assert main(["--keys", str(tmp_path / "v1.pub"), "--plaintext", "--pseudonym-key",
+                 str(secret), "--pseudonym-rotation", rotation]) == 2
+    assert "--pseudonym-rotation" in capsys.readouterr().err

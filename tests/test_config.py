@@ -219,3 +219,15 @@ def test_a_float_setting_must_be_finite(tmp_path, value, section, key):
     with pytest.raises(ConfigError, match=rf"c.toml:{line}: \[{section}\] {key}: must be a "
                                           r"finite number"):
         parse_config(text, tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("rotation", ["0", "-1", "0.0004"])
+def test_a_pseudonym_rotation_below_a_millisecond_is_refused(tmp_path, rotation):
+    """The rotation period is floor(ms / round(rotation * 1000)): 0.0004 s passed the old
+    positive-number check and divided by zero at the first batch."""
+    text = MINIMAL + f"\n[privacy.pseudonym]\nrotation = {rotation}\n"
+    with pytest.raises(ConfigError, match=r"\[privacy.pseudonym\] rotation: must be at least "
+                                          r"0.001 s"):
+        parse_config(text, tmp_path / "c.toml")
+    assert parse_config(MINIMAL + "\n[privacy.pseudonym]\nrotation = 0.001\n",
+                        tmp_path / "c.toml").privacy.pseudonym.rotation == 0.001
