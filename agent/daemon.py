@@ -22,6 +22,7 @@ import can
 from cantools.database.can import Database
 
 from agent import clock, privacy, sensor_status, status
+from agent.at_rest import AtRest
 from agent.batch import CONTENT_TYPE, Batcher, BatchIdentity, SealedBatch
 from agent.catalogue import Catalogue
 from agent.config import AgentConfig, SourceConfig, control_socket_path
@@ -46,7 +47,7 @@ from agent.sampler import Sampler, check_ring_size
 from agent.sources import Source, catalogue_for, is_value_source, open_source
 from agent.sources.base import OnFrames
 from agent.sources.canbus import unreachable_fd_messages
-from agent.spool import Spool
+from agent.spool import SPOOL_FILE, Spool
 from agent.status import FrameRates
 from agent.uplink import Uplink
 from agent.values import Reading, ValueStore
@@ -78,9 +79,11 @@ class Pipeline:
 class Agent:
     """A wired agent, ready to `start`. Built by `build_agent`; parts exposed for diagnostics."""
 
-    def __init__(self, config: AgentConfig, ring: Ring, spool: Spool, signer: Signer) -> None:
+    def __init__(self, config: AgentConfig, ring: Ring, spool: Spool, signer: Signer,
+                 at_rest: AtRest) -> None:
         self.ring = ring
         self.spool = spool
+        self.at_rest = at_rest
         self.signer = signer
         self.boot = os.urandom(16)
         self.lock = HandoverLock()
@@ -243,6 +246,7 @@ class Agent:
             "privacy": Command(lambda args: status.privacy(self)),
             "consent": Command(lambda args: self.set_consent(str(args.get("level", ""))),
                                changes_state=True),
+            "erase": Command(lambda args: self.erase(), changes_state=True),
         }
 
     def _queue(self, limit: int) -> dict[str, object]:
@@ -279,8 +283,24 @@ class Agent:
         outcome = self.reload()
         return f"consent {decided.level} (version {decided.version}) recorded; {outcome}"
 
+    def erase(self) -> dict[str, object]:
+        """`edge-agent privacy erase`: destroy every spool key, then drop every spooled row
+        (unreadable already; dropping frees the space). Sampling goes on under the consent in
+        force, sealed under new keys."""
+        destroyed = self.at_rest.forget_above(-1)
+        dropped = self.spool.drop_above(-1)
+        log.warning("privacy: erased on request: %d spooled batches and events dropped",
+                    dropped)
+        return {"keys_destroyed": destroyed, "dropped": dropped}
+
     def _enforce_consent(self, consent: privacy.Consent) -> None:
-        """Nothing sealed under a wider consent may still leave: drop it from the spool."""
+        """Nothing sealed under a wider consent may still leave: its key is destroyed first
+        (so it is unreadable even if the rows cannot be deleted now), then the rows."""
+        try:
+            self.at_rest.forget_above(consent.rank)
+        except OSError:
+            log.exception("privacy: cannot destroy the spool keys above consent %s",
+                          consent.level)
         try:
             dropped = self.spool.drop_above(consent.rank)
         except Exception:
@@ -395,9 +415,11 @@ class Agent:
 
 
 def build_agent(config: AgentConfig) -> Agent:
-    spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
+    at_rest = AtRest(config.state.directory)
+    spool = Spool(config.state.directory / SPOOL_FILE, int(config.spool.max_mb * 2**20),
+                  at_rest=at_rest)
     signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
-    return Agent(config, Ring.for_memory(config.ring.memory_mb), spool, signer)
+    return Agent(config, Ring.for_memory(config.ring.memory_mb), spool, signer, at_rest)
 
 
 def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc],

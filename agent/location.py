@@ -10,9 +10,11 @@ or a polygon) a position is suppressed; elsewhere it is snapped to the centre of
 - a latitude or longitude sample without its partner at the same time cannot be judged and
   is dropped; statistics of position signals are always dropped (a mean of positions would
   say where the car was);
-- any other `location`-class value (altitude, a navigation unit's heading, ...) is kept only
-  at a time when the car's position is known and may itself be sent: inside a zone, or with
-  no position to judge by, it is withheld;
+- with zones configured, any other `location`-class value (altitude, a navigation unit's
+  date or heading, ...) is kept only at a time when the car's position is known and may
+  itself be sent: inside a zone, or with no position to judge it by, it is withheld (without
+  zones there is nothing to judge it against, and it is sent as it is; precision applies to
+  the configured position only);
 - with `tracks = false` no series of location values leaves (telemetry or captures); single
   event positions (trip ends, stops) still do.
 """
@@ -118,6 +120,9 @@ class LocationPolicy:
                 kept[key] = [list(row) for row in rows]
                 continue
             sent = []
+            if key not in (self.latitude, self.longitude) and self.tracks and not self.zones:
+                kept[key] = [list(row) for row in rows]
+                continue
             for t, value in rows:
                 position = revealed.get(int(t))
                 if position is None:
@@ -153,8 +158,9 @@ class TelemetryLocationFilter:
         by_key = {s.key: s for s in plan.signals}
         self._lat = by_key.get(policy.latitude)
         self._lon = by_key.get(policy.longitude)
-        self._located = [s.index for s in plan.signals
-                         if s in (self._lat, self._lon) or is_location(s.key)]
+        # Other location values need judging only against zones (module docstring).
+        self._located = [s.index for s in plan.signals if s in (self._lat, self._lon)
+                         or (policy.zones and is_location(s.key))]
 
     @property
     def active(self) -> bool:

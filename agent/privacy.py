@@ -25,13 +25,13 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import CONSENT_LEVELS, PrivacyClassRule, PrivacyConfig, PseudonymConfig
 from agent.errors import AgentError, ConfigError
+from agent.files import atomic_write, private_folder
 from agent.plan import PlannedSignal, SamplingPlan
 
 log = logging.getLogger(__name__)
@@ -190,14 +190,8 @@ def write_local_consent(state_directory: Path, level: str, current: Consent) -> 
         raise AgentError(f"unknown consent level {level!r}; use one of "
                          f"{', '.join(CONSENT_LEVELS)}")
     decided = Consent(level, current.version + 1, "local")
-    path = state_directory / LOCAL_CONSENT_FILE
-    temporary = path.with_suffix(".tmp")
-    state_directory.mkdir(parents=True, exist_ok=True)
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump({"level": level, "version": decided.version}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    atomic_write(private_folder(state_directory) / LOCAL_CONSENT_FILE,
+                 json.dumps({"level": level, "version": decided.version}).encode(), mode=0o600)
     return decided
 
 

@@ -91,6 +91,12 @@ def test_a_location_value_without_a_position_to_judge_by_is_withheld():
     assert kept == {} and withheld == 2
 
 
+def test_without_zones_other_location_values_are_sent_as_they_are():
+    policy = LocationPolicy(LOCATION, ())
+    kept, withheld = policy.filter_captured({"gps.alt": [[1000, 519.0]]}, is_location)
+    assert kept == {"gps.alt": [[1000, 519.0]]} and withheld == 0
+
+
 def test_trip_summaries_only_sends_no_captured_track():
     policy = LocationPolicy(LocationConfig(precision_m=500, tracks=False), ())
     kept, withheld = policy.filter_captured(capture_leaving_home(), is_location)
