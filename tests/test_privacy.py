@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
 
 from agent.config import LocationConfig, PrivacyClassRule, PrivacyConfig, ZoneConfig
+from agent.disclosure import redact_config, withholds_vehicle_id
 from agent.location import LocationPolicy, distance_m
 from agent.plan import PlannedSignal, SamplingPlan
 from agent.privacy import (
@@ -129,3 +131,52 @@ def test_a_point_outside_a_zone_whose_snapped_position_is_inside_is_withheld():
                             (ZoneConfig("home", center=center, radius_m=400),))
     assert distance_m(center, point) > 400 and distance_m(center, sent) < 400
     assert policy.reveal(*point) is None
+
+
+ZONED_CONFIG = """
+[vehicle]
+id = "demo-4711"   # the owner's car
+# [[privacy.zones]]
+# center = [48.555551, 11.555552]
+
+[uplink]
+password = "hunter2"
+
+[privacy]
+consent = "off"
+
+[privacy.pseudonym]
+enabled = true
+key = "/etc/edge-agent/keys/pseudonym-demo-4711.key"
+
+[[privacy.zones]]
+name = "home"
+center = [48.111111, 11.222222]
+radius_m = 300
+
+[[privacy.zones]]
+name = "work"
+polygon = [
+    [48.333331, 11.444441],  # a comment with [brackets
+    [48.333332, 11.444442],
+    [48.333333, 11.444443],
+]
+
+[privacy.location]
+precision_m = 500
+"""
+
+
+def test_a_redacted_config_keeps_its_shape_but_no_zone_key_or_secret():
+    redacted = redact_config(ZONED_CONFIG)
+    for secret in ("48.", "11.", "hunter2", "pseudonym-demo", '"home"', '"work"'):
+        assert secret not in redacted.text
+    parsed = tomllib.loads(redacted.text)
+    assert len(parsed["privacy"]["zones"]) == 2
+    assert parsed["privacy"]["location"]["precision_m"] == 500
+    assert parsed["privacy"]["consent"] == "off"
+    assert redacted.withheld[0] == "2 privacy zones (every value)"
+    assert "[privacy.pseudonym] key" in redacted.withheld
+    assert "[uplink] password" in redacted.withheld
+    assert withholds_vehicle_id("off", False) and withholds_vehicle_id("full", True)
+    assert not withholds_vehicle_id("vehicle-health", False)
