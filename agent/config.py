@@ -223,7 +223,7 @@ class PrivacyConfig:
     consent_version: int = 0
     on_downgrade: str = "drop"
     builtin_classes: bool = True
-    default_class: str = "technical"
+    default_class: str = "location"  # unclassified: the most protective (agent/privacy.py)
     classes: tuple[PrivacyClassRule, ...] = ()
     location: LocationConfig = LocationConfig()
     zones: tuple[ZoneConfig, ...] = ()

@@ -37,7 +37,7 @@ from agent.events.codec import EVENT_CONTENT_TYPE
 from agent.events.engine import EventEngine, event_inputs
 from agent.events.sink import EventCounters, EventIdentity, EventSequence, EventSink
 from agent.handover import HandoverLock
-from agent.health import SourceHealth
+from agent.health import SourceHealth, counters_at_off
 from agent.health_watch import HealthSnapshot, SourceCounters
 from agent.keys import load_private_key
 from agent.location import LocationPolicy, TelemetryLocationFilter
@@ -474,7 +474,10 @@ def build_pipeline(config: AgentConfig, agent: Agent, previous: Pipeline | None)
     location = LocationPolicy(config.privacy.location, config.privacy.zones)
     location_filter = TelemetryLocationFilter(location, wire_plan,
                                               lambda key: classify(key) == "location")
-    batcher = Batcher(wire_plan, agent.ring, identity, agent.signer, agent.health_counters,
+    # At consent off the counters say nothing of use, only of faults (agent/health.py).
+    health_counters = (agent.health_counters if consent.rank > 0
+                       else lambda: counters_at_off(agent.health_counters()))
+    batcher = Batcher(wire_plan, agent.ring, identity, agent.signer, health_counters,
                       zstd_level=config.batch.zstd_level,
                       dictionary_every=config.batch.dictionary_every,
                       schema=config.batch.schema,
