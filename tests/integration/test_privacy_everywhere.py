@@ -241,3 +241,32 @@ def test_the_support_bundle_says_no_more_than_the_consent(tmp_path, mosquitto, d
     config_text = members["config.toml"].decode()
     assert 'center = "<withheld>"' in config_text and 'consent = "off"' in config_text
     assert io.StringIO(config_text).read().count("[[privacy.zones]]") == 1
+
+
+def test_trip_summaries_only_send_positions_in_events_and_no_track(tmp_path, mosquitto,
+                                                                   dev_pki):
+    """`tracks = false` (#25, item 5): no position series in telemetry or captures; the trip
+    and the stop still say where, zone-checked and snapped."""
+    config, _ = gps_agent(tmp_path, mosquitto, dev_pki, "full")
+    config.write_text(config.read_text().replace(f"precision_m = {PRECISION_M}",
+                                                 f"precision_m = {PRECISION_M}\ntracks = false"))
+    capture = Capture(mosquitto.port, dev_pki.client("backend"), topic="#")
+    try:
+        agent = run_agent(config, "--exit-after-replay")
+        assert agent.returncode == 0, agent.stderr[-3000:]
+        sealed = agent.stderr.count("sealed batch")
+        assert wait_for(lambda: sum(t.endswith("/telemetry") for t, _ in capture.messages)
+                        >= sealed and sum(t.endswith("/events") for t, _ in capture.messages)
+                        >= 5)
+        messages = list(capture.messages)
+    finally:
+        capture.close()
+    decoded = decode_all(messages, tmp_path / "vehicle.pub")
+    assert not {LAT, LON} & decoded.keys_sent()
+    by_type = {e.type: e for e in decoded.events if e.type != "trigger"}
+    assert set(by_type["stop"].positions) == {"at"}
+    assert set(by_type["trip_end"].positions) == {"end"}  # the start was in the zone
+    for event in decoded.events:
+        for lat, lon in event.positions.values():
+            assert_position_may_leave(lat, lon)
+        assert not {LAT, LON} & set(event.data.get("samples", {}))
