@@ -106,7 +106,8 @@ class LocationPolicy:
                                                                      int]:
         """A trigger capture ({key: [[t, value], ...]}) as it may leave, and how many samples
         were withheld: positions paired by time, zone-checked and snapped; other location
-        values only where the position at their time may be sent; none with tracks off."""
+        values, when there are zones, only where the position at their time may be sent;
+        none with tracks off."""
         kept: dict[str, list[list[float]]] = {}
         withheld = 0
         located = {key: rows for key, rows in samples.items() if is_location(key)}
@@ -119,10 +120,10 @@ class LocationPolicy:
             if key not in located:
                 kept[key] = [list(row) for row in rows]
                 continue
-            sent = []
             if key not in (self.latitude, self.longitude) and self.tracks and not self.zones:
                 kept[key] = [list(row) for row in rows]
                 continue
+            sent = []
             for t, value in rows:
                 position = revealed.get(int(t))
                 if position is None:
