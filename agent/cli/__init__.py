@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from agent.errors import AgentError
 
-SUBCOMMANDS = ("run", "config", "decode", "verify", "keys", "diag", "replay")
+SUBCOMMANDS = ("run", "config", "decode", "verify", "keys", "diag", "replay", "privacy")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

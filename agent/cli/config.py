@@ -2,7 +2,9 @@
 
 It validates the file as the agent loads it: the config, every source's DBCs (as strict as the
 source asks) and the sampling plan. What the agent would refuse is a problem (exit 1); what it
-would run with but log, such as overlapping DBC signals, is a warning (exit 0).
+would run with but log, such as overlapping DBC signals, is a warning (exit 0). Sampled
+signals that no privacy class rule matches are listed too: they get `default_class` (by
+default `location`, the most protective), so they are withheld below consent `full`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
 from agent.config.schema import load_config
 from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError
+from agent.privacy.consent import classifier_for
 from agent.sampling.plan import build_plan
 from agent.sources.catalogue import Catalogue
 from agent.sources.registry import catalogue_for, is_value_source
@@ -36,13 +39,14 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     config_reset.add_action(actions)
 
 
-def check_config(path: Path) -> tuple[list[str], list[str]]:
-    """The problems that make the agent refuse the file at `path`, and the warnings it would
-    log running it (one per overlapping DBC signal pair, say)."""
+def check_config(path: Path) -> tuple[list[str], list[str], list[str]]:
+    """The problems that make the agent refuse the file at `path`, the warnings it would
+    log running it (one per overlapping DBC signal pair, say), and the sampled signals no
+    privacy class rule matches."""
     try:
         config = load_config(path)
     except AgentError as exc:
-        return [str(exc)], []
+        return [str(exc)], [], []
     problems: list[str] = []
     warnings: list[str] = []
     databases: dict[str, Database | Catalogue] = {}
@@ -57,24 +61,34 @@ def check_config(path: Path) -> tuple[list[str], list[str]]:
             continue
         databases[source.name] = loaded.database
         warnings += [f"dbc {source.name}: {warning}" for warning in loaded.warnings]
+    unclassified: list[str] = []
     if not problems:
         try:
-            build_plan(config.sampling, databases)
+            plan = build_plan(config.sampling, databases)
         except AgentError as exc:
             problems.append(f"sampling plan: {exc}")
-    return problems, warnings
+        else:
+            unclassified = classifier_for(config.privacy).unclassified(
+                s.key for s in plan.signals)
+    return problems, warnings, unclassified
 
 
 def do_check(args: argparse.Namespace) -> int:
-    problems, warnings = check_config(args.file)
+    problems, warnings, unclassified = check_config(args.file)
     if args.json:
         print(json.dumps({"file": str(args.file), "valid": not problems, "problems": problems,
-                          "warnings": warnings}))
+                          "warnings": warnings, "unclassified": unclassified}))
     else:
         for problem in problems:
             print(f"invalid: {problem}", file=sys.stderr)
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        if unclassified:
+            print(f"privacy: {len(unclassified)} sampled signals match no class rule and get "
+                  "[privacy] default_class (default: location, withheld below consent full); "
+                  "give them a [[privacy.classes]] rule (docs/privacy.md):", file=sys.stderr)
+            for key in unclassified:
+                print(f"unclassified: {key}", file=sys.stderr)
         if not problems:
             print(f"{args.file}: valid" + (f" ({len(warnings)} warnings above)"
                                            if warnings else ""))

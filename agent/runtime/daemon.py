@@ -29,9 +29,10 @@ from agent.events.sink import EventCounters, EventSequence
 from agent.ota.updater import ConfigUpdater
 from agent.ota.verdict import HealthSnapshot, SourceCounters
 from agent.output.batch import CONTENT_TYPE, Batcher
-from agent.output.spool import Spool, SpooledBatch
+from agent.output.spool import SPOOL_FILE, Spool, SpooledBatch
 from agent.output.uplink import Uplink, UplinkStats
 from agent.privacy import consent as privacy
+from agent.privacy.at_rest import AtRest
 from agent.privacy.downgrade import Downgrades
 from agent.runtime.commands import command_table
 from agent.runtime.control import ControlServer
@@ -81,7 +82,9 @@ class UplinkSlot:
 
 def build_agent(config: AgentConfig) -> Agent:
     """Every part of the agent, in the order they depend on each other."""
-    spool = Spool(config.state.directory / "spool.sqlite", int(config.spool.max_mb * 2**20))
+    at_rest = AtRest(config.state.directory)
+    spool = Spool(config.state.directory / SPOOL_FILE, int(config.spool.max_mb * 2**20),
+                  at_rest=at_rest)
     signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
     ring = Ring.for_memory(config.ring.memory_mb)
     uplinks = UplinkSlot()
@@ -93,14 +96,15 @@ def build_agent(config: AgentConfig) -> Agent:
     pipeline = build_pipeline(config, parts, None)
     # The agent makes the config updater (which calls back its prepare and switch), then the
     # uplink that offers the updater what arrives on the config topic.
-    return Agent(parts, uplinks, pipeline)
+    return Agent(parts, uplinks, pipeline, Downgrades(spool, at_rest))
 
 
 class Agent:
     """A wired agent, ready to `start`: runs the sources, swaps pipelines on a config change,
     and reports itself to diagnostics as one `snapshot()`."""
 
-    def __init__(self, parts: SharedParts, uplinks: UplinkSlot, pipeline: Pipeline) -> None:
+    def __init__(self, parts: SharedParts, uplinks: UplinkSlot, pipeline: Pipeline,
+                 downgrades: Downgrades) -> None:
         config = pipeline.config
         self.parts = parts
         self.pipeline = pipeline
@@ -108,7 +112,7 @@ class Agent:
         self.liveness = Liveness()
         self._uplinks = uplinks
         self._rates = FrameRates()
-        self._downgrades = Downgrades(parts.spool)
+        self._downgrades = downgrades
         self._pacer = ReplayPacer(config.sampling.max_lateness / 2)
         self._started = time.monotonic()
         self._control: ControlServer | None = None
@@ -290,6 +294,9 @@ class Agent:
         with self.lock:
             sealed = self.sampler.seal_now()
         return "sealed the open window" if sealed else "nothing to seal yet"
+
+    def erase(self) -> dict[str, object]:
+        return self._downgrades.erase()
 
     def reconnect(self) -> str:
         return self._uplinks.uplink.reconnect()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ from agent.errors import WireFormatError
 SCHEMA_VERSION = 2
 SCHEMA_VERSIONS = (1, 2)
 MAX_SIGNALS = 65535  # signal indices 0..65534 (the plan refuses more)
+
+# Bounds checked at decode (docs/wire-format.md §4.8), so that nothing after decoding (the
+# backend's lines and rows, a pseudonym's period, a date) meets a value it cannot handle.
+# CBOR's integers without a bignum tag run from -2**64 to 2**64 - 1; a bignum is never sent.
+INT_MIN = -(1 << 64)
+UINT64_MAX = (1 << 64) - 1
+# Window and event times: the Unix epoch to 9999-12-31T23:59:59.999Z, the last millisecond a
+# calendar date (and Python's datetime) can name; well inside int64.
+MAX_TIME_MS = 253_402_300_799_999
 
 
 class SeriesKind(IntEnum):
@@ -189,9 +199,9 @@ def decode_body(data: bytes) -> BatchBody:
         raise WireFormatError("batch body is not a CBOR map")
     schema = document.get("v")
     if type(schema) is not int or schema not in SCHEMA_VERSIONS:
-        raise WireFormatError(f"unsupported batch schema version {schema!r}")
+        raise WireFormatError(f"unsupported batch schema version {shown(schema)}")
     try:
-        t0 = integer(document["t0"], "t0")
+        t0 = time_ms(document["t0"], "t0")
         bases = [tuple(t0 + t for t in decode_varints(byte_string(base, "tb entry")))
                  for base in document["tb"]]
         rows = _series_rows(document["sig"]) if schema == 2 else document["sig"]
@@ -208,17 +218,17 @@ def decode_body(data: bytes) -> BatchBody:
             schema=schema,
             vehicle=str(document["veh"]),
             boot=byte_string(document["boot"], "boot", 16),
-            seq=integer(document["seq"], "seq"),
+            seq=integer(document["seq"], "seq", 0, UINT64_MAX),
             t0_ms=t0,
-            t1_ms=integer(document["t1"], "t1"),
+            t1_ms=time_ms(document["t1"], "t1"),
             clock=str(document["clk"]),
-            config_version=integer(document["cfg"], "cfg"),
+            config_version=integer(document["cfg"], "cfg", 0, UINT64_MAX),
             dbc_digest=byte_string(document["dbc"], "dbc", 32),
             health={str(k): integer(v, f"hlth {k}") for k, v in document["hlth"].items()},
             dictionary_id=byte_string(document["did"], "did", 8),
             dictionary=dictionary,
             series=series,
-            privacy=_privacy(document.get("prv")),
+            privacy=privacy_field(document.get("prv")),
         )
     except WireFormatError:
         raise
@@ -277,19 +287,56 @@ def _series(signal: int, bases: Sequence[tuple[int, ...]], base: int, kind: Seri
     return Series(int(signal), kind, times, decoded)
 
 
-def _privacy(value: Any) -> Mapping[str, Any] | None:
+def privacy_field(value: Any) -> Mapping[str, Any] | None:
+    """`prv` of a batch or an event: the consent level and its version, or None."""
     if value is None:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("consent"), str):
         raise WireFormatError("privacy field (prv) must be a map with a consent level")
-    return {"consent": value["consent"], "ver": integer(value.get("ver", 0), "prv ver")}
+    return {"consent": value["consent"],
+            "ver": integer(value.get("ver", 0), "prv ver", 0, UINT64_MAX)}
 
 
-def integer(value: Any, name: str) -> int:
-    """A CBOR integer field, exactly: not a float, bool or anything int() would convert."""
+def integer(value: Any, name: str, low: int = INT_MIN, high: int = UINT64_MAX) -> int:
+    """A CBOR integer field, exactly (not a float, bool or anything int() would convert),
+    from `low` to `high`: by default any integer CBOR carries without a bignum tag."""
     if type(value) is not int:
         raise WireFormatError(f"{name} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise WireFormatError(f"{name} must be from {low} to {high}, got {shown(value)}")
     return value
+
+
+def time_ms(value: Any, name: str) -> int:
+    """A window or event time: ms since the Unix epoch, up to the end of the year 9999."""
+    if type(value) is int and not 0 <= value <= MAX_TIME_MS:
+        raise WireFormatError(f"{name} must be a time from 0 to {MAX_TIME_MS} ms since the "
+                              f"Unix epoch (the years 1970 to 9999), got {shown(value)}")
+    return integer(value, name)
+
+
+def number(value: Any, name: str) -> int | float:
+    """A scale or offset: an integer CBOR carries without a bignum tag, or a finite float
+    (a DBC factor is never NaN or infinite, and cantools' arithmetic assumes neither)."""
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise WireFormatError(f"{name} must be finite, got {value}")
+        return value
+    if type(value) is not int:
+        raise WireFormatError(f"{name} must be a number, got {type(value).__name__}")
+    return integer(value, name)
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A decoded value as a rejection message shows it: repr, shortened. Never raises: an
+    integer of more than 4300 digits (alone or inside a list) has no repr in Python 3.11+."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def byte_string(value: Any, name: str, size: int | None = None) -> bytes:
@@ -429,9 +476,11 @@ def _value_type(definition: SignalDef) -> str:
 
 def _dictionary_from_cbor(entries: Sequence[Sequence[Any]]) -> tuple[SignalDef, ...]:
     return tuple(
-        SignalDef(key=str(key), unit=str(unit), scale=scale, offset=offset,
+        SignalDef(key=str(key), unit=str(unit), scale=number(scale, f"scale of {shown(key)}"),
+                  offset=number(offset, f"offset of {shown(key)}"),
                   is_float=kind == "f", mode=str(mode),
-                  choices={int(k): str(v) for k, v in choices.items()} if choices else None,
+                  choices={integer(k, f"value label of {shown(key)}"): str(v)
+                           for k, v in choices.items()} if choices else None,
                   is_unsigned64=kind == "u")
         for key, unit, scale, offset, kind, mode, choices in entries
     )

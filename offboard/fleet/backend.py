@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import queue
 import ssl
 import sys
@@ -141,7 +142,9 @@ def sample_rows(body: BatchBody, dictionary: Sequence[SignalDef]) -> Iterator[di
             else:
                 raw = series.columns[0][position]
                 row["value"] = definition.physical(raw)
-                if definition.choices and int(raw) in definition.choices:
+                # A float series travels NaN and infinities bit-exact; they have no int().
+                if (definition.choices and (type(raw) is int or math.isfinite(raw))
+                        and int(raw) in definition.choices):
                     row["label"] = definition.choices[int(raw)]
             yield row
 
@@ -360,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     pseudonyms = None
+    # As the vehicle's [privacy.pseudonym] rotation: below 1 ms (or NaN) the rotation period
+    # divides by zero, at the first pseudonymous message.
+    if not (math.isfinite(args.pseudonym_rotation) and args.pseudonym_rotation >= 0.001):
+        raise AgentError(f"--pseudonym-rotation {args.pseudonym_rotation}: must be at least "
+                         "0.001 s, as the vehicles' [privacy.pseudonym] rotation")
     if args.pseudonym_key is not None:
         try:
             pseudonyms = Pseudonyms(args.pseudonym_key.read_bytes(), args.pseudonym_rotation)

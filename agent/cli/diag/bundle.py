@@ -1,4 +1,6 @@
-"""`edge-agent diag bundle`: one tarball with what support needs to see."""
+"""`edge-agent diag bundle`: one tarball with what support needs to see, and nothing the
+owner's consent or privacy controls withhold (agent/privacy/disclosure.py says what and why);
+`withheld.json` in the bundle lists what was left out."""
 
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from agent.cli.diag.checks import redacted_config_text, run_checks
+from agent.cli.diag.checks import run_checks
 from agent.cli.diag.common import EXIT_OK, ask, common_options
+from agent.config.schema import load_config
+from agent.errors import AgentError
+from agent.privacy import consent as privacy
+from agent.privacy.disclosure import redact_config, withholds_vehicle_id, without_vehicle_id
 from agent.runtime.control import ControlUnavailable
 
 
@@ -21,7 +27,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bundle", parents=[common_options()], help="a support tarball",
         description="Write a .tar.gz with status, bus and queue counters, the config with "
-                    "secrets redacted, selftest results and recent logs.")
+                    "secrets, zones and the pseudonym key withheld, selftest results and recent "
+                    "logs; the vehicle id too unless the consent in force sends it. "
+                    "withheld.json in the bundle lists what was left out.")
     parser.add_argument("--output", "-o", type=Path,
                         help="where to write (default: edge-agent-bundle-TIME.tar.gz)")
     parser.add_argument("--log-lines", type=int, default=2000)
@@ -37,9 +45,16 @@ def _do_bundle(args: argparse.Namespace) -> int:
         except ControlUnavailable as exc:
             members[f"{command}.json"] = _json({"running": False, "error": str(exc)})
     members["selftest.json"] = _json([asdict(c) for c in run_checks(args.config)])
+    withheld: list[str] = []
     if args.config.is_file():
-        members["config.toml"] = redacted_config_text(args.config).encode()
+        redacted = redact_config(args.config.read_text(encoding="utf-8"))
+        members["config.toml"] = redacted.text.encode()
+        withheld += [f"config.toml: {item}" for item in redacted.withheld]
     members["journal.txt"] = _journal(args.log_lines)
+    withheld += _withhold_vehicle_id(args, members)
+    withheld.append("signal values of every class: the bundle holds none (no signals, live "
+                    "or gps output)")
+    members["withheld.json"] = _json({"withheld": withheld})
     with tarfile.open(output, "w:gz") as archive:
         for name, data in members.items():
             info = tarfile.TarInfo(f"edge-agent-bundle/{name}")
@@ -51,6 +66,25 @@ def _do_bundle(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {output} ({', '.join(sorted(members))})")
     return EXIT_OK
+
+
+def _withhold_vehicle_id(args: argparse.Namespace, members: dict[str, bytes]) -> list[str]:
+    """Replace the vehicle id in every member unless the consent in force sends it (the
+    consent read as the agent reads it, failing closed to `off`)."""
+    try:
+        config = load_config(args.config)
+    except AgentError as exc:
+        return [f"NOT withheld: the vehicle id, which the bundle cannot know without the "
+                f"config ({exc})"]
+    consent = privacy.effective_consent(config.privacy, config.state.directory)
+    if not withholds_vehicle_id(consent.level, config.privacy.pseudonym.enabled):
+        return []
+    replaced = 0
+    for name, data in members.items():
+        members[name], count = without_vehicle_id(data, config.vehicle.id)
+        replaced += count
+    reason = "consent off" if consent.level == "off" else "a pseudonym is in use"
+    return [f"the vehicle id ({reason}): replaced by <vehicle> in {replaced} places"]
 
 
 def _json(document: object) -> bytes:
