@@ -253,6 +253,7 @@ class Agent:
         stats = self.spool.stats()
         return {"depth": stats.depth, "bytes": stats.bytes, "max_bytes": self.spool.max_bytes,
                 "evicted": stats.evicted, "not_kept": stats.not_kept,
+                "unreadable": stats.unreadable,
                 "next": [{"seq": b.seq, "topic": b.topic, "bytes": len(b.envelope),
                           "priority": b.priority} for b in self.spool.next_batches(limit)]}
 
@@ -375,7 +376,8 @@ class Agent:
         spooled = self.spool.stats()
         counters.update({"spool.depth": spooled.depth, "spool.bytes": spooled.bytes,
                          "spool.evicted": spooled.evicted, "spool.not_kept": spooled.not_kept,
-                         "spool.moved_aside": spooled.moved_aside})
+                         "spool.moved_aside": spooled.moved_aside,
+                         "spool.unreadable": spooled.unreadable})
         return counters
 
     def on_window(self, batcher: Batcher, consent: privacy.Consent) -> Callable[[int, int], None]:
