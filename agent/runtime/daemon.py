@@ -286,6 +286,7 @@ class Agent:
         stats = self.parts.spool.stats()
         return {"depth": stats.depth, "bytes": stats.bytes, "max_bytes": self.parts.spool.max_bytes,
                 "evicted": stats.evicted, "not_kept": stats.not_kept,
+                "unreadable": stats.unreadable,
                 "next": [{"seq": b.seq, "topic": b.topic, "bytes": len(b.envelope),
                           "priority": b.priority} for b in self.parts.spool.next_batches(limit)]}
 

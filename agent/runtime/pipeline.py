@@ -60,7 +60,8 @@ class HealthCounters:
         spooled = self.spool.stats()
         counters.update({"spool.depth": spooled.depth, "spool.bytes": spooled.bytes,
                          "spool.evicted": spooled.evicted, "spool.not_kept": spooled.not_kept,
-                         "spool.moved_aside": spooled.moved_aside})
+                         "spool.moved_aside": spooled.moved_aside,
+                         "spool.unreadable": spooled.unreadable})
         return counters
 
     def of_faults(self, sources: Sequence[str]) -> dict[str, int]:

@@ -15,7 +15,7 @@ from typing import Any
 # device going away, which follows the ignition), batches lost or refused, a spool moved
 # aside. Keys as the daemon flattens them (`<source>.failures`).
 OFF_COUNTERS = frozenset({"ring.lost", "spool.evicted", "spool.not_kept", "spool.moved_aside",
-                          "uplink.refused", "uplink.dropped"})
+                          "spool.unreadable", "uplink.refused", "uplink.dropped"})
 
 
 def counters_at_off(counters: Mapping[str, int]) -> dict[str, int]:
