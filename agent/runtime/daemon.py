@@ -48,6 +48,7 @@ from agent.sources.base import OnFrames, Reading
 from agent.sources.health import SourceHealth
 from agent.sources.registry import Source, source_stats
 from agent.wire.cose import Signer
+from agent.wire.dictionary import dictionary_leaf
 from agent.wire.keys import load_private_key
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Agent:
         self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.updater = ConfigUpdater(self, config.path, config.state.directory)
         uplinks.put(self._make_uplink(config))
+        self._publish_dictionary()
         parts.ring.set_float_signals(pipeline.float_signals())
         self._downgrades.enforce(pipeline.consent)
 
@@ -358,6 +360,7 @@ class Agent:
             assert previous is not None
             previous.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
             self._uplinks.uplink.start()
+        self._publish_dictionary()
         log.info("config version %d running: %d sources, %d signals", pipeline.config.version,
                  len(pipeline.sources), len(pipeline.batcher.dictionary))
 
@@ -375,6 +378,12 @@ class Agent:
 
     def publish(self, leaf: str, payload: bytes) -> None:
         self._uplinks.uplink.publish(leaf, payload)
+
+    def _publish_dictionary(self) -> None:
+        """The signed dictionary, retained on its own topic now and at every connect."""
+        batcher = self.pipeline.batcher
+        self._uplinks.uplink.retain("dictionary", dictionary_leaf(batcher.dictionary_id),
+                                    batcher.dictionary_envelope())
 
     def _make_uplink(self, config: AgentConfig) -> Uplink:
         return Uplink(config.uplink, config.vehicle.id, self.parts.boot, self.parts.spool,

@@ -109,7 +109,7 @@ class BatchBody:
 
 def dictionary_id(dictionary: Sequence[SignalDef]) -> bytes:
     """8 bytes of SHA-256 over the encoded dictionary: the name a backend caches it under."""
-    return hashlib.sha256(cbor2.dumps(_dictionary_to_cbor(dictionary))).digest()[:8]
+    return hashlib.sha256(cbor2.dumps(dictionary_to_cbor(dictionary))).digest()[:8]
 
 
 class EncodedSeries(NamedTuple):
@@ -159,7 +159,7 @@ def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None)
         "sig": series,
     }
     if body.dictionary is not None:
-        document["dict"] = _dictionary_to_cbor(body.dictionary)
+        document["dict"] = dictionary_to_cbor(body.dictionary)
     if body.privacy is not None:
         document["prv"] = dict(body.privacy)
     return cbor2.dumps(document)
@@ -210,7 +210,7 @@ def decode_body(data: bytes) -> BatchBody:
         if len({item.signal for item in series}) != len(series):
             raise WireFormatError("a signal has more than one series")
         dictionary = document.get("dict")
-        dictionary = None if dictionary is None else _dictionary_from_cbor(dictionary)
+        dictionary = None if dictionary is None else dictionary_from_cbor(dictionary)
         if dictionary is not None and series and max(s.signal for s in series) >= len(dictionary):
             raise WireFormatError(f"a series names a signal beyond the {len(dictionary)} "
                                   "entries of the batch's dictionary")
@@ -463,7 +463,7 @@ def _decode_column(data: bytes, is_float: bool) -> tuple[int | float, ...]:
     return tuple(decode_varints(data))
 
 
-def _dictionary_to_cbor(dictionary: Sequence[SignalDef]) -> list[list[Any]]:
+def dictionary_to_cbor(dictionary: Sequence[SignalDef]) -> list[list[Any]]:
     return [[d.key, d.unit, d.scale, d.offset, _value_type(d), d.mode,
              dict(d.choices) if d.choices else None] for d in dictionary]
 
@@ -474,7 +474,7 @@ def _value_type(definition: SignalDef) -> str:
     return "u" if definition.is_unsigned64 else "i"
 
 
-def _dictionary_from_cbor(entries: Sequence[Sequence[Any]]) -> tuple[SignalDef, ...]:
+def dictionary_from_cbor(entries: Sequence[Sequence[Any]]) -> tuple[SignalDef, ...]:
     return tuple(
         SignalDef(key=str(key), unit=str(unit), scale=number(scale, f"scale of {shown(key)}"),
                   offset=number(offset, f"offset of {shown(key)}"),

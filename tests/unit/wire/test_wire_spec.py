@@ -627,3 +627,36 @@ def test_topics_status_payload_and_health_names_match_the_doc():
     idle = UplinkStats(connected=False, published=0, acked=0, dropped=0, connects=0,
                        connect_failures=0, refused=0, last_puback=0.0)
     assert set(re.findall(r"`uplink\.(\w+)`", text)) == set(idle.counters())
+
+
+DICTIONARY_CONTENT_TYPE = "application/vnd.edge-agent.dictionary+cbor+zstd"
+
+
+def test_doc_dictionary_document_names_its_own_id_and_matches_the_example_batch():
+    """§4.9 read from the document alone: the raw `dict` item hashes to `did`, which is the
+    example batch's, and its entries are the batch's."""
+    document = doc_bytes("dictionary-document")
+    raw = raw_map_values(document)
+    assert cbor2.loads(raw["v"]) == 1
+    did = cbor2.loads(raw["did"])
+    assert hashlib.sha256(raw["dict"]).digest()[:8] == did
+    batch = decode_body(doc_bytes("body"))
+    assert did == batch["did"] and cbor2.loads(raw["dict"]) == batch["dict"]
+    protected = cbor2.loads(doc_bytes("dictionary-protected"))
+    assert protected == {1: -8, 3: DICTIONARY_CONTENT_TYPE}
+
+
+def test_the_code_publishes_the_doc_dictionary_document_signed(tmp_path):
+    from agent.config.schema import SignalRule
+    from agent.wire.dictionary import dictionary_leaf
+
+    _, _, batcher, keys, *_ = make_batcher(tmp_path, (
+        SignalRule("can0.Engine.Speed"), SignalRule("can0.Motor.Torque", mode="stats")))
+    envelope = batcher.dictionary_envelope()
+    protected, unprotected, payload, signature = cbor2.loads(envelope).value
+    assert protected == doc_bytes("dictionary-protected")
+    kid = unprotected[4]
+    keys[kid].verify(signature, sig_structure(protected, payload))
+    assert decompress(payload) == doc_bytes("dictionary-document")
+    assert dictionary_leaf(batcher.dictionary_id) == "dictionary/1d696d192ccad35d"
+    assert "`{prefix}/{vehicle}/dictionary/{did}`" in DOC.read_text(encoding="utf-8")
