@@ -28,7 +28,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import queue
+import socket
 import ssl
 import sys
 import time
@@ -393,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit when no batch has arrived for this many seconds")
     parser.add_argument("--report", type=Path,
                         help="write the delivery report (gaps, duplicates) as JSON here")
+    parser.add_argument("--dataset", type=Path, metavar="DIR",
+                        help="write the Parquet data set here: samples, events and batches, "
+                             "partitioned by date and vehicle (docs/backend.md; needs "
+                             "edge-agent-fleet[parquet])")
+    parser.add_argument("--worker", metavar="NAME",
+                        help="this worker's name in the data set's file names; must differ "
+                             "between workers sharing --dataset (default: HOST-PID)")
+    parser.add_argument("--flush", type=float, default=60.0, metavar="SECONDS",
+                        help="write the data set's files this often, and at exit "
+                             "(default: 60)")
     parser.add_argument("--dictionary-cache", type=Path, metavar="DIR",
                         help="keep signal dictionaries here as signed files, one per id; "
                              "workers may share the directory (default: memory only)")
@@ -478,6 +490,8 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("subscribed to %s", ", ".join(subscriptions))
     out = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
     writer = RowWriter(out, args.format) if args.format != "summary" else None
+    dataset = _dataset(args)
+    flushed_at = time.monotonic()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0
     last_arrival = time.monotonic()
@@ -487,6 +501,9 @@ def _serve(args: argparse.Namespace) -> int:
             if wait <= 0:
                 break
             backend.expire(time.monotonic())
+            if dataset is not None and time.monotonic() - flushed_at >= args.flush:
+                dataset.flush()
+                flushed_at = time.monotonic()
             try:
                 topic, envelope = arrivals.get(timeout=min(wait, 0.5))
             except queue.Empty:
@@ -494,11 +511,14 @@ def _serve(args: argparse.Namespace) -> int:
                     break
                 continue
             if "/dictionary/" in topic:
-                _decode(backend, backend.receive_dictionary(envelope), writer)
+                _decode(backend, backend.receive_dictionary(envelope), writer, dataset)
                 continue
             last_arrival = time.monotonic()
             if topic.endswith("/events"):
-                _show_event(backend.receive_event(envelope), writer, args.format)
+                event_receipt = backend.receive_event(envelope)
+                _show_event(event_receipt, writer, args.format)
+                if dataset and event_receipt.event is not None and not event_receipt.duplicate:
+                    dataset.add_event(event_receipt.event)
                 continue
             received += 1
             receipt = backend.receive(envelope)
@@ -506,14 +526,17 @@ def _serve(args: argparse.Namespace) -> int:
                 print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,
                       flush=True)
             if receipt.ok and receipt.body is not None and not receipt.duplicate:
-                _decode(backend, backend.admit(receipt.body, time.monotonic()), writer)
-        _await_held(backend, arrivals, writer, deadline)
+                _decode(backend, backend.admit(receipt.body, time.monotonic()), writer,
+                        dataset)
+        _await_held(backend, arrivals, writer, dataset, deadline)
     except KeyboardInterrupt:
         pass
     finally:
         client.loop_stop()
         client.disconnect()
         backend.finish()
+        if dataset is not None:
+            dataset.flush()
         if args.output:
             out.close()
     report = backend.report()
@@ -523,8 +546,26 @@ def _serve(args: argparse.Namespace) -> int:
     return 1 if backend.rejected else 0
 
 
-def _decode(backend: Backend, bodies: list[BatchBody], writer: RowWriter | None) -> None:
-    """Decode batches whose dictionary is known: rows out, or only counted (summary)."""
+def _dataset(args: argparse.Namespace) -> Any:
+    """The Parquet data set writer for --dataset, or None."""
+    if args.dataset is None:
+        return None
+    if not (math.isfinite(args.flush) and args.flush > 0):
+        raise AgentError(f"--flush {args.flush}: must be a number of seconds above 0")
+    try:
+        from fleet.dataset import DatasetWriter
+    except ImportError as exc:
+        raise AgentError(f"--dataset needs pyarrow ({exc}): install "
+                         "edge-agent-fleet[parquet]") from exc
+    try:
+        return DatasetWriter(args.dataset, args.worker or f"{socket.gethostname()}-{os.getpid()}")
+    except ValueError as exc:
+        raise AgentError(f"--worker: {exc}") from exc
+
+
+def _decode(backend: Backend, bodies: list[BatchBody], writer: RowWriter | None,
+            dataset: Any = None) -> None:
+    """Decode batches whose dictionary is known: rows out, Parquet tables, or only counted."""
     for body in bodies:
         rows = backend.rows(body)
         if rows is None:
@@ -532,10 +573,14 @@ def _decode(backend: Backend, bodies: list[BatchBody], writer: RowWriter | None)
         backend.decoded += 1
         if writer is not None:
             writer.write(rows)
+        if dataset is not None:
+            dictionary = backend.dictionaries.lookup(body.dictionary_id)
+            assert dictionary is not None  # rows() found it
+            dataset.add_batch(body, dictionary)
 
 
 def _await_held(backend: Backend, arrivals: queue.Queue[tuple[str, bytes]],
-                writer: RowWriter | None, deadline: float | None) -> None:
+                writer: RowWriter | None, dataset: Any, deadline: float | None) -> None:
     """After the last batch (--count, --idle): the batches on hold may still get their
     dictionary, within the hold bound (and --timeout)."""
     while len(backend.held):
@@ -550,7 +595,7 @@ def _await_held(backend: Backend, arrivals: queue.Queue[tuple[str, bytes]],
         except queue.Empty:
             continue
         if "/dictionary/" in topic:
-            _decode(backend, backend.receive_dictionary(envelope), writer)
+            _decode(backend, backend.receive_dictionary(envelope), writer, dataset)
 
 
 def _show_event(receipt: Receipt, writer: RowWriter | None, fmt: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
+import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -114,7 +115,8 @@ def test_two_workers_in_one_shared_group_decode_every_batch(tmp_path, mosquitto,
             mosquitto.port, dev_pki.client("backend"), f"{VEHICLE}={vehicle.public_key}",
             "--group", "workers", "--report", str(tmp_path / f"{name}.json"),
             "--format", "jsonl", "--output", str(tmp_path / f"{name}.jsonl"),
-            "--dictionary-cache", str(tmp_path / "dictionaries"), "--timeout", "300"),
+            "--dictionary-cache", str(tmp_path / "dictionaries"), "--timeout", "300",
+            "--dataset", str(tmp_path / "dataset"), "--worker", name),
             tmp_path / f"{name}.json"))
     vehicle.send(40)
     assert wait_until(vehicle.delivered, timeout=60)
@@ -127,3 +129,10 @@ def test_two_workers_in_one_shared_group_decode_every_batch(tmp_path, mosquitto,
     assert sum(r["decoded"] for r in reports) == 40
     assert sum(r["undecodable"] for r in reports) == 0
     assert (tmp_path / "dictionaries" / f"{vehicle.batcher.dictionary_id.hex()}.cose").exists()
+    # One Parquet data set from both workers: every batch's sample, each once.
+    samples = pq.read_table(tmp_path / "dataset" / "samples").to_pylist()
+    assert sorted(row["seq"] for row in samples) == list(range(40))
+    assert {row["vehicle"] for row in samples} == {VEHICLE}
+    assert all(row["raw"] == row["seq"] % 4 for row in samples)
+    files = {p.name for p in (tmp_path / "dataset").rglob("*.parquet")}
+    assert {name.split("-")[1] for name in files} == {"a", "b"}
