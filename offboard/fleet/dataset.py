@@ -17,7 +17,6 @@ between the workers that share a root. docs/backend.md documents the schema.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections import defaultdict
@@ -32,14 +31,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agent.events.codec import EventBody
-from agent.wire.body import BatchBody, SignalDef
+from agent.wire.body import BatchBody, SeriesKind, SignalDef
 
 TIME = pa.timestamp("ms", tz="UTC")
 SAMPLES = pa.schema([
     ("boot", pa.dictionary(pa.int32(), pa.string())), ("seq", pa.int64()), ("time", TIME),
     ("signal", pa.dictionary(pa.int32(), pa.string())), ("unit", pa.dictionary(pa.int32(),
                                                                                 pa.string())),
-    ("raw", pa.int64()), ("value", pa.float64()), ("label", pa.string()),
+    ("raw", pa.int64()), ("value", pa.float64()), ("label", pa.dictionary(pa.int32(), pa.string())),
     ("min", pa.float64()), ("max", pa.float64()), ("mean", pa.float64()),
     ("count", pa.int64()),
 ])
@@ -129,28 +128,42 @@ def sample_table(body: BatchBody, dictionary: Sequence[SignalDef]) -> pa.Table:
         pa.DictionaryArray.from_arrays(indices, units),
         pa.array(raw, mask=is_stats | is_float),
         pa.array(value, mask=is_stats),
-        _labels(series, dictionary, count),
+        _labels(series, dictionary, raw, lengths),
         pa.array(low, mask=last), pa.array(high, mask=last), pa.array(mean, mask=last),
         pa.array(counts, mask=last),
     ], schema=SAMPLES)
 
 
-def _labels(series: Sequence, dictionary: Sequence[SignalDef], count: int) -> pa.Array:
-    """Value labels (DBC `VAL_`) of `last` samples whose raw value has one; null otherwise.
-    Only series of signals with a value table are visited."""
-    labelled = [(position, s) for position, s in enumerate(series)
-                if dictionary[s.signal].choices and not s.kind.is_stats]
-    if not labelled:
+def _labels(series: Sequence, dictionary: Sequence[SignalDef], raw: np.ndarray,
+            lengths: np.ndarray) -> pa.Array:
+    """Value labels (DBC `VAL_`) of integer `last` samples whose raw value has one, null
+    otherwise: per labelled series one `searchsorted` into its sorted value table, all labels
+    in one dictionary array."""
+    count = len(raw)
+    codes = np.full(count, -1, dtype=np.int32)
+    names: list[str] = []
+    starts = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    for position, item in enumerate(series):
+        choices = dictionary[item.signal].choices
+        if not choices or item.kind != SeriesKind.INT_LAST:
+            continue
+        keys = np.fromiter(sorted(choices), dtype=object)
+        if not all(-(1 << 63) <= key < (1 << 63) for key in keys.tolist()):
+            keys = np.array([k for k in keys.tolist() if -(1 << 63) <= k < (1 << 63)],
+                            dtype=object)
+        keys = keys.astype(np.int64)
+        if not len(keys):
+            continue
+        at, stop = starts[position], starts[position + 1]
+        values = raw[at:stop]
+        found = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+        hit = keys[found] == values
+        codes[at:stop] = np.where(hit, found + len(names), -1)
+        names.extend(choices[k] for k in keys.tolist())
+    if not names:
         return pa.nulls(count, pa.string())
-    labels: list[str | None] = [None] * count
-    starts = np.cumsum([0, *(len(s.times_ms) for s in series)]).tolist()
-    for position, s in labelled:
-        choices = dictionary[s.signal].choices or {}
-        at = starts[position]
-        for offset, raw in enumerate(s.columns[0]):
-            if type(raw) is int or math.isfinite(raw):
-                labels[at + offset] = choices.get(int(raw))
-    return pa.array(labels, pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0),
+                                          pa.array(names, pa.string()))
 
 
 def event_table(event: EventBody) -> pa.Table:
