@@ -420,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["query"]:  # `tools/backend query DIR ...`: the data set, not the broker
+        from fleet.query import main as query
+        return query(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s backend: %(message)s")
@@ -526,6 +530,8 @@ def _serve(args: argparse.Namespace) -> int:
                 print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,
                       flush=True)
             if receipt.ok and receipt.body is not None and not receipt.duplicate:
+                if dataset is not None:
+                    dataset.add_received(receipt.body)
                 _decode(backend, backend.admit(receipt.body, time.monotonic()), writer,
                         dataset)
         _await_held(backend, arrivals, writer, dataset, deadline)
@@ -576,7 +582,7 @@ def _decode(backend: Backend, bodies: list[BatchBody], writer: RowWriter | None,
         if dataset is not None:
             dictionary = backend.dictionaries.lookup(body.dictionary_id)
             assert dictionary is not None  # rows() found it
-            dataset.add_batch(body, dictionary)
+            dataset.add_samples(body, dictionary)
 
 
 def _await_held(backend: Backend, arrivals: queue.Queue[tuple[str, bytes]],

@@ -201,11 +201,17 @@ class DatasetWriter:
         self._files = 0
         self.written_rows = 0
 
-    def add_batch(self, body: BatchBody, dictionary: Sequence[SignalDef]) -> None:
-        where = partition(body.t0_ms, body.vehicle)
-        self._pending[("batches", where)].append(batch_table(body, self.worker))
+    def add_received(self, body: BatchBody) -> None:
+        """A fresh, verified batch, decodable or not: its row in `batches` (sequence coverage
+        is computed from these)."""
+        self._pending[("batches", partition(body.t0_ms, body.vehicle))].append(
+            batch_table(body, self.worker))
+
+    def add_samples(self, body: BatchBody, dictionary: Sequence[SignalDef]) -> None:
+        """A decoded batch's rows in `samples`."""
         if body.series:
-            self._pending[("samples", where)].append(sample_table(body, dictionary))
+            self._pending[("samples", partition(body.t0_ms, body.vehicle))].append(
+                sample_table(body, dictionary))
 
     def add_event(self, event: EventBody) -> None:
         self._pending[("events", partition(event.time_ms, event.vehicle))].append(

@@ -45,7 +45,8 @@ def run(count: int) -> dict[str, float]:
         bodies = [backend.receive(envelope).body for envelope in envelopes]
         received = time.perf_counter()
         for body in bodies:
-            writer.add_batch(body, backend.dictionaries.lookup(body.dictionary_id))
+            writer.add_received(body)
+            writer.add_samples(body, backend.dictionaries.lookup(body.dictionary_id))
         built = time.perf_counter()
         writer.flush()
         done = time.perf_counter()

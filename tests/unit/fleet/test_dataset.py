@@ -69,8 +69,9 @@ def test_an_empty_batch_has_an_empty_table():
 
 def test_files_are_partitioned_by_date_and_vehicle_and_written_whole(tmp_path):
     writer = DatasetWriter(tmp_path, "w1")
-    writer.add_batch(body(), DICTIONARY)
-    writer.add_batch(body(seq=8), DICTIONARY)
+    for batch in (body(), body(seq=8)):
+        writer.add_received(batch)
+        writer.add_samples(batch, DICTIONARY)
     writer.add_event(EventBody(vehicle="v/1", boot=bytes(16), seq=0, time_ms=T0,
                                type="trip_start", data={"a": 1}, positions={},
                                config_version=1, clock="ntp", privacy=None))
