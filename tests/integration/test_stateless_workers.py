@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fleet.query import gaps
 
 from agent.config.schema import SamplingConfig, SignalRule, UplinkConfig
 from agent.decoding.dbc import load_dbc
@@ -136,3 +137,17 @@ def test_two_workers_in_one_shared_group_decode_every_batch(tmp_path, mosquitto,
     assert all(row["raw"] == row["seq"] % 4 for row in samples)
     files = {p.name for p in (tmp_path / "dataset").rglob("*.parquet")}
     assert {name.split("-")[1] for name in files} == {"a", "b"}
+    # Sequence coverage over both workers' files: complete, no duplicate.
+    assert gaps_of(tmp_path / "dataset") == [{
+        "vehicle": VEHICLE, "boot": vehicle.boot.hex(), "first": 0, "last": 39,
+        "batches": 40, "duplicates": 0, "missing": []}]
+
+
+def gaps_of(root):
+    import duckdb
+
+    connection = duckdb.connect()
+    try:
+        return gaps(connection, root)
+    finally:
+        connection.close()
