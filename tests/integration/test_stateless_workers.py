@@ -22,6 +22,7 @@ from agent.sampling.ring import Field, Ring
 from agent.wire.cose import Signer
 from agent.wire.dictionary import dictionary_leaf
 from tests.helpers.agent_setup import start_backend
+from tests.helpers.capture import Capture
 from tests.helpers.dbc_fixtures import write_small_dbc
 from tests.helpers.support import wait_until
 
@@ -151,3 +152,25 @@ def gaps_of(root):
         return gaps(connection, root)
     finally:
         connection.close()
+
+
+def test_the_vehicle_publishes_its_dictionary_again_when_it_reconnects(mosquitto, dev_pki,
+                                                                        vehicle):
+    backend_tls = dev_pki.client("backend")
+    topic = f"fleet/{VEHICLE}/{dictionary_leaf(vehicle.batcher.dictionary_id)}"
+    first = Capture(mosquitto.port, backend_tls, "fleet/+/dictionary/+")
+    assert wait_until(lambda: first.count() >= 1, timeout=30)
+    assert first.messages[0] == (topic, vehicle.batcher.dictionary_envelope())
+    first.close()
+    # The broker loses it (an operator cleared it); at the vehicle's next connect it is back.
+    first.client.reconnect()
+    first.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+    first.client.disconnect()
+    mosquitto.restart()
+    assert wait_until(lambda: vehicle.uplink.stats().connects >= 2, timeout=60)
+    later = Capture(mosquitto.port, backend_tls, "fleet/+/dictionary/+")
+    try:
+        assert wait_until(lambda: later.count() >= 1, timeout=30)
+        assert later.messages[-1] == (topic, vehicle.batcher.dictionary_envelope())
+    finally:
+        later.close()
