@@ -20,6 +20,7 @@ from agent.wire.body import (
     SeriesKind,
     SignalDef,
     decode_body,
+    decode_varint_columns,
     decode_varints,
     dictionary_id,
     encode_body,
@@ -315,3 +316,20 @@ def test_the_bounds_themselves_are_accepted():
     assert (body.t0_ms, body.seq, body.config_version) == (MAX_TIME_MS, UINT64_MAX, UINT64_MAX)
     assert body.dictionary[0].physical(1) == -(2**64) + UINT64_MAX
     assert decode_body(cbor2.dumps({**document, "t0": 0, "t1": 0})).t0_ms == 0
+
+
+@given(st.lists(st.lists(st.integers(min_value=-(2**63), max_value=2**63)
+                         | st.integers(min_value=-300, max_value=300), max_size=40),
+                max_size=12))
+def test_columns_decoded_together_equal_columns_decoded_one_by_one(columns):
+    encoded = [encode_varints(column) for column in columns]
+    together = decode_varint_columns(encoded)
+    one_by_one = [tuple(decode_varints(data)) for data in encoded]
+    assert together is None or together == one_by_one
+    small = [[value % 1000 - 500 for value in column] for column in columns]
+    assert decode_varint_columns([encode_varints(c) for c in small]) == [tuple(c) for c in small]
+
+
+def test_a_column_cut_inside_a_varint_is_left_to_the_exact_path():
+    assert decode_varint_columns([b"\x80", b"\x00"]) is None
+    assert decode_varint_columns([b"", b""]) == [(), ()]
