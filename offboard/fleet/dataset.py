@@ -21,6 +21,7 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
@@ -134,36 +135,61 @@ def sample_table(body: BatchBody, dictionary: Sequence[SignalDef]) -> pa.Table:
     ], schema=SAMPLES)
 
 
+@dataclass(frozen=True)
+class LabelIndex:
+    """A dictionary's value tables, prepared once: per signal its sorted raw values and where
+    their labels start in `names`."""
+
+    keys: dict[int, np.ndarray]
+    base: dict[int, int]
+    names: pa.Array
+
+
+_INDEXES: dict[int, tuple[Sequence[SignalDef], LabelIndex]] = {}
+
+
+def label_index(dictionary: Sequence[SignalDef]) -> LabelIndex:
+    """The LabelIndex of `dictionary`, kept while the same dictionary object is in use (the
+    backend's store hands out one object per dictionary id)."""
+    cached = _INDEXES.get(id(dictionary))
+    if cached is not None and cached[0] is dictionary:
+        return cached[1]
+    keys: dict[int, np.ndarray] = {}
+    base: dict[int, int] = {}
+    names: list[str] = []
+    for signal, definition in enumerate(dictionary):
+        usable = sorted(k for k in (definition.choices or {}) if -(1 << 63) <= k < (1 << 63))
+        if usable:
+            keys[signal] = np.array(usable, dtype=np.int64)
+            base[signal] = len(names)
+            names.extend(definition.choices[k] for k in usable)  # type: ignore[index]
+    index = LabelIndex(keys, base, pa.array(names, pa.string()))
+    if len(_INDEXES) >= 64:
+        _INDEXES.clear()
+    _INDEXES[id(dictionary)] = (dictionary, index)
+    return index
+
+
 def _labels(series: Sequence, dictionary: Sequence[SignalDef], raw: np.ndarray,
             lengths: np.ndarray) -> pa.Array:
     """Value labels (DBC `VAL_`) of integer `last` samples whose raw value has one, null
     otherwise: per labelled series one `searchsorted` into its sorted value table, all labels
     in one dictionary array."""
+    index = label_index(dictionary)
     count = len(raw)
+    if not index.keys:
+        return pa.nulls(count, pa.string())
     codes = np.full(count, -1, dtype=np.int32)
-    names: list[str] = []
     starts = np.concatenate(([0], np.cumsum(lengths))).tolist()
     for position, item in enumerate(series):
-        choices = dictionary[item.signal].choices
-        if not choices or item.kind != SeriesKind.INT_LAST:
-            continue
-        keys = np.fromiter(sorted(choices), dtype=object)
-        if not all(-(1 << 63) <= key < (1 << 63) for key in keys.tolist()):
-            keys = np.array([k for k in keys.tolist() if -(1 << 63) <= k < (1 << 63)],
-                            dtype=object)
-        keys = keys.astype(np.int64)
-        if not len(keys):
+        keys = index.keys.get(item.signal)
+        if keys is None or item.kind != SeriesKind.INT_LAST:
             continue
         at, stop = starts[position], starts[position + 1]
         values = raw[at:stop]
         found = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
-        hit = keys[found] == values
-        codes[at:stop] = np.where(hit, found + len(names), -1)
-        names.extend(choices[k] for k in keys.tolist())
-    if not names:
-        return pa.nulls(count, pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0),
-                                          pa.array(names, pa.string()))
+        codes[at:stop] = np.where(keys[found] == values, found + index.base[item.signal], -1)
+    return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), index.names)
 
 
 def event_table(event: EventBody) -> pa.Table:
