@@ -4,6 +4,7 @@ snapshot diagnostics read."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,17 @@ from agent.config.schema import (
     VehicleConfig,
 )
 from agent.events.sink import EventCounters, EventSequence
-from agent.output.batch import CONTENT_TYPE
+from agent.output.batch import CONTENT_TYPE, decompress_payload
 from agent.output.spool import Spool, SpooledBatch
-from agent.output.uplink import UplinkStats
+from agent.output.uplink import Uplink, UplinkStats
 from agent.runtime.daemon import UplinkSlot, build_agent
 from agent.runtime.pipeline import HealthCounters, SharedParts, build_pipeline
 from agent.sampling.ring import Ring
 from agent.sources.health import SourceHealth
 from agent.sources.replay import ReplayConfig
-from agent.wire.cose import Signer
-from agent.wire.keys import generate_key_pair, load_private_key
+from agent.wire.cose import Signer, verify
+from agent.wire.dictionary import DICTIONARY_CONTENT_TYPE, decode_dictionary
+from agent.wire.keys import generate_key_pair, key_id, load_private_key
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -142,3 +144,28 @@ def test_the_snapshot_describes_each_source_as_its_type_does(agent):
         "can0", "replay", str(REPO / "dbc" / "drive.log.gz"), False)
     assert snapshot.batches.sealed == 0 and snapshot.ring.written == 0
     assert set(agent.readings()) == {"can0"}
+
+
+
+def test_the_signed_dictionary_is_kept_retained_at_start_and_after_a_plan_change(
+        tmp_path, monkeypatch):
+    retained: list[tuple[str, str, bytes]] = []
+    monkeypatch.setattr(Uplink, "retain", lambda self, kind, leaf, payload:
+                        retained.append((kind, leaf, payload)))
+    generate_key_pair(tmp_path / "vehicle.key")
+    agent = build_agent(agent_config(tmp_path))
+    public_key = load_private_key(tmp_path / "vehicle.key").public_key()
+    try:
+        first = agent.pipeline.batcher.dictionary_id
+        agent.switch(agent.prepare(dataclasses.replace(agent_config(tmp_path), sampling=(
+            SamplingConfig(signals=(SignalRule("can0.ESP_*"),))))))
+        second = agent.pipeline.batcher.dictionary_id
+        assert first != second
+        assert [(kind, leaf) for kind, leaf, _ in retained] == [
+            ("dictionary", f"dictionary/{did.hex()}") for did in (first, second)]
+        verified = verify(retained[1][2], {key_id(public_key): public_key})
+        assert verified.content_type == DICTIONARY_CONTENT_TYPE
+        assert decode_dictionary(decompress_payload(verified.payload)) == (
+            second, agent.pipeline.batcher.dictionary)
+    finally:
+        agent.parts.spool.close()
