@@ -218,12 +218,14 @@ def partition(time_ms: int, vehicle: str) -> str:
 class DatasetWriter:
     """Buffers tables per (table, partition) and writes them out at `flush()`."""
 
-    def __init__(self, root: Path, worker: str) -> None:
+    def __init__(self, root: Path, worker: str, max_rows: int = 2_000_000) -> None:
         if not worker or "/" in worker:
             raise ValueError(f"worker name {worker!r}: must be non-empty, without '/'")
         self.root = root
         self.worker = worker
+        self.max_rows = max_rows  # samples kept in memory before a flush comes early
         self._pending: dict[tuple[str, str], list[pa.Table]] = defaultdict(list)
+        self._pending_rows = 0
         self._files = 0
         self.written_rows = 0
 
@@ -236,8 +238,11 @@ class DatasetWriter:
     def add_samples(self, body: BatchBody, dictionary: Sequence[SignalDef]) -> None:
         """A decoded batch's rows in `samples`."""
         if body.series:
-            self._pending[("samples", partition(body.t0_ms, body.vehicle))].append(
-                sample_table(body, dictionary))
+            table = sample_table(body, dictionary)
+            self._pending[("samples", partition(body.t0_ms, body.vehicle))].append(table)
+            self._pending_rows += table.num_rows
+            if self._pending_rows >= self.max_rows:
+                self.flush()
 
     def add_event(self, event: EventBody) -> None:
         self._pending[("events", partition(event.time_ms, event.vehicle))].append(
@@ -247,6 +252,7 @@ class DatasetWriter:
         """Write one file per table and partition with what came since the last flush."""
         written = []
         pending, self._pending = self._pending, defaultdict(list)
+        self._pending_rows = 0
         for (table, where), parts in sorted(pending.items()):
             folder = self.root / table / where
             folder.mkdir(parents=True, exist_ok=True)

@@ -85,3 +85,11 @@ def test_files_are_partitioned_by_date_and_vehicle_and_written_whole(tmp_path):
     assert [p.name for p in (tmp_path / "samples" / where).iterdir()] == ["part-w1-2.parquet"]
     assert writer.flush() == []  # nothing new
     assert partition(T0, "p-abc") == "date=2023-11-14/vehicle=p-abc"
+
+
+def test_a_flush_comes_early_when_the_samples_in_memory_reach_the_bound(tmp_path):
+    writer = DatasetWriter(tmp_path, "w1", max_rows=15)
+    writer.add_samples(body(seq=1), DICTIONARY)
+    assert not (tmp_path / "samples").exists()
+    writer.add_samples(body(seq=2), DICTIONARY)  # 20 rows: written at once
+    assert len(list((tmp_path / "samples").rglob("*.parquet"))) == 1
