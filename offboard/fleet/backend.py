@@ -514,7 +514,7 @@ def _serve(args: argparse.Namespace) -> int:
                 if args.idle is not None and time.monotonic() - last_arrival > args.idle:
                     break
                 continue
-            if "/dictionary/" in topic:
+            if is_dictionary_topic(topic, args.prefix):
                 _decode(backend, backend.receive_dictionary(envelope), writer, dataset)
                 continue
             last_arrival = time.monotonic()
@@ -534,7 +534,7 @@ def _serve(args: argparse.Namespace) -> int:
                     dataset.add_received(receipt.body)
                 _decode(backend, backend.admit(receipt.body, time.monotonic()), writer,
                         dataset)
-        _await_held(backend, arrivals, writer, dataset, deadline)
+        _await_held(backend, arrivals, writer, dataset, deadline, args.prefix)
     except KeyboardInterrupt:
         pass
     finally:
@@ -550,6 +550,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.report:
         args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 1 if backend.rejected else 0
+
+
+def is_dictionary_topic(topic: str, prefix: str) -> bool:
+    """`{prefix}/{vehicle}/dictionary/{did}` (a vehicle named `dictionary` is still a
+    vehicle: the levels are counted)."""
+    levels = topic[len(prefix) + 1:].split("/") if topic.startswith(prefix + "/") else []
+    return len(levels) == 3 and levels[1] == "dictionary"
 
 
 def _dataset(args: argparse.Namespace) -> Any:
@@ -586,7 +593,8 @@ def _decode(backend: Backend, bodies: list[BatchBody], writer: RowWriter | None,
 
 
 def _await_held(backend: Backend, arrivals: queue.Queue[tuple[str, bytes]],
-                writer: RowWriter | None, dataset: Any, deadline: float | None) -> None:
+                writer: RowWriter | None, dataset: Any, deadline: float | None,
+                prefix: str) -> None:
     """After the last batch (--count, --idle): the batches on hold may still get their
     dictionary, within the hold bound (and --timeout)."""
     while len(backend.held):
@@ -600,7 +608,7 @@ def _await_held(backend: Backend, arrivals: queue.Queue[tuple[str, bytes]],
             topic, envelope = arrivals.get(timeout=min(wait, 0.5))
         except queue.Empty:
             continue
-        if "/dictionary/" in topic:
+        if is_dictionary_topic(topic, prefix):
             _decode(backend, backend.receive_dictionary(envelope), writer, dataset)
 
 

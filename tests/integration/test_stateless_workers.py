@@ -53,10 +53,12 @@ class Vehicle:
                              VEHICLE, boot, self.spool)
         self.boot = boot
 
-    def start(self) -> None:
+    def start(self, *, retain: bool = True) -> None:
+        """`retain=False`: as an agent from before retained dictionaries."""
         self.uplink.start()
-        self.uplink.retain("dictionary", dictionary_leaf(self.batcher.dictionary_id),
-                           self.batcher.dictionary_envelope())
+        if retain:
+            self.uplink.retain("dictionary", dictionary_leaf(self.batcher.dictionary_id),
+                               self.batcher.dictionary_envelope())
 
     def send(self, count: int) -> None:
         for _ in range(count):
@@ -174,3 +176,26 @@ def test_the_vehicle_publishes_its_dictionary_again_when_it_reconnects(mosquitto
         assert later.messages[-1] == (topic, vehicle.batcher.dictionary_envelope())
     finally:
         later.close()
+
+
+def test_without_a_retained_dictionary_batches_wait_the_hold_then_are_undecodable_with_why(
+        tmp_path, mosquitto, dev_pki):
+    old = Vehicle(tmp_path, mosquitto.port, dev_pki.client(VEHICLE))
+    old.start(retain=False)
+    try:
+        old.send(1)  # the only batch with the dictionary, before the worker
+        assert wait_until(old.delivered, timeout=30)
+        report_path = tmp_path / "report.json"
+        worker = start_backend(mosquitto.port, dev_pki.client("backend"),
+                               f"{VEHICLE}={old.public_key}", "--hold", "1",
+                               "--report", str(report_path), "--count", "3")
+        old.send(3)
+        _, err = worker.communicate(timeout=60)  # --count: it ends by itself, after the hold
+        assert worker.returncode == 0, err[-3000:]
+    finally:
+        old.stop()
+    report = json.loads(report_path.read_text())
+    assert report["verified"] == 3 and report["decoded"] == 0 and report["undecodable"] == 3
+    did = old.batcher.dictionary_id.hex()
+    assert [(b["seq"], b["reason"]) for b in report["undecodable_batches"]] == [
+        (seq, f"dictionary {did} not received within 1 s") for seq in (1, 2, 3)]

@@ -5,7 +5,7 @@ import os
 import pytest
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fleet.backend import Backend
+from fleet.backend import Backend, is_dictionary_topic
 from fleet.dictionaries import DictionaryStore, HeldBatches, open_dictionary
 
 from agent.config.schema import SamplingConfig, SignalRule
@@ -126,3 +126,10 @@ def test_a_cache_file_under_the_wrong_name_is_not_used(vehicle, tmp_path):
     cache.mkdir()
     (cache / f"{bytes(8).hex()}.cose").write_bytes(batcher.dictionary_envelope())
     assert DictionaryStore(keyring, cache).lookup(bytes(8)) is None
+
+
+def test_dictionary_topics_are_told_by_their_levels():
+    assert is_dictionary_topic("fleet/v1/dictionary/1d696d192ccad35d", "fleet")
+    assert not is_dictionary_topic("fleet/dictionary/telemetry", "fleet")
+    assert not is_dictionary_topic("fleet/dictionary/events", "fleet")
+    assert is_dictionary_topic("a/b/dictionary/dictionary/00", "a/b")
