@@ -254,21 +254,30 @@ class Backend:
             self.dictionaries_rejected += 1
             log.warning("dictionary rejected (%d bytes): %s", len(envelope), exc)
             return []
-        return self.held.release(did)
+        return self._decodable(self.held.release(did))
 
     def admit(self, body: BatchBody, now: float) -> list[BatchBody]:
         """A fresh batch: the batches now ready to decode (it, and those that waited for the
         dictionary it carries), or none while it waits for its dictionary (`hold` s at most)."""
-        dictionary = self.dictionaries.lookup(body.dictionary_id)
-        if dictionary is None:
+        if self.dictionaries.lookup(body.dictionary_id) is None:
             for given_up in self.held.hold(body, now):
                 self._give_up(given_up)
             return []
-        if any(s.signal >= len(dictionary) for s in body.series):
-            self._give_up(GivenUp(body, f"a series names a signal beyond the {len(dictionary)} "
-                                        f"entries of dictionary {body.dictionary_id.hex()}"))
-            return []
-        return [*self.held.release(body.dictionary_id), body]
+        return self._decodable([*self.held.release(body.dictionary_id), body])
+
+    def _decodable(self, bodies: list[BatchBody]) -> list[BatchBody]:
+        """`bodies` whose series all lie within their dictionary; the others given up."""
+        ready = []
+        for body in bodies:
+            dictionary = self.dictionaries.lookup(body.dictionary_id)
+            assert dictionary is not None  # only batches whose dictionary is known come here
+            if any(s.signal >= len(dictionary) for s in body.series):
+                self._give_up(GivenUp(body, "a series names a signal beyond the "
+                                            f"{len(dictionary)} entries of dictionary "
+                                            f"{body.dictionary_id.hex()}"))
+            else:
+                ready.append(body)
+        return ready
 
     def expire(self, now: float) -> None:
         """Give up the batches that waited longer than the hold bound."""
@@ -450,6 +459,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise AgentError(f"--hold {args.hold}: must be a number of seconds, 0 or more")
     backend = Backend(*load_keyring(args.keys), pseudonyms=pseudonyms,
                       dictionary_cache=args.dictionary_cache, hold=args.hold)
+    dataset = _dataset(args)  # before connecting: a missing extra fails at once
     arrivals: queue.Queue[tuple[str, bytes]] = queue.Queue()
     connected = queue.Queue[str]()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -494,7 +504,6 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("subscribed to %s", ", ".join(subscriptions))
     out = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
     writer = RowWriter(out, args.format) if args.format != "summary" else None
-    dataset = _dataset(args)
     flushed_at = time.monotonic()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0

@@ -1,5 +1,6 @@
 """Stateless workers: dictionaries from the retained topic, the shared cache, batches on hold."""
 
+import dataclasses
 import os
 
 import pytest
@@ -133,3 +134,16 @@ def test_dictionary_topics_are_told_by_their_levels():
     assert not is_dictionary_topic("fleet/dictionary/telemetry", "fleet")
     assert not is_dictionary_topic("fleet/dictionary/events", "fleet")
     assert is_dictionary_topic("a/b/dictionary/dictionary/00", "a/b")
+
+
+def test_a_released_batch_beyond_its_dictionary_is_undecodable_with_the_reason(vehicle):
+    batcher, ring, gear, keyring, _ = vehicle
+    _seal(batcher, ring, gear, 0)
+    body = Backend(keyring).receive(_seal(batcher, ring, gear, 1)).body
+    beyond = dataclasses.replace(body, series=tuple(
+        dataclasses.replace(s, signal=len(batcher.dictionary)) for s in body.series))
+    worker = Backend(keyring)
+    assert worker.admit(beyond, now=0.0) == []
+    assert worker.receive_dictionary(batcher.dictionary_envelope()) == []
+    (given_up,) = worker.report()["undecodable_batches"]
+    assert "beyond the" in given_up["reason"] and worker.undecodable == 1
