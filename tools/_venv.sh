@@ -29,8 +29,9 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] \
   echo "tools: installing the project into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
   # Both distributions in one call, so that edge-agent-fleet's dependency on edge-agent is
-  # met by this checkout: the vehicle package and the off-vehicle one (fleet, devkit).
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" -e "$ROOT/offboard" >&2
+  # met by this checkout: the vehicle package and the off-vehicle one (fleet, devkit), with
+  # its parquet extra (pyarrow, duckdb) for the backend's data set and its tests.
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" -e "$ROOT/offboard[parquet]" >&2
   "$VENV/bin/python" -m pip install -q --no-deps "$OPENDBC" >&2
   touch "$STAMP" "$OPENDBC_STAMP"
 fi

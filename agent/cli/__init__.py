@@ -29,6 +29,7 @@ COMMANDS = {
     "keys": ("keys", "make or inspect the vehicle signing key"),
     "diag": ("diag", "diagnostics for field technicians"),
     "replay": ("replay", "play a CAN log onto an interface (canplayer without can-utils)"),
+    "privacy": ("privacy", "erase the data the vehicle holds for the owner"),
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

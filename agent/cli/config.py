@@ -6,7 +6,9 @@ would run with but log, such as overlapping DBC signals, is a warning (exit 0). 
 than the agent about parts that would silently do nothing: a trigger on a signal no source
 has is a problem (with the closest names), a sampling rule that matches nothing and triggers
 while events are disabled are warnings (`--strict` makes every warning a problem). Every
-problem found is reported, not only the first.
+problem found is reported, not only the first. Sampled signals that no privacy class rule
+matches are listed too: they get `default_class` (by default `location`, the most protective),
+so they are withheld below consent `full`.
 
 A valid file ends with its plan summary (`PlanSummary`): what the agent would sample, per
 source and mode, the frame IDs its kernel filters let through, the upload it would make and
@@ -31,6 +33,7 @@ from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
 from agent.config.schema import AgentConfig, EventsConfig, load_config
 from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError, ConfigProblems
+from agent.privacy.consent import classifier_for
 from agent.sampling.plan import SamplingPlan, build_plan, source_signals
 from agent.sampling.ring import BYTES_PER_RECORD
 from agent.sources.catalogue import Catalogue
@@ -84,6 +87,16 @@ def plan_summary(config: AgentConfig, plan: SamplingPlan) -> PlanSummary:
                        round(records, 1), round(capacity / records, 1) if records else None)
 
 
+@dataclass(frozen=True)
+class ConfigCheck:
+    """The verdict on a config file."""
+
+    problems: list[str]  # what makes the agent refuse it, or part of it do nothing
+    warnings: list[str]  # what the agent would log running it
+    unclassified: list[str]  # sampled signals no privacy class rule matches
+    summary: PlanSummary | None  # None: no plan could be built
+
+
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "config", help="check a config file, or reset the anti-rollback floor",
@@ -98,23 +111,22 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     config_reset.add_action(actions)
 
 
-def check_config(path: Path, *, strict: bool = False,
-                 ) -> tuple[list[str], list[str], PlanSummary | None]:
-    """The problems that make the agent refuse the file at `path` (or make part of it do
-    nothing), the warnings it would log running it (one per overlapping DBC signal pair,
-    say), and the plan's summary when the plan could be built; with `strict`, every warning
-    is a problem."""
-    problems, warnings, summary = _check(path)
-    return (problems + warnings, [], summary) if strict else (problems, warnings, summary)
+def check_config(path: Path, *, strict: bool = False) -> ConfigCheck:
+    """The verdict on the file at `path` (warnings are one per overlapping DBC signal pair,
+    say); with `strict`, every warning is a problem."""
+    found = _check(path)
+    if not strict:
+        return found
+    return ConfigCheck(found.problems + found.warnings, [], found.unclassified, found.summary)
 
 
-def _check(path: Path) -> tuple[list[str], list[str], PlanSummary | None]:
+def _check(path: Path) -> ConfigCheck:
     try:
         config = load_config(path)
     except ConfigProblems as exc:
-        return list(exc.problems), [], None
+        return ConfigCheck(list(exc.problems), [], [], None)
     except AgentError as exc:
-        return [str(exc)], [], None
+        return ConfigCheck([str(exc)], [], [], None)
     problems: list[str] = []
     warnings: list[str] = []
     databases: dict[str, Database | Catalogue] = {}
@@ -129,9 +141,10 @@ def _check(path: Path) -> tuple[list[str], list[str], PlanSummary | None]:
             continue
         databases[source.name] = loaded.database
         warnings += [f"dbc {source.name}: {warning}" for warning in loaded.warnings]
-    if problems:
-        return problems, warnings, None  # names checked against a missing DBC would mislead
+    if problems:  # names checked against a missing DBC would mislead
+        return ConfigCheck(problems, warnings, [], None)
     summary = None
+    unclassified: list[str] = []
     try:
         plan = build_plan(config.sampling, databases)
     except AgentError as exc:
@@ -140,8 +153,11 @@ def _check(path: Path) -> tuple[list[str], list[str], PlanSummary | None]:
         warnings += [f"sampling plan: rule {match!r} matches no signal of any source"
                      for match in plan.unmatched]
         summary = plan_summary(config, plan)
+        unclassified = classifier_for(config.privacy).unclassified(
+            signal.key for signal in plan.signals)
     event_problems, event_warnings = check_events(config.events, databases)
-    return problems + event_problems, warnings + event_warnings, summary
+    return ConfigCheck(problems + event_problems, warnings + event_warnings, unclassified,
+                       summary)
 
 
 def check_events(events: EventsConfig,
@@ -171,19 +187,24 @@ def check_events(events: EventsConfig,
 
 
 def do_check(args: argparse.Namespace) -> int:
-    problems, warnings, summary = check_config(args.file,
-                                               strict=getattr(args, "strict", False))
-    if problems:
-        summary = None  # the agent would not run it
+    found = check_config(args.file, strict=getattr(args, "strict", False))
+    problems, warnings, unclassified = found.problems, found.warnings, found.unclassified
+    summary = None if problems else found.summary  # the agent would not run it
     if args.json:
         print(json.dumps({"file": str(args.file), "valid": not problems, "problems": problems,
-                          "warnings": warnings,
+                          "warnings": warnings, "unclassified": unclassified,
                           "plan": None if summary is None else asdict(summary)}))
     else:
         for problem in problems:
             print(f"invalid: {problem}", file=sys.stderr)
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        if unclassified:
+            print(f"privacy: {len(unclassified)} sampled signals match no class rule and get "
+                  "[privacy] default_class (default: location, withheld below consent full); "
+                  "give them a [[privacy.classes]] rule (docs/privacy.md):", file=sys.stderr)
+            for key in unclassified:
+                print(f"unclassified: {key}", file=sys.stderr)
         if not problems:
             print(f"{args.file}: valid" + (f" ({len(warnings)} warnings above)"
                                            if warnings else ""))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import math
 import os
 import re
 import tomllib
@@ -180,7 +181,7 @@ class PrivacyConfig:
     consent_version: int = 0
     on_downgrade: str = "drop"
     builtin_classes: bool = True
-    default_class: str = "technical"
+    default_class: str = "location"  # unclassified: the most protective (agent/privacy/consent.py)
     classes: tuple[PrivacyClassRule, ...] = ()
     location: LocationConfig = LocationConfig()
     zones: tuple[ZoneConfig, ...] = ()
@@ -464,8 +465,9 @@ def _check_privacy(privacy: PrivacyConfig, builder: _Builder) -> None:
     if privacy.pseudonym.enabled and privacy.pseudonym.key is None:
         raise builder.error("privacy.pseudonym", "key", "a pseudonym needs the secret the "
                             "backend shares: a file of 32+ random bytes (docs/privacy.md)")
-    if privacy.pseudonym.rotation <= 0:
-        raise builder.error("privacy.pseudonym", "rotation", "must be a positive number of s")
+    # The period is floor(ms / round(rotation * 1000)): below 1 ms it divides by zero.
+    if privacy.pseudonym.rotation < 0.001:
+        raise builder.error("privacy.pseudonym", "rotation", "must be at least 0.001 s")
 
 
 class _Builder:
@@ -595,6 +597,10 @@ class _Builder:
             raise self.error(section, key, f"must be a number, got {_describe(value)}")
         if not isinstance(value, hint):
             raise self.error(section, key, f"must be {_article(hint)}, got {_describe(value)}")
+        # TOML has nan and inf, and every range check (`<= 0`, `> 60`) is false for nan: one
+        # check here instead of one per key, before any of them can be fooled.
+        if hint is float and not math.isfinite(value):
+            raise self.error(section, key, f"must be a finite number, got {value}")
         return value
 
     def _build_item(self, cls: type, entry: Any, where: str, index: int) -> Any:

@@ -47,11 +47,15 @@ def wanted_signals(config: EventsConfig) -> tuple[str, ...]:
 
 
 def event_inputs(config: EventsConfig, databases: Mapping[str, Database | Catalogue],
-                 sampling: SamplingConfig) -> tuple[PlannedSignal, ...]:
+                 sampling: SamplingConfig, positions: Sequence[str] = ()
+                 ) -> tuple[PlannedSignal, ...]:
     """The wanted signals that some source's database or catalogue has, planned as `last`
-    samples."""
-    present = [SignalRule(match=key) for key in wanted_signals(config)
-               if _source_has(databases, key)]
+    samples. `positions` (the latitude and longitude keys) are read for trips and stops even
+    when they are not sent as telemetry (`tracks = false`: trip summaries keep positions)."""
+    wanted = wanted_signals(config)
+    if wanted and (config.trip.enabled or config.stop.enabled):
+        wanted = tuple(dict.fromkeys((*wanted, *positions)))
+    present = [SignalRule(match=key) for key in wanted if _source_has(databases, key)]
     if not present:
         return ()
     return build_plan(SamplingConfig(period=sampling.period, stale_after=sampling.stale_after,

@@ -2,7 +2,9 @@
 
 An event leaves the vehicle only when its privacy class is allowed and every signal whose
 value it reveals (`Event.signals`, e.g. a trigger's condition) is allowed; the samples of a
-trigger capture are filtered one by one. Its positions go through the location policy:
+trigger capture are filtered by class, then go through the location policy like telemetry
+(positions paired by time, zone-checked and snapped; other location values only where that
+position may be sent; none with `tracks = false`). Its positions go through the same policy:
 dropped without `location` consent, dropped inside a privacy zone, snapped to the grid
 otherwise. What is withheld is counted.
 Events are spooled at event priority and under the consent rank they were sealed with.
@@ -30,6 +32,7 @@ class EventCounters:
     sent: int = 0
     withheld: dict[str, int] = field(default_factory=dict)
     positions_withheld: int = 0
+    samples_withheld: int = 0
 
     def stats(self) -> EventDelivery:
         # dict() copies in one step under the GIL while the pipeline may add a key.
@@ -90,8 +93,10 @@ class EventSink:
         data = dict(event.data)
         samples = data.get("samples")
         if isinstance(samples, dict):
-            data["samples"] = {k: v for k, v in samples.items()
-                               if self._classify(k) in allowed}
+            samples = {k: v for k, v in samples.items() if self._classify(k) in allowed}
+            data["samples"], withheld = self._location.filter_captured(
+                samples, lambda key: self._classify(key) == "location")
+            self.counters.samples_withheld += withheld
         if any(self._classify(k) not in allowed for k in event.signals):
             return None
         positions = {}

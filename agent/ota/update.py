@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.config.schema import MAX_CONFIG_VERSION, AgentConfig, merge_update
 from agent.decoding.dbc import FORMATS
 from agent.errors import AgentError, ConfigError, WireFormatError
+from agent.wire.body import shown
 from agent.wire.cose import BadSignatureError, Signer, UnknownKeyError, verify
 from agent.wire.keys import key_id, load_public_key
 
@@ -36,6 +37,9 @@ CONTENT_TYPE = "application/vnd.edge-agent.config+cbor"
 DOCUMENT_TYPE = "edge-agent-config"
 # Read before any parsing, whatever [ota] max_bytes says: no update is this large.
 TRANSPORT_CEILING = 16 * 1024 * 1024
+# issued_at and expires_at are int64 Unix seconds (docs/ota.md): a time any reader can store
+# and compare, and a message can print (an integer of thousands of digits has no str()).
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class Reason(StrEnum):
@@ -267,19 +271,20 @@ def _parse_document(payload: bytes, kid: bytes, envelope: bytes) -> ConfigUpdate
     if version > MAX_CONFIG_VERSION:
         # Before the floor is compared: applied, it would make every later update not-newer.
         # The ack leaves the version out (null): it does not fit what readers of acks expect.
-        raise UpdateRejected(Reason.BAD_DOCUMENT, f"version {version} is above "
+        raise UpdateRejected(Reason.BAD_DOCUMENT, f"version ({shown(version)}) is above "
                              f"{MAX_CONFIG_VERSION}, the highest config version (2**53 - 1)")
     target = document.get("target")
     dbc = document.get("dbc", {})
     problems = [name for name, ok in (
-        ("issued_at", _is_int(document.get("issued_at"))),
-        ("expires_at", _is_int(document.get("expires_at"))),
+        ("issued_at", _is_int64(document.get("issued_at"))),
+        ("expires_at", _is_int64(document.get("expires_at"))),
         ("config", isinstance(document.get("config"), str)),
         ("target", isinstance(target, Mapping) and len(target) == 1
          and set(target) <= {"vehicle", "group"}
          and all(isinstance(v, str) for v in target.values())),
+        # A NUL in a name would reach the file system (Path.resolve raises on it).
         ("dbc", isinstance(dbc, Mapping) and all(
-            isinstance(k, str) and _is_dbc_entry(v) for k, v in dbc.items())),
+            isinstance(k, str) and "\0" not in k and _is_dbc_entry(v) for k, v in dbc.items())),
     ) if not ok]
     if problems:
         raise UpdateRejected(Reason.BAD_DOCUMENT, f"malformed field(s): {', '.join(problems)}",
@@ -295,6 +300,10 @@ def _parse_document(payload: bytes, kid: bytes, envelope: bytes) -> ConfigUpdate
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_int64(value: Any) -> bool:
+    return _is_int(value) and INT64_MIN <= value <= INT64_MAX
 
 
 def _is_dbc_entry(value: Any) -> bool:

@@ -29,6 +29,7 @@ from agent.wire.body import (
     encode_varints,
 )
 from agent.wire.cose import Signer, verify
+from agent.wire.dictionary import DICTIONARY_CONTENT_TYPE, encode_dictionary
 
 CONTENT_TYPE = "application/vnd.edge-agent.batch+cbor+zstd"
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -103,6 +104,16 @@ class Batcher:
     @property
     def dictionary(self) -> tuple[SignalDef, ...]:
         return self._dictionary
+
+    @property
+    def dictionary_id(self) -> bytes:
+        return self._dictionary_id
+
+    def dictionary_envelope(self) -> bytes:
+        """The dictionary as its own signed document (docs/wire-format.md §4.9), which the
+        uplink publishes retained so that any backend worker can decode any batch."""
+        payload = self._compressor.compress(encode_dictionary(self._dictionary))
+        return self._signer.for_content(DICTIONARY_CONTENT_TYPE).sign(payload)
 
     @property
     def cursor(self) -> int:

@@ -13,6 +13,14 @@ reserve) and cut back to that; with nothing left to send it is cut to nothing. A
 that fails its integrity check at start is moved aside (kept for support) and a fresh one
 begun.
 
+At rest (agent/privacy/at_rest.py): every row is stored sealed with the key of the consent level it
+was sealed under, with the rank, topic, boot and sequence number as associated data, so that
+destroying a key (a consent downgrade, `edge-agent privacy erase`) makes what it sealed
+unreadable wherever a copy survives; such a row is dropped and counted (`unreadable`) when it
+is next read. `secure_delete` zeroes what SQLite frees; the database and its WAL are 0600 in
+a 0700 folder. Plaintext rows of an older version are sealed in place at the first start
+(and the file vacuumed, so their freed pages are rewritten), then sent as usual.
+
 A full disk is survived: what cannot be written is counted and handed to the uplink in memory
 only. In WAL mode even a DELETE needs free space (the WAL must be checkpointed into the main
 file), so a disk filled by something else could wedge the spool for good; a reserve file
@@ -32,8 +40,12 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.privacy.at_rest import SEAL_OVERHEAD, AtRest, Unreadable, associated_data
+from agent.runtime.files import private_file, private_folder
+
 log = logging.getLogger(__name__)
 
+SPOOL_FILE = "spool.sqlite"  # in the [state] folder
 PRIORITY_EVENT = 0
 PRIORITY_TELEMETRY = 1
 # The consent rank a batch was sealed under (agent/privacy/consent.py: 0 off .. 2 full); a consent
@@ -49,7 +61,8 @@ CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER NOT NULL,
     created REAL NOT NULL,
     envelope BLOB NOT NULL,
-    consent INTEGER NOT NULL DEFAULT 2
+    consent INTEGER NOT NULL DEFAULT 2,
+    sealed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_order ON batches (priority, id);
 """
@@ -74,6 +87,7 @@ class SpoolStats:
     evicted: int
     not_kept: int
     moved_aside: int
+    unreadable: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,15 +141,23 @@ def read_spool_file(path: Path) -> SpoolFile:
     raise OSError(f"{path}: cannot read the spool ({'; '.join(errors)})")
 
 
-SPOOL_FILE = "spool.sqlite"  # in [state] directory
+# What the bound counts per row: the envelope as sealed by the agent, not the 29 bytes that
+# sealing at rest adds (so a bound set in envelopes holds as many as before; the pages check
+# below counts what is on disk).
+ENVELOPE_BYTES = f"(LENGTH(envelope) - sealed * {SEAL_OVERHEAD})"
 RESERVE_BYTES = 1 << 20
 ROW_OVERHEAD = 64  # a row's other columns and record header, and its index entry, in bytes
 DATABASE_ALLOWANCE = 64 * 1024  # the schema, the index and the tree's inner pages
 
 
 class Spool:
-    def __init__(self, path: Path, max_bytes: int, reserve_bytes: int = RESERVE_BYTES) -> None:
+    def __init__(self, path: Path, max_bytes: int, reserve_bytes: int = RESERVE_BYTES,
+                 at_rest: AtRest | None = None) -> None:
+        """`at_rest` seals every row: the agent passes the one whose keys it destroys on a
+        downgrade; by default it is that of the spool's folder (the same keys)."""
         self.path = path
+        self._at_rest = at_rest if at_rest is not None else AtRest(path.parent)
+        self.unreadable = 0
         self.max_bytes = max_bytes
         self.evicted = 0
         self.not_kept = 0
@@ -153,7 +175,7 @@ class Spool:
         # checkpoint must copy into the main file well inside the reserve (a full disk); two
         # pages at the least, or every commit would checkpoint.
         self.wal_limit = max(2 * 4096, min(max_bytes // 4, reserve_bytes // 2))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         self._db = self._open()
         self._take_reserve()
 
@@ -173,12 +195,20 @@ class Spool:
                     source.rename(aside.with_name(aside.name + suffix))
             self.moved_aside += 1
             db = self._connect()
-        self._bytes = db.execute("SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM batches"
+        self._bytes = db.execute(f"SELECT COALESCE(SUM({ENVELOPE_BYTES}), 0) FROM batches"
                                  ).fetchone()[0]
         return db
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # 0600 before SQLite opens it: SQLite gives its -wal and -shm the database's mode.
+        for suffix in ("-wal", "-shm"):
+            extra = self.path.with_name(self.path.name + suffix)
+            if extra.exists():
+                private_file(extra)
+        db = sqlite3.connect(private_file(self.path), isolation_level=None,
+                             check_same_thread=False)
+        # Freed pages (delivered, evicted and dropped batches) are zeroed, not left in the file.
+        db.execute("PRAGMA secure_delete=ON")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         self._page_size = db.execute("PRAGMA page_size").fetchone()[0]
@@ -194,20 +224,47 @@ class Spool:
         if "consent" not in columns:  # a spool from before consent levels
             db.execute(f"ALTER TABLE batches ADD COLUMN consent INTEGER NOT NULL "
                        f"DEFAULT {CONSENT_FULL}")
+        if "sealed" not in columns:  # a spool from before sealing at rest: all plaintext
+            db.execute("ALTER TABLE batches ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0")
+        self._seal_plaintext_rows(db, vacuum="sealed" not in columns)
         return db
+
+    def _seal_plaintext_rows(self, db: sqlite3.Connection, *, vacuum: bool) -> None:
+        """Seal in place the rows an older version spooled in plaintext (they are then sent
+        as usual); after an upgrade, vacuum too, so that pages it freed before secure_delete
+        was on are rewritten."""
+        rows = db.execute("SELECT id, topic, boot, seq, consent, envelope FROM batches "
+                          "WHERE sealed = 0").fetchall()
+        if rows:
+            db.execute("BEGIN IMMEDIATE")
+            for batch_id, topic, boot, seq, consent, envelope in rows:
+                stored = self._at_rest.seal(consent, envelope,
+                                            associated_data(consent, topic, boot, seq))
+                db.execute("UPDATE batches SET envelope = ?, sealed = 1 WHERE id = ?",
+                           (stored, batch_id))
+            db.execute("COMMIT")
+            log.info("spool: sealed %d batches an older version kept in plaintext", len(rows))
+        if vacuum:
+            try:
+                db.execute("VACUUM")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError as exc:  # a full disk: sealed rows are what counts
+                log.warning("spool: cannot vacuum after sealing (%s)", exc)
 
     def put(self, topic: str, boot: bytes, seq: int, envelope: bytes,
             priority: int = PRIORITY_TELEMETRY, consent: int = CONSENT_FULL) -> SpooledBatch:
         """Commit a batch; evict old bulk batches to stay in bound; survive a full disk."""
+        stored = self._at_rest.seal(consent, envelope,
+                                    associated_data(consent, topic, boot, seq))
         size = len(envelope)
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                evicted = self._make_room(size)
+                evicted = self._make_room(size, len(stored))
                 cursor = self._db.execute(
                     "INSERT INTO batches (priority, topic, boot, seq, created, envelope, "
-                    "consent) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (priority, topic, boot, seq, time.time(), envelope, consent))
+                    "consent, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (priority, topic, boot, seq, time.time(), stored, consent, 1))
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 self._rollback()
@@ -221,11 +278,12 @@ class Spool:
                 self._take_reserve()
             return SpooledBatch(cursor.lastrowid, priority, topic, seq, envelope)
 
-    def _make_room(self, size: int) -> list[int]:
-        """Delete the oldest bulk batches until `size` more bytes fit; their ids. Counted by
-        the caller once the transaction commits (a rollback brings them back)."""
+    def _make_room(self, size: int, stored: int) -> list[int]:
+        """Delete the oldest bulk batches until an envelope of `size` bytes, `stored` bytes
+        on disk, fits; their ids. Counted by the caller once the transaction commits (a
+        rollback brings them back)."""
         evicted: list[int] = []
-        while self._bytes + size > self.max_bytes or self._pages_over(size):
+        while self._bytes + size > self.max_bytes or self._pages_over(stored):
             # Acknowledged ones still here (the disk was full) go first: they were delivered.
             row = self._oldest(among=self._undeleted) \
                 or self._oldest(skip=self._in_flight | self._undeleted, bulk=True) \
@@ -270,7 +328,7 @@ class Spool:
                 conditions.append(f"id {operator} ({','.join('?' * len(ids))})")
                 parameters.extend(ids)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        return self._db.execute(f"SELECT id, LENGTH(envelope) FROM batches {where} "
+        return self._db.execute(f"SELECT id, {ENVELOPE_BYTES} FROM batches {where} "
                                 "ORDER BY id LIMIT 1", parameters).fetchone()
 
     def sending(self, batch_id: int) -> bool:
@@ -297,7 +355,7 @@ class Spool:
         with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
             self._db.execute("ROLLBACK")
         self._bytes = self._db.execute(
-            "SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM batches").fetchone()[0]
+            f"SELECT COALESCE(SUM({ENVELOPE_BYTES}), 0) FROM batches").fetchone()[0]
 
     def next_batches(self, limit: int, skip: Sequence[int] = (), *, after: int | None = None,
                      up_to: int | None = None, newest: bool = False) -> list[SpooledBatch]:
@@ -318,9 +376,40 @@ class Spool:
         order = "id DESC" if newest else "priority, id"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, priority, topic, seq, envelope FROM batches {where} "
-                f"ORDER BY {order} LIMIT ?", (*parameters, limit)).fetchall()
-        return [SpooledBatch(*row) for row in rows]
+                f"SELECT id, priority, topic, seq, envelope, boot, consent, sealed FROM batches "
+                f"{where} ORDER BY {order} LIMIT ?", (*parameters, limit)).fetchall()
+            batches = []
+            unreadable = []
+            for batch_id, priority, topic, seq, stored, boot, consent, sealed in rows:
+                try:
+                    envelope = self._unseal(stored, topic, boot, seq, consent, sealed)
+                except Unreadable as exc:
+                    log.warning("spool: batch %d (%s, seq %d) cannot be opened (%s): dropped",
+                                batch_id, topic, seq, exc)
+                    unreadable.append(batch_id)
+                    continue
+                batches.append(SpooledBatch(batch_id, priority, topic, seq, envelope))
+            if unreadable:
+                self._drop_unreadable(unreadable)
+        return batches
+
+    def _unseal(self, stored: bytes, topic: str, boot: bytes, seq: int, consent: int,
+                sealed: int) -> bytes:
+        if not sealed:  # written by an older version while this one runs: never; kept safe
+            return stored
+        return self._at_rest.open(consent, stored, associated_data(consent, topic, boot, seq))
+
+    def _drop_unreadable(self, ids: list[int]) -> None:
+        """Rows whose key was destroyed were to be dropped anyway; counted apart from
+        evictions. If the disk is full they stay, unreadable, until the next read."""
+        marks = ",".join("?" * len(ids))
+        try:
+            self._delete_rows(ids, marks)
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            log.warning("spool: cannot drop %d unreadable batches yet (%s)", len(ids), exc)
+            return
+        self.unreadable += len(ids)
 
     def delete(self, batch_id: int) -> None:
         """Forget an acknowledged batch (kept aside in memory while the disk is full)."""
@@ -354,7 +443,7 @@ class Spool:
 
     def _delete_rows(self, ids: list[int], marks: str) -> None:
         self._db.execute("BEGIN IMMEDIATE")
-        freed = self._db.execute(f"SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM batches "
+        freed = self._db.execute(f"SELECT COALESCE(SUM({ENVELOPE_BYTES}), 0) FROM batches "
                                  f"WHERE id IN ({marks})", ids).fetchone()[0]
         self._db.execute(f"DELETE FROM batches WHERE id IN ({marks})", ids)
         self._db.execute("COMMIT")
@@ -365,7 +454,7 @@ class Spool:
             usage = os.statvfs(self.path.parent)
             if usage.f_bavail * usage.f_frsize < 2 * self._reserve_bytes:
                 return
-            with self._reserve.open("wb") as handle:
+            with private_file(self._reserve).open("wb") as handle:
                 os.posix_fallocate(handle.fileno(), 0, self._reserve_bytes)
         except OSError:
             self._reserve.unlink(missing_ok=True)
@@ -384,7 +473,7 @@ class Spool:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 freed, count = self._db.execute(
-                    "SELECT COALESCE(SUM(LENGTH(envelope)), 0), COUNT(*) FROM batches "
+                    f"SELECT COALESCE(SUM({ENVELOPE_BYTES}), 0), COUNT(*) FROM batches "
                     "WHERE consent > ?", (consent,)).fetchone()
                 self._db.execute("DELETE FROM batches WHERE consent > ?", (consent,))
                 self._db.execute("COMMIT")
@@ -413,7 +502,7 @@ class Spool:
                 "SELECT COUNT(*), MIN(created) FROM batches").fetchone()
         return SpoolStats(depth=depth, bytes=self._bytes, oldest_created=oldest,
                           evicted=self.evicted, not_kept=self.not_kept,
-                          moved_aside=self.moved_aside)
+                          moved_aside=self.moved_aside, unreadable=self.unreadable)
 
     def close(self) -> None:
         with self._lock:

@@ -17,6 +17,8 @@ once it is fixed.
 Besides batches: with `on_config`, the retained `{prefix}/{vehicle}/config` topic is subscribed
 on every connect and its documents handed over as they arrive (agent/ota/updater.py), and
 `publish` sends small messages such as the config acks, keeping a few while offline.
+`retain` sends a retained message now and again on every connect (the signed signal
+dictionary, docs/wire-format.md §4.9): whatever the broker lost, it has it again.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ class Uplink:
         self._beat = beat
         self._on_config = on_config
         self._config_topic = topic(config.prefix, vehicle, "config")
-        self._messages: deque[tuple[str, bytes]] = deque(maxlen=MAX_PENDING_MESSAGES)
+        self._messages: deque[tuple[str, bytes, bool]] = deque(maxlen=MAX_PENDING_MESSAGES)
+        self._retained: dict[str, tuple[str, bytes]] = {}  # by kind: topic and payload
         self._vehicle = vehicle
         self._status = topic(config.prefix, vehicle, "status")
         self._boot = boot.hex()
@@ -179,7 +182,12 @@ class Uplink:
 
     def publish(self, leaf: str, payload: bytes) -> None:
         """Send a small message at QoS 1 (not spooled: kept in memory while offline)."""
-        self._events.put(("message", (self.topic_for(leaf), payload)))
+        self._events.put(("message", (self.topic_for(leaf), payload, False)))
+
+    def retain(self, kind: str, leaf: str, payload: bytes) -> None:
+        """Publish a retained message now and on every (re)connect; a later call of the same
+        `kind` replaces it for the reconnects (the broker keeps both topics' messages)."""
+        self._events.put(("retain", (kind, self.topic_for(leaf), payload)))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what is pending for up to `timeout` s, say offline, disconnect."""
@@ -294,6 +302,10 @@ class Uplink:
                                 len(self._memory), dropped.seq)
         elif kind == "message":
             self._messages.append(value)
+        elif kind == "retain":
+            retained_kind, retained_topic, payload = value
+            self._retained[retained_kind] = (retained_topic, payload)
+            self._messages.append((retained_topic, payload, True))
         elif kind == "acked":
             batch = self._inflight.pop(value, None)
             if batch is not None:
@@ -314,6 +326,8 @@ class Uplink:
             log.info("uplink: connected to %s:%d", self._config.host, self._config.port)
             self._client.publish(self._status, self._status_payload("online"), qos=1,
                                  retain=True)
+            self._messages.extend((retained_topic, payload, True)
+                                  for retained_topic, payload in self._retained.values())
         elif kind in ("refused", "connect_failed"):
             health.connect_failures += 1
             log.error("uplink: cannot connect to %s:%d%s: %s", self._config.host,
@@ -331,8 +345,9 @@ class Uplink:
 
     def _pump(self) -> None:
         while self.health.connected and self._messages:
-            leaf_topic, payload = self._messages[0]
-            if self._client.publish(leaf_topic, payload, qos=1).rc == PAHO_DID_NOT_KEEP:
+            leaf_topic, payload, retain = self._messages[0]
+            if self._client.publish(leaf_topic, payload, qos=1,
+                                    retain=retain).rc == PAHO_DID_NOT_KEEP:
                 break
             self._messages.popleft()
         if time.monotonic() < self._hold_until:

@@ -25,13 +25,13 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config.schema import CONSENT_LEVELS, PrivacyClassRule, PrivacyConfig, PseudonymConfig
 from agent.errors import AgentError, ConfigError
+from agent.runtime.files import atomic_write, private_folder
 from agent.sampling.plan import PlannedSignal, SamplingPlan
 
 log = logging.getLogger(__name__)
@@ -42,31 +42,99 @@ ALLOWED_CLASSES = {
     "full": frozenset({"technical", "driving", "occupant", "location"}),
 }
 
-# The documented defaults (docs/privacy.md): position, the cabin and its occupants, and how the
-# car is driven. Everything else is technical. Keys are `<source>.<Message>.<Signal>` for DBC
-# sources and `<source>.<name>` for sensors such as gpsd (`gps.lat`).
+# The built-in classification (docs/privacy.md, "Privacy classes"). The rule a reviewer signs:
+# a signal that follows the driver's inputs or the car's motion second by second is `driving`,
+# even when a component measures it (motor speed and torque, currents that track power, body
+# pitch and roll, gear, ignition, the displayed speed, the cluster's clock); what concerns the
+# cabin, its people and their habits (doors, seats, climate, settings, charging schedule) is
+# `occupant`; the component's own condition (cell voltages, temperatures, faults, pressures,
+# versions) is `technical`. Rules are globs over `<source>.<Message>.<Signal>` (sensors:
+# `<source>.<name>`); the last match wins, so the order is: names that say what they are on
+# any vehicle, then the example vehicle's message families (dbc/vehicle.dbc, every signal of
+# it is classified), then its exceptions, then position, which nothing overrides. A signal no
+# rule matches has `default_class` (`location`: the most protective class, see Classifier).
 BUILTIN_RULES = tuple(PrivacyClassRule(match, cls) for match, cls in (
+    # Names that say what they are, on any vehicle.
+    ("*Pedal*", "driving"),
+    ("*Odometer*", "driving"),
+    ("*Trip*", "driving"),
+    ("*Cabin*", "occupant"),
+    ("*Occupan*", "occupant"),
+    ("*Seat*", "occupant"),
+    # Sensors (agent/sources/gpsd_json.py, agent/sources/sensor_protocols.py): fix quality
+    # and tyres and suspension heights per wheel are the car's condition.
+    ("gps.mode", "technical"),
+    ("gps.hdop", "technical"),
+    ("gps.sats", "technical"),
+    ("gps.speed", "driving"),
+    ("gps.track", "driving"),
+    ("*.??.pressure", "technical"),
+    ("*.??.temperature", "technical"),
+    ("*.??.battery", "technical"),
+    ("*.??.height", "technical"),
+    # The example vehicle, family by family.
+    ("*.BMS_*.*", "technical"),
+    ("*.INV_*.*", "technical"),
+    ("*.CHG_*.*", "technical"),
+    ("*.DIAG_*.*", "technical"),
+    ("*.NM_*.*", "technical"),
+    ("*.VCU_PowerLimits.*", "technical"),
+    ("*.VCU_DCDC.*", "technical"),
+    ("*.VCU_Thermal.*", "technical"),
+    ("*.VCU_Faults.*", "technical"),
+    ("*.VCU_Energy.*", "technical"),
+    ("*.ESP_Status.*", "technical"),
+    ("*.SUS_Height.*", "technical"),
+    ("*.SUS_Status.*", "technical"),
+    ("*.TPMS_*.*", "technical"),
+    ("*.BCM_Power.*", "technical"),
+    ("*.IC_Display.*", "technical"),
+    ("*.IC_Warnings.*", "technical"),
+    ("*.VCU_Status.*", "driving"),
+    ("*.VCU_TorqueRequest.*", "driving"),
+    ("*.INV_Motor.*", "driving"),
+    ("*.INV_Electrical.*", "driving"),
     ("*.ESP_VehicleSpeed.*", "driving"),
     ("*.ESP_WheelSpeeds.*", "driving"),
     ("*.ESP_WheelPulses.*", "driving"),
     ("*.ESP_Dynamics.*", "driving"),
     ("*.ESP_Brake.*", "driving"),
-    ("*.EPS_*", "driving"),
-    ("*.ADAS_*", "driving"),
+    ("*.EPS_*.*", "driving"),
+    ("*.EPB_*.*", "driving"),
+    ("*.SUS_Accel.*", "driving"),
+    ("*.SUS_Damping.*", "driving"),
+    ("*.ADAS_*.*", "driving"),
     ("*.BCM_Lights.*", "driving"),
-    ("*Pedal*", "driving"),
-    ("*Odometer*", "driving"),
-    ("*Trip*", "driving"),
-    ("gps.speed", "driving"),
-    ("gps.track", "driving"),
+    ("*.BCM_Wipers.*", "driving"),
+    ("*.IC_DateTime.*", "driving"),
+    ("*.IC_Odometer.*", "driving"),
     ("*.BCM_Doors.*", "occupant"),
     ("*.BCM_Seats.*", "occupant"),
     ("*.BCM_Windows.*", "occupant"),
     ("*.BCM_Keyless.*", "occupant"),
-    ("*.HVAC_*", "occupant"),
-    ("*Cabin*", "occupant"),
-    ("*Occupan*", "occupant"),
-    ("*Seat*", "occupant"),
+    ("*.HVAC_*.*", "occupant"),
+    ("*.IC_Settings.*", "occupant"),
+    ("*.CHG_Schedule.*", "occupant"),
+    # Exceptions within a family.
+    ("*.VCU_Energy.Trip*", "driving"),
+    ("*.BMS_Pack.PackCurrent", "driving"),
+    ("*.INV_Status.DCBusCurrent", "driving"),
+    ("*.INV_Status.PhaseCurrentRms", "driving"),
+    ("*.INV_Status.ModulationIndex", "driving"),
+    ("*.CHG_*.Departure*", "occupant"),
+    ("*.IC_Display.Display*", "occupant"),
+    ("*.IC_Display.DisplayedSpeed", "driving"),
+    ("*.IC_Display.Telltale_HighBeam", "driving"),
+    ("*.IC_Display.Telltale_ACC", "driving"),
+    ("*.IC_Display.Telltale_LaneAssist", "driving"),
+    ("*.IC_Display.Telltale_Seatbelt", "occupant"),
+    ("*.IC_Warnings.DoorAjarWarning", "occupant"),
+    ("*.IC_Warnings.SeatbeltReminder", "occupant"),
+    ("*.ADAS_Status.DriverMonitorState", "occupant"),
+    ("*.ADAS_Status.HandsOnWheel", "occupant"),
+    ("*.ADAS_BSD.DoorOpenWarning", "occupant"),
+    ("*.DIAG_EcuInfo.*_Uptime", "driving"),
+    # Position, whatever else matched.
     ("gps.lat", "location"),
     ("gps.lon", "location"),
     ("gps.alt", "location"),
@@ -102,7 +170,15 @@ class Consent:
 
 
 class Classifier:
-    """The privacy class of a signal key, by the rules above and the config's."""
+    """The privacy class of a signal key, by the rules above and the config's.
+
+    A key no rule matches is unclassified and gets `default_class`, by default `location`:
+    the most protective class, withheld by every consent below `full` and, under `full`,
+    judged against the zones and kept off the wire with `tracks = false`
+    (agent/privacy/location.py). An unknown signal may be anything, a position included.
+    `edge-agent config check` lists the unclassified signals of a plan (`unclassified`), so
+    that they get a rule.
+    """
 
     def __init__(self, config: PrivacyConfig, location_keys: Iterable[str] = ()) -> None:
         self._rules = (*(BUILTIN_RULES if config.builtin_classes else ()), *config.classes)
@@ -113,11 +189,19 @@ class Classifier:
     def __call__(self, key: str) -> str:
         if key in self._location:
             return "location"
-        decided = self._default
+        rule = self.rule_for(key)
+        return self._default if rule is None else rule.class_
+
+    def rule_for(self, key: str) -> PrivacyClassRule | None:
+        """The rule that decides `key`'s class (the last that matches), or None."""
+        decided = None
         for rule in self._rules:
             if fnmatch.fnmatchcase(key, rule.match):
-                decided = rule.class_
+                decided = rule
         return decided
+
+    def unclassified(self, keys: Iterable[str]) -> list[str]:
+        return [key for key in keys if key not in self._location and self.rule_for(key) is None]
 
 
 def location_keys(config: PrivacyConfig) -> tuple[str, str]:
@@ -190,14 +274,8 @@ def write_local_consent(state_directory: Path, level: str, current: Consent) -> 
         raise AgentError(f"unknown consent level {level!r}; use one of "
                          f"{', '.join(CONSENT_LEVELS)}")
     decided = Consent(level, current.version + 1, "local")
-    path = state_directory / LOCAL_CONSENT_FILE
-    temporary = path.with_suffix(".tmp")
-    state_directory.mkdir(parents=True, exist_ok=True)
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump({"level": level, "version": decided.version}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    atomic_write(private_folder(state_directory) / LOCAL_CONSENT_FILE,
+                 json.dumps({"level": level, "version": decided.version}).encode(), mode=0o600)
     return decided
 
 

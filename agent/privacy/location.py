@@ -1,17 +1,28 @@
-"""Location controls: privacy zones and reduced precision, for telemetry and events alike.
+"""Location controls: privacy zones and reduced precision, on every path a position takes.
 
 A position is a (latitude, longitude) pair in degrees from two configured signal keys, so it
 works whichever source provides it (gpsd, a CAN navigation message). Inside a zone (a circle
 or a polygon) a position is suppressed; elsewhere it is snapped to the centre of a grid cell
-`precision_m` wide (0 keeps full precision). In telemetry a latitude or longitude sample
-without its partner at the same time cannot be judged and is dropped; statistics of position
-signals are always dropped (a mean of positions would say where the car was).
+`precision_m` wide (0 keeps full precision). The same rules hold for telemetry
+(TelemetryLocationFilter), event positions (`reveal`) and trigger captures
+(`filter_captured`):
+
+- a latitude or longitude sample without its partner at the same time cannot be judged and
+  is dropped; statistics of position signals are always dropped (a mean of positions would
+  say where the car was);
+- with zones configured, any other `location`-class value (altitude, a navigation unit's
+  date or heading, ...) is kept only at a time when the car's position is known and may
+  itself be sent: inside a zone, or with no position to judge it by, it is withheld (without
+  zones there is nothing to judge it against, and it is sent as it is; precision applies to
+  the configured position only);
+- with `tracks = false` no series of location values leaves (telemetry or captures); single
+  event positions (trip ends, stops) still do.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +80,7 @@ class LocationPolicy:
         self.latitude = config.latitude
         self.longitude = config.longitude
         self.precision_m = config.precision_m
+        self.tracks = config.tracks
         self.zones = tuple(Zone.from_config(zone) for zone in zones)
 
     def in_zone(self, lat: float, lon: float) -> bool:
@@ -83,6 +95,49 @@ class LocationPolicy:
         sent = self.snap(lat, lon)
         return None if self.in_zone(*sent) else sent
 
+    def reveal_by_time(self, lat_at: Mapping[int, float], lon_at: Mapping[int, float]
+                       ) -> dict[int, tuple[float, float] | None]:
+        """For each time at which both coordinates are known, what may be sent (None:
+        nothing). Times with one coordinate only are absent: they cannot be judged."""
+        return {t: self.reveal(lat_at[t], lon_at[t]) for t in lat_at.keys() & lon_at.keys()}
+
+    def filter_captured(self, samples: Mapping[str, Sequence[Sequence[float]]],
+                        is_location: Callable[[str], bool]) -> tuple[dict[str, list[list[float]]],
+                                                                     int]:
+        """A trigger capture ({key: [[t, value], ...]}) as it may leave, and how many samples
+        were withheld: positions paired by time, zone-checked and snapped; other location
+        values, when there are zones, only where the position at their time may be sent;
+        none with tracks off."""
+        kept: dict[str, list[list[float]]] = {}
+        withheld = 0
+        located = {key: rows for key, rows in samples.items() if is_location(key)}
+        revealed: dict[int, tuple[float, float] | None] = {}
+        if self.tracks:
+            revealed = self.reveal_by_time(
+                {int(t): float(v) for t, v in located.get(self.latitude, ())},
+                {int(t): float(v) for t, v in located.get(self.longitude, ())})
+        for key, rows in samples.items():
+            if key not in located:
+                kept[key] = [list(row) for row in rows]
+                continue
+            if key not in (self.latitude, self.longitude) and self.tracks and not self.zones:
+                kept[key] = [list(row) for row in rows]
+                continue
+            sent = []
+            for t, value in rows:
+                position = revealed.get(int(t))
+                if position is None:
+                    withheld += 1
+                elif key == self.latitude:
+                    sent.append([t, position[0]])
+                elif key == self.longitude:
+                    sent.append([t, position[1]])
+                else:
+                    sent.append([t, value])
+            if sent:
+                kept[key] = sent
+        return kept, withheld
+
     def snap(self, lat: float, lon: float) -> tuple[float, float]:
         if self.precision_m <= 0:
             return lat, lon
@@ -95,50 +150,53 @@ class LocationPolicy:
 
 
 class TelemetryLocationFilter:
-    """Applies a LocationPolicy to the ring records of a window before they are encoded."""
+    """Applies a LocationPolicy to the ring records of a window before they are encoded:
+    the position signals and every other signal of `plan` that `is_location` names."""
 
-    def __init__(self, policy: LocationPolicy, plan: SamplingPlan) -> None:
+    def __init__(self, policy: LocationPolicy, plan: SamplingPlan,
+                 is_location: Callable[[str], bool]) -> None:
         self._policy = policy
         by_key = {s.key: s for s in plan.signals}
         self._lat = by_key.get(policy.latitude)
         self._lon = by_key.get(policy.longitude)
+        # Other location values need judging only against zones (module docstring).
+        self._located = [s.index for s in plan.signals if s in (self._lat, self._lon)
+                         or (policy.zones and is_location(s.key))]
 
     @property
     def active(self) -> bool:
-        return self._lat is not None or self._lon is not None
+        return bool(self._located)
 
     def __call__(self, records: RingSlice) -> RingSlice:
         lat, lon = self._lat, self._lon
-        indices = [s.index for s in (lat, lon) if s is not None]
-        if not indices or not len(records.signal):
+        if not self._located or not len(records.signal):
             return records
-        is_position = np.isin(records.signal, indices)
-        if not is_position.any():
+        is_located = np.isin(records.signal, self._located)
+        if not is_located.any():
             return records
-        keep = ~is_position
+        keep = ~is_located
         value = records.value.copy()
         if lat is not None and lon is not None:
-            lat_at = _values_by_time(records, lat.index)
-            lon_at = _values_by_time(records, lon.index)
-            for row in np.flatnonzero(is_position & (records.field == Field.VALUE)).tolist():
-                time_ms = int(records.time_ms[row])
-                if time_ms not in lat_at or time_ms not in lon_at:
+            revealed = self._policy.reveal_by_time(
+                {t: _physical(lat, bits) for t, bits in _values_by_time(records, lat.index)},
+                {t: _physical(lon, bits) for t, bits in _values_by_time(records, lon.index)})
+            for row in np.flatnonzero(is_located & (records.field == Field.VALUE)).tolist():
+                position = revealed.get(int(records.time_ms[row]))
+                if position is None:
                     continue
-                revealed = self._policy.reveal(_physical(lat, lat_at[time_ms]),
-                                               _physical(lon, lon_at[time_ms]))
-                if revealed is None:
-                    continue
-                is_lat = int(records.signal[row]) == lat.index
-                signal = lat if is_lat else lon
-                value[row] = _raw(signal, revealed[0] if is_lat else revealed[1])
+                signal = int(records.signal[row])
+                if signal == lat.index:
+                    value[row] = _raw(lat, position[0])
+                elif signal == lon.index:
+                    value[row] = _raw(lon, position[1])
                 keep[row] = True
         return RingSlice(records.time_ms[keep], records.signal[keep], records.field[keep],
                          value[keep])
 
 
-def _values_by_time(records: RingSlice, index: int) -> dict[int, int]:
+def _values_by_time(records: RingSlice, index: int) -> list[tuple[int, int]]:
     rows = (records.signal == index) & (records.field == Field.VALUE)
-    return dict(zip(records.time_ms[rows].tolist(), records.value[rows].tolist(), strict=True))
+    return list(zip(records.time_ms[rows].tolist(), records.value[rows].tolist(), strict=True))
 
 
 def _physical(signal: PlannedSignal, bits: int) -> float:

@@ -31,6 +31,8 @@ class Diagnosable(Protocol):
 
     def set_consent(self, level: str) -> str: ...
 
+    def erase(self) -> dict[str, object]: ...
+
 
 def command_table(agent: Diagnosable) -> dict[str, Command]:
     return {
@@ -47,4 +49,5 @@ def command_table(agent: Diagnosable) -> dict[str, Command]:
         "privacy": Command(lambda args: status.privacy(agent.snapshot())),
         "consent": Command(lambda args: agent.set_consent(str(args.get("level", ""))),
                            changes_state=True),
+        "erase": Command(lambda args: agent.erase(), changes_state=True),
     }

@@ -32,6 +32,7 @@ from agent.output.batch import CONTENT_TYPE, Batcher
 from agent.output.spool import SPOOL_FILE, Spool, SpooledBatch
 from agent.output.uplink import Uplink, UplinkStats
 from agent.privacy import consent as privacy
+from agent.privacy.at_rest import AtRest
 from agent.privacy.downgrade import Downgrades
 from agent.runtime.commands import command_table
 from agent.runtime.control import ControlServer
@@ -47,6 +48,7 @@ from agent.sources.base import OnFrames, Reading
 from agent.sources.health import SourceHealth
 from agent.sources.registry import Source, source_stats
 from agent.wire.cose import Signer
+from agent.wire.dictionary import dictionary_leaf
 from agent.wire.keys import load_private_key
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,9 @@ class UplinkSlot:
 
 def build_agent(config: AgentConfig) -> Agent:
     """Every part of the agent, in the order they depend on each other."""
-    spool = Spool(config.state.directory / SPOOL_FILE, int(config.spool.max_mb * 2**20))
+    at_rest = AtRest(config.state.directory)
+    spool = Spool(config.state.directory / SPOOL_FILE, int(config.spool.max_mb * 2**20),
+                  at_rest=at_rest)
     signer = Signer(load_private_key(config.keys.signing_key), CONTENT_TYPE)
     ring = Ring.for_memory(config.ring.memory_mb)
     uplinks = UplinkSlot()
@@ -93,14 +97,15 @@ def build_agent(config: AgentConfig) -> Agent:
     pipeline = build_pipeline(config, parts, None)
     # The agent makes the config updater (which calls back its prepare and switch), then the
     # uplink that offers the updater what arrives on the config topic.
-    return Agent(parts, uplinks, pipeline)
+    return Agent(parts, uplinks, pipeline, Downgrades(spool, at_rest))
 
 
 class Agent:
     """A wired agent, ready to `start`: runs the sources, swaps pipelines on a config change,
     and reports itself to diagnostics as one `snapshot()`."""
 
-    def __init__(self, parts: SharedParts, uplinks: UplinkSlot, pipeline: Pipeline) -> None:
+    def __init__(self, parts: SharedParts, uplinks: UplinkSlot, pipeline: Pipeline,
+                 downgrades: Downgrades) -> None:
         config = pipeline.config
         self.parts = parts
         self.pipeline = pipeline
@@ -108,13 +113,14 @@ class Agent:
         self.liveness = Liveness()
         self._uplinks = uplinks
         self._rates = FrameRates()
-        self._downgrades = Downgrades(parts.spool)
+        self._downgrades = downgrades
         self._pacer = ReplayPacer(config.sampling.max_lateness / 2)
         self._started = time.monotonic()
         self._control: ControlServer | None = None
         self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.updater = ConfigUpdater(self, config.path, config.state.directory)
         uplinks.put(self._make_uplink(config))
+        self._publish_dictionary()
         parts.ring.set_float_signals(pipeline.float_signals())
         self._downgrades.enforce(pipeline.consent)
 
@@ -282,6 +288,7 @@ class Agent:
         stats = self.parts.spool.stats()
         return {"depth": stats.depth, "bytes": stats.bytes, "max_bytes": self.parts.spool.max_bytes,
                 "evicted": stats.evicted, "not_kept": stats.not_kept,
+                "unreadable": stats.unreadable,
                 "next": [{"seq": b.seq, "topic": b.topic, "bytes": len(b.envelope),
                           "priority": b.priority} for b in self.parts.spool.next_batches(limit)]}
 
@@ -290,6 +297,9 @@ class Agent:
         with self.lock:
             sealed = self.sampler.seal_now()
         return "sealed the open window" if sealed else "nothing to seal yet"
+
+    def erase(self) -> dict[str, object]:
+        return self._downgrades.erase()
 
     def reconnect(self) -> str:
         return self._uplinks.uplink.reconnect()
@@ -350,6 +360,7 @@ class Agent:
             assert previous is not None
             previous.stop(timeout=SHUTDOWN_DELIVERY_TIMEOUT)
             self._uplinks.uplink.start()
+        self._publish_dictionary()
         log.info("config version %d running: %d sources, %d signals", pipeline.config.version,
                  len(pipeline.sources), len(pipeline.batcher.dictionary))
 
@@ -367,6 +378,12 @@ class Agent:
 
     def publish(self, leaf: str, payload: bytes) -> None:
         self._uplinks.uplink.publish(leaf, payload)
+
+    def _publish_dictionary(self) -> None:
+        """The signed dictionary, retained on its own topic now and at every connect."""
+        batcher = self.pipeline.batcher
+        self._uplinks.uplink.retain("dictionary", dictionary_leaf(batcher.dictionary_id),
+                                    batcher.dictionary_envelope())
 
     def _make_uplink(self, config: AgentConfig) -> Uplink:
         return Uplink(config.uplink, config.vehicle.id, self.parts.boot, self.parts.spool,

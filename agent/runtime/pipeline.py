@@ -37,7 +37,7 @@ from agent.sampling.sampler import Sampler, check_ring_size
 from agent.sources.base import Source
 from agent.sources.canbus import unreachable_fd_messages
 from agent.sources.catalogue import Catalogue
-from agent.sources.health import SourceHealth
+from agent.sources.health import SourceHealth, counters_at_off
 from agent.sources.registry import catalogue_for, is_value_source, open_source, source_type
 from agent.wire.cose import Signer
 
@@ -60,8 +60,13 @@ class HealthCounters:
         spooled = self.spool.stats()
         counters.update({"spool.depth": spooled.depth, "spool.bytes": spooled.bytes,
                          "spool.evicted": spooled.evicted, "spool.not_kept": spooled.not_kept,
-                         "spool.moved_aside": spooled.moved_aside})
+                         "spool.moved_aside": spooled.moved_aside,
+                         "spool.unreadable": spooled.unreadable})
         return counters
+
+    def of_faults(self, sources: Sequence[str]) -> dict[str, int]:
+        """What a batch may carry at consent `off`: the agent's own faults, no traffic."""
+        return counters_at_off(self.of(sources))
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,8 @@ def build_pipeline(config: AgentConfig, parts: SharedParts,
     classify = privacy.classifier_for(config.privacy)
     wire_plan = privacy.filter_plan(configured, consent, classify,
                                     tracks=config.privacy.location.tracks)
-    plan = privacy.with_local_inputs(wire_plan, event_inputs(config.events, databases,
-                                                             config.sampling))
+    plan = privacy.with_local_inputs(wire_plan, event_inputs(
+        config.events, databases, config.sampling, privacy.location_keys(config.privacy)))
     sources = []
     stores = {}
     for source_config in config.sources:
@@ -155,9 +160,12 @@ def build_pipeline(config: AgentConfig, parts: SharedParts,
         name_at=name_at,
     )
     location = LocationPolicy(config.privacy.location, config.privacy.zones)
-    location_filter = TelemetryLocationFilter(location, wire_plan)
-    batcher = Batcher(wire_plan, parts.ring, identity, parts.signer,
-                      partial(parts.health.of, tuple(s.name for s in config.sources)),
+    location_filter = TelemetryLocationFilter(location, wire_plan,
+                                              partial(_is_location, classify))
+    names = tuple(s.name for s in config.sources)
+    # At consent off the counters say nothing of use, only of faults (agent/sources/health.py).
+    health = partial(parts.health.of if consent.rank > 0 else parts.health.of_faults, names)
+    batcher = Batcher(wire_plan, parts.ring, identity, parts.signer, health,
                       zstd_level=config.batch.zstd_level,
                       dictionary_every=config.batch.dictionary_every,
                       schema=config.batch.schema,
@@ -175,6 +183,10 @@ def build_pipeline(config: AgentConfig, parts: SharedParts,
                          window_ms)
     return Pipeline(config, plan, sources, stores, sampler, gate, batcher, consent, wire_plan,
                     events)
+
+
+def _is_location(classify: privacy.Classifier, key: str) -> bool:
+    return classify(key) == "location"
 
 
 def _seal_window(batcher: Batcher, consent: privacy.Consent, parts: SharedParts, t0_ms: int,

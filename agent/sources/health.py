@@ -1,10 +1,27 @@
-"""Health counters: what each part of the data path has seen, sent in every batch."""
+"""Health counters: what each part of the data path has seen, sent in every batch.
+
+At consent `off` a batch carries only the counters of the agent's own faults (OFF_COUNTERS):
+how much traffic there was (frames, samples, batches published) changes every window the car
+is driven, so a series of them would say when it is driven, which `off` withholds.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+# Faults of the agent itself, which do not grow with use: a source's code failing (not a
+# device going away, which follows the ignition), batches lost or refused, a spool moved
+# aside. Keys as the daemon flattens them (`<source>.failures`).
+OFF_COUNTERS = frozenset({"ring.lost", "spool.evicted", "spool.not_kept", "spool.moved_aside",
+                          "spool.unreadable", "uplink.refused", "uplink.dropped"})
+
+
+def counters_at_off(counters: Mapping[str, int]) -> dict[str, int]:
+    """The counters a batch may carry at consent `off`."""
+    return {key: value for key, value in counters.items()
+            if key in OFF_COUNTERS or key.endswith(".failures")}
 
 
 @dataclass

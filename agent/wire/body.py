@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ from agent.errors import WireFormatError
 SCHEMA_VERSION = 2
 SCHEMA_VERSIONS = (1, 2)
 MAX_SIGNALS = 65535  # signal indices 0..65534 (the plan refuses more)
+
+# Bounds checked at decode (docs/wire-format.md §4.8), so that nothing after decoding (the
+# backend's lines and rows, a pseudonym's period, a date) meets a value it cannot handle.
+# CBOR's integers without a bignum tag run from -2**64 to 2**64 - 1; a bignum is never sent.
+INT_MIN = -(1 << 64)
+UINT64_MAX = (1 << 64) - 1
+# Window and event times: the Unix epoch to 9999-12-31T23:59:59.999Z, the last millisecond a
+# calendar date (and Python's datetime) can name; well inside int64.
+MAX_TIME_MS = 253_402_300_799_999
 
 
 class SeriesKind(IntEnum):
@@ -99,7 +109,7 @@ class BatchBody:
 
 def dictionary_id(dictionary: Sequence[SignalDef]) -> bytes:
     """8 bytes of SHA-256 over the encoded dictionary: the name a backend caches it under."""
-    return hashlib.sha256(cbor2.dumps(_dictionary_to_cbor(dictionary))).digest()[:8]
+    return hashlib.sha256(cbor2.dumps(dictionary_to_cbor(dictionary))).digest()[:8]
 
 
 class EncodedSeries(NamedTuple):
@@ -149,7 +159,7 @@ def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None)
         "sig": series,
     }
     if body.dictionary is not None:
-        document["dict"] = _dictionary_to_cbor(body.dictionary)
+        document["dict"] = dictionary_to_cbor(body.dictionary)
     if body.privacy is not None:
         document["prv"] = dict(body.privacy)
     return cbor2.dumps(document)
@@ -189,18 +199,20 @@ def decode_body(data: bytes) -> BatchBody:
         raise WireFormatError("batch body is not a CBOR map")
     schema = document.get("v")
     if type(schema) is not int or schema not in SCHEMA_VERSIONS:
-        raise WireFormatError(f"unsupported batch schema version {schema!r}")
+        raise WireFormatError(f"unsupported batch schema version {shown(schema)}")
     try:
-        t0 = integer(document["t0"], "t0")
+        t0 = time_ms(document["t0"], "t0")
         bases = [tuple(t0 + t for t in decode_varints(byte_string(base, "tb entry")))
                  for base in document["tb"]]
         rows = _series_rows(document["sig"]) if schema == 2 else document["sig"]
+        if schema == 2:
+            _decode_integer_columns(rows)
         series = tuple(_series(signal, bases, base, SeriesKind(kind_code), columns)
                        for signal, base, kind_code, *columns in rows)
         if len({item.signal for item in series}) != len(series):
             raise WireFormatError("a signal has more than one series")
         dictionary = document.get("dict")
-        dictionary = None if dictionary is None else _dictionary_from_cbor(dictionary)
+        dictionary = None if dictionary is None else dictionary_from_cbor(dictionary)
         if dictionary is not None and series and max(s.signal for s in series) >= len(dictionary):
             raise WireFormatError(f"a series names a signal beyond the {len(dictionary)} "
                                   "entries of the batch's dictionary")
@@ -208,17 +220,17 @@ def decode_body(data: bytes) -> BatchBody:
             schema=schema,
             vehicle=str(document["veh"]),
             boot=byte_string(document["boot"], "boot", 16),
-            seq=integer(document["seq"], "seq"),
+            seq=integer(document["seq"], "seq", 0, UINT64_MAX),
             t0_ms=t0,
-            t1_ms=integer(document["t1"], "t1"),
+            t1_ms=time_ms(document["t1"], "t1"),
             clock=str(document["clk"]),
-            config_version=integer(document["cfg"], "cfg"),
+            config_version=integer(document["cfg"], "cfg", 0, UINT64_MAX),
             dbc_digest=byte_string(document["dbc"], "dbc", 32),
             health={str(k): integer(v, f"hlth {k}") for k, v in document["hlth"].items()},
             dictionary_id=byte_string(document["did"], "did", 8),
             dictionary=dictionary,
             series=series,
-            privacy=_privacy(document.get("prv")),
+            privacy=privacy_field(document.get("prv")),
         )
     except WireFormatError:
         raise
@@ -261,6 +273,19 @@ def _series_rows(columns: Any) -> list[list[Any]]:
     return rows
 
 
+def _decode_integer_columns(rows: list[list[Any]]) -> None:
+    """Replace the integer columns of schema 2 rows by their values, all in one vectorised
+    pass; left as bytes (decoded one by one, exactly) when that pass declines."""
+    places = [(row, position) for row in rows
+              for position in range(3, len(row))
+              if not (SeriesKind(row[2]).is_float and position < 6)]
+    decoded = decode_varint_columns([row[position] for row, position in places])
+    if decoded is None:
+        return
+    for (row, position), values in zip(places, decoded, strict=True):
+        row[position] = values
+
+
 def _series(signal: int, bases: Sequence[tuple[int, ...]], base: int, kind: SeriesKind,
             columns: Sequence[bytes]) -> Series:
     if type(signal) is not int or not 0 <= signal < MAX_SIGNALS:
@@ -277,19 +302,56 @@ def _series(signal: int, bases: Sequence[tuple[int, ...]], base: int, kind: Seri
     return Series(int(signal), kind, times, decoded)
 
 
-def _privacy(value: Any) -> Mapping[str, Any] | None:
+def privacy_field(value: Any) -> Mapping[str, Any] | None:
+    """`prv` of a batch or an event: the consent level and its version, or None."""
     if value is None:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("consent"), str):
         raise WireFormatError("privacy field (prv) must be a map with a consent level")
-    return {"consent": value["consent"], "ver": integer(value.get("ver", 0), "prv ver")}
+    return {"consent": value["consent"],
+            "ver": integer(value.get("ver", 0), "prv ver", 0, UINT64_MAX)}
 
 
-def integer(value: Any, name: str) -> int:
-    """A CBOR integer field, exactly: not a float, bool or anything int() would convert."""
+def integer(value: Any, name: str, low: int = INT_MIN, high: int = UINT64_MAX) -> int:
+    """A CBOR integer field, exactly (not a float, bool or anything int() would convert),
+    from `low` to `high`: by default any integer CBOR carries without a bignum tag."""
     if type(value) is not int:
         raise WireFormatError(f"{name} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise WireFormatError(f"{name} must be from {low} to {high}, got {shown(value)}")
     return value
+
+
+def time_ms(value: Any, name: str) -> int:
+    """A window or event time: ms since the Unix epoch, up to the end of the year 9999."""
+    if type(value) is int and not 0 <= value <= MAX_TIME_MS:
+        raise WireFormatError(f"{name} must be a time from 0 to {MAX_TIME_MS} ms since the "
+                              f"Unix epoch (the years 1970 to 9999), got {shown(value)}")
+    return integer(value, name)
+
+
+def number(value: Any, name: str) -> int | float:
+    """A scale or offset: an integer CBOR carries without a bignum tag, or a finite float
+    (a DBC factor is never NaN or infinite, and cantools' arithmetic assumes neither)."""
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise WireFormatError(f"{name} must be finite, got {value}")
+        return value
+    if type(value) is not int:
+        raise WireFormatError(f"{name} must be a number, got {type(value).__name__}")
+    return integer(value, name)
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A decoded value as a rejection message shows it: repr, shortened. Never raises: an
+    integer of more than 4300 digits (alone or inside a list) has no repr in Python 3.11+."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def byte_string(value: Any, name: str, size: int | None = None) -> bytes:
@@ -408,7 +470,43 @@ def _encode_column(column: Sequence[int | float], is_float: bool) -> bytes:
     return encode_varints([int(v) for v in column])
 
 
-def _decode_column(data: bytes, is_float: bool) -> tuple[int | float, ...]:
+def decode_varint_columns(columns: Sequence[bytes]) -> list[tuple[int, ...]] | None:
+    """`decode_varints` of many columns at once, vectorised (a backend decodes every column of
+    a batch this way). None when a column needs the exact path: a varint longer than 9 bytes,
+    values that could leave int64, or a malformed column (whose error `decode_varints` names).
+    """
+    if not columns:
+        return []
+    lengths = np.fromiter(map(len, columns), dtype=np.int64, count=len(columns))
+    data = np.frombuffer(b"".join(columns), dtype=np.uint8)
+    if not len(data):
+        return [()] * len(columns)
+    column_ends = np.cumsum(lengths)
+    if (data[column_ends[lengths > 0] - 1] & 0x80).any():
+        return None  # a column ends inside a varint
+    ends = np.flatnonzero(data < 0x80)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    sizes = ends - starts + 1
+    if int(sizes.max()) > 9:
+        return None
+    within = np.arange(len(data)) - np.repeat(starts, sizes)
+    parts = (data & 0x7F).astype(np.uint64) << (within * 7).astype(np.uint64)
+    zigzag = np.add.reduceat(parts, starts)
+    deltas = (zigzag >> np.uint64(1)).astype(np.int64) ^ -(zigzag & np.uint64(1)).astype(
+        np.int64)
+    if int(np.abs(deltas).max()) * len(deltas) >= 1 << 62:
+        return None  # a running sum might leave int64: the exact path
+    running = np.concatenate(([0], np.cumsum(deltas)))
+    bounds = np.concatenate(([0], np.searchsorted(ends, column_ends)))
+    counts = np.diff(bounds)
+    values = (running[1:] - np.repeat(running[bounds[:-1]], counts)).tolist()
+    cuts = bounds.tolist()
+    return [tuple(values[a:b]) for a, b in itertools.pairwise(cuts)]
+
+
+def _decode_column(data: bytes | tuple[int, ...], is_float: bool) -> tuple[int | float, ...]:
+    if isinstance(data, tuple):  # already decoded with its batch (decode_varint_columns)
+        return data
     if is_float:
         if len(data) % 8:
             raise WireFormatError("float column length is not a multiple of 8 bytes")
@@ -416,7 +514,7 @@ def _decode_column(data: bytes, is_float: bool) -> tuple[int | float, ...]:
     return tuple(decode_varints(data))
 
 
-def _dictionary_to_cbor(dictionary: Sequence[SignalDef]) -> list[list[Any]]:
+def dictionary_to_cbor(dictionary: Sequence[SignalDef]) -> list[list[Any]]:
     return [[d.key, d.unit, d.scale, d.offset, _value_type(d), d.mode,
              dict(d.choices) if d.choices else None] for d in dictionary]
 
@@ -427,11 +525,13 @@ def _value_type(definition: SignalDef) -> str:
     return "u" if definition.is_unsigned64 else "i"
 
 
-def _dictionary_from_cbor(entries: Sequence[Sequence[Any]]) -> tuple[SignalDef, ...]:
+def dictionary_from_cbor(entries: Sequence[Sequence[Any]]) -> tuple[SignalDef, ...]:
     return tuple(
-        SignalDef(key=str(key), unit=str(unit), scale=scale, offset=offset,
+        SignalDef(key=str(key), unit=str(unit), scale=number(scale, f"scale of {shown(key)}"),
+                  offset=number(offset, f"offset of {shown(key)}"),
                   is_float=kind == "f", mode=str(mode),
-                  choices={int(k): str(v) for k, v in choices.items()} if choices else None,
+                  choices={integer(k, f"value label of {shown(key)}"): str(v)
+                           for k, v in choices.items()} if choices else None,
                   is_unsigned64=kind == "u")
         for key, unit, scale, offset, kind, mode, choices in entries
     )

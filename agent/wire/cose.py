@@ -93,8 +93,19 @@ def verify(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Verified:
     except InvalidSignature as exc:
         raise BadSignatureError(f"signature does not verify with key {kid.hex()}: the batch "
                               "was altered or signed by another key") from exc
-    return Verified(kid=kid, content_type=str(headers.get(HEADER_CONTENT_TYPE, "")),
+    return Verified(kid=kid, content_type=_content_type(headers.get(HEADER_CONTENT_TYPE, "")),
                     payload=payload)
+
+
+def _content_type(value: object) -> str:
+    """The content type header as text: a text string, or a CoAP Content-Format number
+    (0..65535, RFC 9052 §3.1), which no reader here expects but may name in its rejection."""
+    if isinstance(value, str):
+        return value
+    if type(value) is int and 0 <= value <= 0xFFFF:
+        return str(value)
+    raise WireFormatError("content type (header 3) must be a text string or a CoAP "
+                          "Content-Format number (0..65535)")
 
 
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:

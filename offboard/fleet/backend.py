@@ -7,6 +7,11 @@ gaps and duplicates, for batches and events apart; decodes to physical values an
 summary line per batch and event, or writes one row per sample (and one per event) as JSON
 Lines or CSV.
 
+Workers are stateless: each also subscribes (outside the group) to every vehicle's retained,
+signed dictionary (`PREFIX/+/dictionary/+`, docs/wire-format.md §4.9), keeps dictionaries in a
+directory it may share with other workers (fleet/dictionaries.py), and holds a batch whose
+dictionary it lacks for a bounded time before reporting it undecodable with the reason.
+
 Pseudonymous vehicles (`[privacy.pseudonym]` on the vehicle, docs/privacy.md): a batch names
 the vehicle `p-...`, an HMAC of its id and the rotation period of the window start under a
 secret the backend shares. Given the secret (`--pseudonym-key`), the backend maps the name back
@@ -22,7 +27,10 @@ import csv
 import dataclasses
 import json
 import logging
+import math
+import os
 import queue
+import socket
 import ssl
 import sys
 import time
@@ -43,6 +51,7 @@ from agent.privacy.consent import pseudonym, rotation_period
 from agent.wire.body import BatchBody, SignalDef, decode_body
 from agent.wire.cose import Verified, verify
 from agent.wire.keys import key_id, load_public_key
+from fleet.dictionaries import DictionaryStore, GivenUp, HeldBatches
 
 log = logging.getLogger("fleet.backend")
 
@@ -109,20 +118,6 @@ class DeliveryTracker:
                 if (missing := sorted(set(range(min(seqs), max(seqs) + 1)) - seqs))}
 
 
-class DictionaryCache:
-    """Signal dictionaries by id; a vehicle sends its dictionary only now and then."""
-
-    def __init__(self) -> None:
-        self._dictionaries: dict[bytes, tuple[SignalDef, ...]] = {}
-
-    def remember(self, body: BatchBody) -> None:
-        if body.dictionary is not None:
-            self._dictionaries[body.dictionary_id] = body.dictionary
-
-    def lookup(self, body: BatchBody) -> tuple[SignalDef, ...] | None:
-        return self._dictionaries.get(body.dictionary_id)
-
-
 def sample_rows(body: BatchBody, dictionary: Sequence[SignalDef]) -> Iterator[dict[str, Any]]:
     """One dict per sample with physical values (stats: min/max/mean/count)."""
     common = {"vehicle": body.vehicle, "boot": body.boot.hex(), "seq": body.seq}
@@ -141,7 +136,9 @@ def sample_rows(body: BatchBody, dictionary: Sequence[SignalDef]) -> Iterator[di
             else:
                 raw = series.columns[0][position]
                 row["value"] = definition.physical(raw)
-                if definition.choices and int(raw) in definition.choices:
+                # A float series travels NaN and infinities bit-exact; they have no int().
+                if (definition.choices and (type(raw) is int or math.isfinite(raw))
+                        and int(raw) in definition.choices):
                     row["label"] = definition.choices[int(raw)]
             yield row
 
@@ -163,17 +160,22 @@ class Backend:
 
     def __init__(self, keyring: Mapping[bytes, Ed25519PublicKey],
                  bindings: Mapping[bytes, str] | None = None,
-                 pseudonyms: Pseudonyms | None = None) -> None:
+                 pseudonyms: Pseudonyms | None = None, *,
+                 dictionary_cache: Path | None = None, hold: float = 30.0) -> None:
         self.keyring = keyring
         self.bindings = bindings or {}
         self.pseudonyms = pseudonyms
         self.tracker = DeliveryTracker()
         self.event_tracker = DeliveryTracker()
-        self.dictionaries = DictionaryCache()
+        self.dictionaries = DictionaryStore(keyring, dictionary_cache)
+        self.held = HeldBatches(hold)
+        self.given_up: list[GivenUp] = []
         self.verified = 0
         self.events = 0
         self.rejected = 0
         self.undecodable = 0
+        self.decoded = 0
+        self.dictionaries_rejected = 0
         self.samples = 0
         self.bytes = 0
 
@@ -188,7 +190,12 @@ class Backend:
             self.rejected += 1
             return Receipt(ok=False, size=len(envelope), error=str(exc))
         self.verified += 1
-        self.dictionaries.remember(body)
+        if body.dictionary is not None:
+            try:
+                self.dictionaries.add(body.dictionary_id, body.dictionary, envelope)
+            except WireFormatError as exc:  # the batch is still good; its dictionary is not
+                self.dictionaries_rejected += 1
+                log.warning("batch %d: dictionary not cached: %s", body.seq, exc)
         fresh = self.tracker.observe(body.vehicle, body.boot, body.seq)
         if fresh:
             self.samples += body.sample_count
@@ -231,18 +238,76 @@ class Backend:
         return named
 
     def rows(self, body: BatchBody) -> Iterator[dict[str, Any]] | None:
-        dictionary = self.dictionaries.lookup(body)
+        """The batch's sample rows; None (counted undecodable) without its dictionary."""
+        dictionary = self.dictionaries.lookup(body.dictionary_id)
         if dictionary is None or any(s.signal >= len(dictionary) for s in body.series):
             self.undecodable += 1
             return None
         return sample_rows(body, dictionary)
+
+    def receive_dictionary(self, envelope: bytes) -> list[BatchBody]:
+        """A signed dictionary (`{prefix}/{vehicle}/dictionary/{did}`, retained): remembered,
+        and the batches that waited for it are returned, ready to decode."""
+        try:
+            did = self.dictionaries.add_envelope(envelope)
+        except WireFormatError as exc:
+            self.dictionaries_rejected += 1
+            log.warning("dictionary rejected (%d bytes): %s", len(envelope), exc)
+            return []
+        return self._decodable(self.held.release(did))
+
+    def admit(self, body: BatchBody, now: float) -> list[BatchBody]:
+        """A fresh batch: the batches now ready to decode (it, and those that waited for the
+        dictionary it carries), or none while it waits for its dictionary (`hold` s at most)."""
+        if self.dictionaries.lookup(body.dictionary_id) is None:
+            for given_up in self.held.hold(body, now):
+                self._give_up(given_up)
+            return []
+        return self._decodable([*self.held.release(body.dictionary_id), body])
+
+    def _decodable(self, bodies: list[BatchBody]) -> list[BatchBody]:
+        """`bodies` whose series all lie within their dictionary; the others given up."""
+        ready = []
+        for body in bodies:
+            dictionary = self.dictionaries.lookup(body.dictionary_id)
+            assert dictionary is not None  # only batches whose dictionary is known come here
+            if any(s.signal >= len(dictionary) for s in body.series):
+                self._give_up(GivenUp(body, "a series names a signal beyond the "
+                                            f"{len(dictionary)} entries of dictionary "
+                                            f"{body.dictionary_id.hex()}"))
+            else:
+                ready.append(body)
+        return ready
+
+    def expire(self, now: float) -> None:
+        """Give up the batches that waited longer than the hold bound."""
+        for given_up in self.held.expired(now):
+            self._give_up(given_up)
+
+    def finish(self) -> None:
+        """At exit: the batches still waiting are undecodable."""
+        for given_up in self.held.give_up_all("not received before the worker stopped"):
+            self._give_up(given_up)
+
+    def _give_up(self, given_up: GivenUp) -> None:
+        self.undecodable += 1
+        self.given_up.append(given_up)
+        body = given_up.body
+        log.warning("batch %s boot %s seq %d undecodable: %s", body.vehicle, body.boot.hex(),
+                    body.seq, given_up.reason)
 
     def report(self) -> dict[str, Any]:
         return {
             "verified": self.verified,
             "rejected": self.rejected,
             "duplicates": self.tracker.duplicates,
+            "decoded": self.decoded,
             "undecodable": self.undecodable,
+            "undecodable_batches": [
+                {"vehicle": g.body.vehicle, "boot": g.body.boot.hex(), "seq": g.body.seq,
+                 "reason": g.reason} for g in self.given_up],
+            "held": len(self.held),
+            "dictionaries_rejected": self.dictionaries_rejected,
             "samples": self.samples,
             "bytes": self.bytes,
             "gaps": _gaps(self.tracker),
@@ -339,6 +404,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit when no batch has arrived for this many seconds")
     parser.add_argument("--report", type=Path,
                         help="write the delivery report (gaps, duplicates) as JSON here")
+    parser.add_argument("--dataset", type=Path, metavar="DIR",
+                        help="write the Parquet data set here: samples, events and batches, "
+                             "partitioned by date and vehicle (docs/backend.md; needs "
+                             "edge-agent-fleet[parquet])")
+    parser.add_argument("--worker", metavar="NAME",
+                        help="this worker's name in the data set's file names; must differ "
+                             "between workers sharing --dataset (default: HOST-PID)")
+    parser.add_argument("--flush", type=float, default=60.0, metavar="SECONDS",
+                        help="write the data set's files this often, and at exit "
+                             "(default: 60)")
+    parser.add_argument("--dictionary-cache", type=Path, metavar="DIR",
+                        help="keep signal dictionaries here as signed files, one per id; "
+                             "workers may share the directory (default: memory only)")
+    parser.add_argument("--hold", type=float, default=30.0, metavar="SECONDS",
+                        help="how long a batch waits for its dictionary before it is "
+                             "reported undecodable (default: 30)")
     parser.add_argument("--pseudonym-key", type=Path, metavar="FILE",
                         help="the secret shared with pseudonymous vehicles: map their "
                              "pseudonyms back to the ids of --keys VEHICLE=FILE")
@@ -348,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["query"]:  # `tools/backend query DIR ...`: the data set, not the broker
+        from fleet.query import main as query
+        return query(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s backend: %(message)s")
@@ -360,12 +445,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     pseudonyms = None
+    # As the vehicle's [privacy.pseudonym] rotation: below 1 ms (or NaN) the rotation period
+    # divides by zero, at the first pseudonymous message.
+    if not (math.isfinite(args.pseudonym_rotation) and args.pseudonym_rotation >= 0.001):
+        raise AgentError(f"--pseudonym-rotation {args.pseudonym_rotation}: must be at least "
+                         "0.001 s, as the vehicles' [privacy.pseudonym] rotation")
     if args.pseudonym_key is not None:
         try:
             pseudonyms = Pseudonyms(args.pseudonym_key.read_bytes(), args.pseudonym_rotation)
         except OSError as exc:
             raise AgentError(f"--pseudonym-key: cannot read {args.pseudonym_key}") from exc
-    backend = Backend(*load_keyring(args.keys), pseudonyms=pseudonyms)
+    if not (math.isfinite(args.hold) and args.hold >= 0):
+        raise AgentError(f"--hold {args.hold}: must be a number of seconds, 0 or more")
+    backend = Backend(*load_keyring(args.keys), pseudonyms=pseudonyms,
+                      dictionary_cache=args.dictionary_cache, hold=args.hold)
+    dataset = _dataset(args)  # before connecting: a missing extra fails at once
     arrivals: queue.Queue[tuple[str, bytes]] = queue.Queue()
     connected = queue.Queue[str]()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -374,8 +468,11 @@ def _serve(args: argparse.Namespace) -> int:
             raise AgentError("TLS needs --ca-cert, --cert and --key (or --plaintext)")
         client.tls_set(ca_certs=str(args.ca_cert), certfile=str(args.cert),
                        keyfile=str(args.key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    subscriptions = [f"$share/{args.group}/{args.prefix}/+/{leaf}"
-                     for leaf in ("telemetry", "events")]
+    # Batches and events are shared out among the group's workers; every worker gets every
+    # dictionary (retained, so also those published before it started).
+    subscriptions = [*(f"$share/{args.group}/{args.prefix}/+/{leaf}"
+                       for leaf in ("telemetry", "events")),
+                     f"{args.prefix}/+/dictionary/+"]
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
@@ -404,9 +501,10 @@ def _serve(args: argparse.Namespace) -> int:
         client.loop_stop()
         raise AgentError(f"cannot connect to {args.host}:{args.port}: {problem}")
     # The readiness line scripts and tests wait for before they publish.
-    log.info("subscribed to %s", " and ".join(subscriptions))
+    log.info("subscribed to %s", ", ".join(subscriptions))
     out = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
     writer = RowWriter(out, args.format) if args.format != "summary" else None
+    flushed_at = time.monotonic()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0
     last_arrival = time.monotonic()
@@ -415,33 +513,45 @@ def _serve(args: argparse.Namespace) -> int:
             wait = 0.5 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 break
+            backend.expire(time.monotonic())
+            if dataset is not None and time.monotonic() - flushed_at >= args.flush:
+                dataset.flush()
+                flushed_at = time.monotonic()
             try:
                 topic, envelope = arrivals.get(timeout=min(wait, 0.5))
             except queue.Empty:
                 if args.idle is not None and time.monotonic() - last_arrival > args.idle:
                     break
                 continue
+            if is_dictionary_topic(topic, args.prefix):
+                _decode(backend, backend.receive_dictionary(envelope), writer, dataset)
+                continue
             last_arrival = time.monotonic()
             if topic.endswith("/events"):
-                _show_event(backend.receive_event(envelope), writer, args.format)
+                event_receipt = backend.receive_event(envelope)
+                _show_event(event_receipt, writer, args.format)
+                if dataset and event_receipt.event is not None and not event_receipt.duplicate:
+                    dataset.add_event(event_receipt.event)
                 continue
             received += 1
             receipt = backend.receive(envelope)
             if writer is None or not receipt.ok:
                 print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,
                       flush=True)
-            if receipt.ok and receipt.body is not None and not receipt.duplicate and writer:
-                rows = backend.rows(receipt.body)
-                if rows is None:
-                    log.warning("batch %d: dictionary %s not yet received; not decoded",
-                                receipt.body.seq, receipt.body.dictionary_id.hex())
-                else:
-                    writer.write(rows)
+            if receipt.ok and receipt.body is not None and not receipt.duplicate:
+                if dataset is not None:
+                    dataset.add_received(receipt.body)
+                _decode(backend, backend.admit(receipt.body, time.monotonic()), writer,
+                        dataset)
+        _await_held(backend, arrivals, writer, dataset, deadline, args.prefix)
     except KeyboardInterrupt:
         pass
     finally:
         client.loop_stop()
         client.disconnect()
+        backend.finish()
+        if dataset is not None:
+            dataset.flush()
         if args.output:
             out.close()
     report = backend.report()
@@ -449,6 +559,66 @@ def _serve(args: argparse.Namespace) -> int:
     if args.report:
         args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 1 if backend.rejected else 0
+
+
+def is_dictionary_topic(topic: str, prefix: str) -> bool:
+    """`{prefix}/{vehicle}/dictionary/{did}` (a vehicle named `dictionary` is still a
+    vehicle: the levels are counted)."""
+    levels = topic[len(prefix) + 1:].split("/") if topic.startswith(prefix + "/") else []
+    return len(levels) == 3 and levels[1] == "dictionary"
+
+
+def _dataset(args: argparse.Namespace) -> Any:
+    """The Parquet data set writer for --dataset, or None."""
+    if args.dataset is None:
+        return None
+    if not (math.isfinite(args.flush) and args.flush > 0):
+        raise AgentError(f"--flush {args.flush}: must be a number of seconds above 0")
+    try:
+        from fleet.dataset import DatasetWriter
+    except ImportError as exc:
+        raise AgentError(f"--dataset needs pyarrow ({exc}): install "
+                         "edge-agent-fleet[parquet]") from exc
+    try:
+        return DatasetWriter(args.dataset, args.worker or f"{socket.gethostname()}-{os.getpid()}")
+    except ValueError as exc:
+        raise AgentError(f"--worker: {exc}") from exc
+
+
+def _decode(backend: Backend, bodies: list[BatchBody], writer: RowWriter | None,
+            dataset: Any = None) -> None:
+    """Decode batches whose dictionary is known: rows out, Parquet tables, or only counted."""
+    for body in bodies:
+        rows = backend.rows(body)
+        if rows is None:
+            continue
+        backend.decoded += 1
+        if writer is not None:
+            writer.write(rows)
+        if dataset is not None:
+            dictionary = backend.dictionaries.lookup(body.dictionary_id)
+            assert dictionary is not None  # rows() found it
+            dataset.add_samples(body, dictionary)
+
+
+def _await_held(backend: Backend, arrivals: queue.Queue[tuple[str, bytes]],
+                writer: RowWriter | None, dataset: Any, deadline: float | None,
+                prefix: str) -> None:
+    """After the last batch (--count, --idle): the batches on hold may still get their
+    dictionary, within the hold bound (and --timeout)."""
+    while len(backend.held):
+        now = time.monotonic()
+        backend.expire(now)
+        wait = backend.held.bound if deadline is None else min(backend.held.bound,
+                                                                deadline - now)
+        if wait <= 0 or not len(backend.held):
+            return
+        try:
+            topic, envelope = arrivals.get(timeout=min(wait, 0.5))
+        except queue.Empty:
+            continue
+        if is_dictionary_topic(topic, prefix):
+            _decode(backend, backend.receive_dictionary(envelope), writer, dataset)
 
 
 def _show_event(receipt: Receipt, writer: RowWriter | None, fmt: str) -> None:

@@ -60,6 +60,7 @@ from fleet.backend import (
     load_keyring,
     summary_line,
 )
+from fleet.dataset import sample_table
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 
@@ -94,6 +95,7 @@ from agent.sources.sensor_protocols import (
 )
 from agent.wire.body import BatchBody, Series, SeriesKind, SignalDef, dictionary_id, encode_body
 from agent.wire.cose import Signer
+from agent.wire.dictionary import DICTIONARY_CONTENT_TYPE, encode_dictionary
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_SECONDS = 10.0  # one input; generous, because CI shares its cores with other work
@@ -733,9 +735,11 @@ def _event_body() -> bytes:
 
 @functools.cache
 def envelope_seeds() -> tuple[tuple[str, bytes], ...]:
-    """(content type, CBOR body) of a schema-1 and a schema-2 batch and an event."""
+    """(content type, CBOR body) of a schema-1 and a schema-2 batch, an event and a retained
+    dictionary document."""
     return ((BATCH_CONTENT_TYPE, _batch_body(1, 0)), (BATCH_CONTENT_TYPE, _batch_body(2, 1)),
-            (EVENT_CONTENT_TYPE, _event_body()))
+            (EVENT_CONTENT_TYPE, _event_body()),
+            (DICTIONARY_CONTENT_TYPE, encode_dictionary(DICTIONARY)))
 
 
 CBOR_TOKENS = (b"\x00", b"\xff", b"\x1b" + b"\xff" * 8, b"\x3b" + b"\xff" * 8, b"\xc2\x58\xff",
@@ -830,6 +834,11 @@ def _backend_session(folder: Path) -> Iterator[Check]:
             rows = backend.rows(receipt.body)
             if rows is not None:
                 RowWriter(io.StringIO(), "jsonl").write(rows)
+                dictionary = backend.dictionaries.lookup(receipt.body.dictionary_id)
+                require(dictionary is not None, "rows without a dictionary")
+                sample_table(receipt.body, dictionary)  # the Parquet data set's table
+        # The same bytes as a retained dictionary document (docs/wire-format.md §4.9).
+        backend.receive_dictionary(data)
         event = backend.receive_event(data)
         require(event.ok or event.error, "an event rejected without a reason")
         if event.ok and event.event is not None:

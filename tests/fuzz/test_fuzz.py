@@ -30,18 +30,7 @@ from tests.fuzz.targets import (
 MEMORY_MB = 1024  # beyond the test process's size: an unbounded allocation fails, not swaps
 
 
-# Targets that still find open bugs (issue #20; each listed with its input, error and line in
-# docs/fuzzing.md): integers past float range or thousands of digits long in a signed batch,
-# event, update or config, and NUL in a path. Reported as xfail until fixed, so the other
-# targets guard CI meanwhile; tools/fuzz runs these in full.
-OPEN_BUGS = {"backend", "ota-update"}
-
-
-@pytest.mark.parametrize("target", [
-    pytest.param(target, marks=pytest.mark.xfail(
-        reason="open bugs of #20, listed in docs/fuzzing.md", strict=False))
-    if target.name in OPEN_BUGS else target for target in TARGETS],
-    ids=lambda target: target.name)
+@pytest.mark.parametrize("target", TARGETS, ids=lambda target: target.name)
 def test_parser_survives_its_fuzz_target(target: Target, tmp_path: Path) -> None:
     with memory_limit(MEMORY_MB), target.start(tmp_path) as check:
 

@@ -1,4 +1,6 @@
-"""`edge-agent diag bundle`: one tarball with what support needs to see."""
+"""`edge-agent diag bundle`: one tarball with what support needs to see, and nothing the
+owner's consent or privacy controls withhold (agent/privacy/disclosure.py says what and why);
+`withheld.json` in the bundle lists what was left out."""
 
 from __future__ import annotations
 
@@ -12,9 +14,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from agent.cli.diag.checks import redacted_config_text, run_checks
+from agent.cli.diag.checks import run_checks
 from agent.cli.diag.common import EXIT_OK, ask, common_options, unreachable
 from agent.cli.diag.queue import spool_file_document
+from agent.config.schema import load_config
+from agent.errors import AgentError
+from agent.privacy import consent as privacy
+from agent.privacy.disclosure import redact_config, withholds_vehicle_id, without_vehicle_id
 from agent.runtime.control import ControlUnavailable
 
 NO_JOURNAL = """\
@@ -29,9 +35,11 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bundle", parents=[common_options()], help="a support tarball",
         description="Write a .tar.gz with status, bus and queue counters, the config with "
-                    "secrets redacted, selftest results and recent logs (journalctl -u "
-                    "edge-agent). With the agent stopped, the queue is read from the spool "
-                    "file; without journalctl, the bundle says where the logs are instead.")
+                    "secrets, zones and the pseudonym key withheld, selftest results and recent "
+                    "logs (journalctl -u edge-agent); the vehicle id too unless the consent in "
+                    "force sends it. withheld.json in the bundle lists what was left out. With "
+                    "the agent stopped, the queue is read from the spool file; without "
+                    "journalctl, the bundle says where the logs are instead.")
     parser.add_argument("--output", "-o", type=Path,
                         help="where to write (default: edge-agent-bundle-TIME.tar.gz)")
     parser.add_argument("--log-lines", type=int, default=2000,
@@ -49,10 +57,17 @@ def _do_bundle(args: argparse.Namespace) -> int:
             members[f"{command}.json"] = _json(spool_file_document(args, exc) if command == "queue"
                                                else unreachable(args, exc))
     members["selftest.json"] = _json([asdict(c) for c in run_checks(args.config)])
+    withheld: list[str] = []
     if args.config.is_file():
-        members["config.toml"] = redacted_config_text(args.config).encode()
+        redacted = redact_config(args.config.read_text(encoding="utf-8"))
+        members["config.toml"] = redacted.text.encode()
+        withheld += [f"config.toml: {item}" for item in redacted.withheld]
     journal, logs = _journal(args.log_lines)
     members["journal.txt"] = journal
+    withheld += _withhold_vehicle_id(args, members)
+    withheld.append("signal values of every class: the bundle holds none (no signals, live "
+                    "or gps output)")
+    members["withheld.json"] = _json({"withheld": withheld})
     with tarfile.open(output, "w:gz") as archive:
         for name, data in members.items():
             info = tarfile.TarInfo(f"edge-agent-bundle/{name}")
@@ -64,6 +79,25 @@ def _do_bundle(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {output} ({', '.join(sorted(members))}); logs: {logs}")
     return EXIT_OK
+
+
+def _withhold_vehicle_id(args: argparse.Namespace, members: dict[str, bytes]) -> list[str]:
+    """Replace the vehicle id in every member unless the consent in force sends it (the
+    consent read as the agent reads it, failing closed to `off`)."""
+    try:
+        config = load_config(args.config)
+    except AgentError as exc:
+        return [f"NOT withheld: the vehicle id, which the bundle cannot know without the "
+                f"config ({exc})"]
+    consent = privacy.effective_consent(config.privacy, config.state.directory)
+    if not withholds_vehicle_id(consent.level, config.privacy.pseudonym.enabled):
+        return []
+    replaced = 0
+    for name, data in members.items():
+        members[name], count = without_vehicle_id(data, config.vehicle.id)
+        replaced += count
+    reason = "consent off" if consent.level == "off" else "a pseudonym is in use"
+    return [f"the vehicle id ({reason}): replaced by <vehicle> in {replaced} places"]
 
 
 def _json(document: object) -> bytes:

@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config.schema import AgentConfig, load_config
 from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError
+from agent.privacy.disclosure import redact_config
 from agent.runtime import clock
 from agent.sampling.plan import build_plan
 from agent.sources.registry import catalogue_for, is_value_source
@@ -177,14 +178,9 @@ def broker_check(config: AgentConfig, timeout: float = 5.0) -> Check:
 
 
 def redacted_config_text(path: Path) -> str:
-    """The config file with values of secret-looking keys hidden (it has paths, not keys)."""
-    lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key = line.split("=", 1)[0].strip().lower()
-        if "=" in line and any(word in key for word in ("password", "secret", "token")):
-            line = f"{line.split('=', 1)[0]}= \"<redacted>\""
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    """The config file without secrets, zones, the pseudonym key or comments
+    (agent/privacy/disclosure.py): what a technician may see."""
+    return redact_config(path.read_text(encoding="utf-8")).text
 
 
 def file_mode(path: Path) -> str:

@@ -206,3 +206,28 @@ def test_values_found_by_fuzzing_are_config_errors(tmp_path, old, new, message):
     assert old in text
     with pytest.raises(ConfigError, match=message):
         parse_config(text.replace(old, new), tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("value", ["nan", "+nan", "-nan", "inf", "-inf"])
+@pytest.mark.parametrize(("section", "key"), [
+    ("batch", "window"), ("sampling", "period"), ("spool", "max_mb"), ("ota", "grace_period")])
+def test_a_float_setting_must_be_finite(tmp_path, value, section, key):
+    """nan passed every positive-number check (each `<= 0` is false for it) and broke the
+    daemon later (`round(window * 1000)`); inf passed them too. Both name the key."""
+    text = MINIMAL.replace(f"[{section}]\n", "") + f"\n[{section}]\n{key} = {value}\n"
+    line = text.splitlines().index(f"{key} = {value}") + 1
+    with pytest.raises(ConfigError, match=rf"c.toml:{line}: \[{section}\] {key}: must be a "
+                                          r"finite number"):
+        parse_config(text, tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("rotation", ["0", "-1", "0.0004"])
+def test_a_pseudonym_rotation_below_a_millisecond_is_refused(tmp_path, rotation):
+    """The rotation period is floor(ms / round(rotation * 1000)): 0.0004 s passed the old
+    positive-number check and divided by zero at the first batch."""
+    text = MINIMAL + f"\n[privacy.pseudonym]\nrotation = {rotation}\n"
+    with pytest.raises(ConfigError, match=r"\[privacy.pseudonym\] rotation: must be at least "
+                                          r"0.001 s"):
+        parse_config(text, tmp_path / "c.toml")
+    assert parse_config(MINIMAL + "\n[privacy.pseudonym]\nrotation = 0.001\n",
+                        tmp_path / "c.toml").privacy.pseudonym.rotation == 0.001

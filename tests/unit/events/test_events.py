@@ -6,7 +6,11 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cbor2
 import pytest
+import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.config.schema import (
     BatteryEventConfig,
@@ -16,7 +20,9 @@ from agent.config.schema import (
     TriggerConfig,
 )
 from agent.decoding.dbc import load_dbc
+from agent.errors import WireFormatError
 from agent.events.battery import BatteryDetector
+from agent.events.codec import MAX_DATA_DEPTH, decode_event
 from agent.events.engine import event_inputs
 from agent.events.latch import Latch
 from agent.events.load import LoadChangeDetector
@@ -25,6 +31,7 @@ from agent.events.trigger import TriggerDetector
 from agent.events.trip import TripDetector
 from agent.sources.gpsd_json import GPS_CATALOGUE
 from agent.sources.sensor_protocols import TPMS_CATALOGUE
+from agent.wire.body import MAX_TIME_MS
 
 CONFIG = EventsConfig(enabled=True)
 LOAD = CONFIG.load
@@ -210,3 +217,58 @@ def test_event_inputs_come_from_dbc_signals_and_sensor_catalogues_alike():
     assert not any(key.startswith("tpms.") and key.endswith(".battery") for key in keys)
     without_sensors = event_inputs(config, {"can0": databases["can0"]}, SamplingConfig())
     assert not any(s.key.startswith(("gps.", "tpms.")) for s in without_sensors)
+
+
+# --- the event document on the wire (agent/events/codec.py) --------------------------------
+
+def _event_document(**fields: object) -> bytes:
+    """A trip_end event's payload as the agent sends it, with `fields` replaced."""
+    document = {"v": 1, "veh": "v1", "boot": bytes(16), "seq": 0, "type": "trip_end",
+                "t": 1_800_000_000_000, "clk": "ntp", "cfg": 1,
+                "prv": {"consent": "full", "ver": 1},
+                "data": {"distance_km": 12.5, "changes": {"can0.H": [1, -2.5, None, True]}},
+                "pos": {"end": [48.1, 11.5]}, **fields}
+    return zstandard.ZstdCompressor().compress(cbor2.dumps(document))
+
+
+def test_an_event_as_the_agent_sends_it_decodes():
+    event = decode_event(_event_document())
+    assert decode_event(_event_document(data={"x": _nested(MAX_DATA_DEPTH - 1)})).data["x"]
+    assert event.time_ms == 1_800_000_000_000 and event.data["changes"]["can0.H"][1] == -2.5
+    assert event.privacy == {"consent": "full", "ver": 1}
+
+
+huge = st.integers(min_value=10**4300, max_value=10**5000)
+
+
+def _nested(depth: int) -> list:
+    """[[...[1]...]], `depth` lists deep."""
+    value: list = [1]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+# Found by fuzzing (#20): the backend prints an event's time as a date and its data as JSON
+# (sorted keys), and a time no date can name, an integer of thousands of digits or keys of
+# mixed types raised there (ValueError, OverflowError, OSError, TypeError) after decoding
+# had accepted the event. Decoding now refuses them (docs/wire-format.md §4.8).
+@given(fields=st.one_of(
+    st.fixed_dictionaries({"t": st.integers(max_value=-1) | st.integers(
+        min_value=MAX_TIME_MS + 1) | huge}),
+    st.fixed_dictionaries({"seq": st.integers(max_value=-1) | st.integers(min_value=2**64)}),
+    st.fixed_dictionaries({"cfg": huge | huge.map(lambda n: -n)}),
+    st.fixed_dictionaries({"v": huge | st.just(1.0) | st.just(True)}),
+    st.fixed_dictionaries({"prv": st.just(None) | st.fixed_dictionaries(
+        {"consent": st.just("full"), "ver": huge})}),
+    st.fixed_dictionaries({"data": st.one_of(
+        st.dictionaries(st.integers() | st.binary(), st.integers(), min_size=1).map(
+            lambda keys: {"a": 1, **keys}),
+        st.builds(lambda n: {"distance_km": n}, huge),
+        st.builds(lambda n: {"samples": {"k": [[0, n]]}}, huge | huge.map(lambda n: -n)),
+        st.sampled_from([{"x": b"bytes"}, {"x": {1, 2}}, {"x": cbor2.CBORTag(99, 1)},
+                         {"x": _nested(MAX_DATA_DEPTH)}, [1, 2]]))})))
+def test_event_fields_nothing_after_decoding_could_use_are_rejected(fields):
+    with pytest.raises(WireFormatError) as caught:
+        decode_event(_event_document(**fields))
+    assert 0 < len(str(caught.value)) < 400

@@ -1,4 +1,7 @@
 import dataclasses
+import io
+import json
+import math
 
 import cbor2
 import pytest
@@ -7,11 +10,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fleet.backend import (
     Backend,
     DeliveryTracker,
+    Pseudonyms,
+    Receipt,
+    RowWriter,
     event_line,
     event_row,
     load_keyring,
+    main,
+    sample_rows,
     summary_line,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.config.schema import SamplingConfig, SignalRule
 from agent.decoding.dbc import load_dbc
@@ -20,7 +30,7 @@ from agent.events.codec import EVENT_CONTENT_TYPE, EventBody, encode_event
 from agent.output.batch import CONTENT_TYPE, Batcher, BatchIdentity
 from agent.sampling.plan import build_plan
 from agent.sampling.ring import Field, Ring
-from agent.wire.body import Series, SeriesKind, encode_body
+from agent.wire.body import BatchBody, Series, SeriesKind, SignalDef, encode_body
 from agent.wire.cose import Signer
 from agent.wire.keys import generate_key_pair, key_id
 from tests.helpers.dbc_fixtures import write_small_dbc
@@ -222,3 +232,114 @@ def test_a_bound_key_cannot_send_events_for_another_vehicle_by_moving_its_kid():
     envelope = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]))
     receipt = Backend({kid: key.public_key()}, {kid: "v1"}).receive_event(envelope)
     assert not receipt.ok and "signed with the key of 'v1'" in receipt.error
+
+
+# --- what a signed message the backend cannot use comes back as (#20, found by fuzzing) -------
+
+FUZZ_KEY = Ed25519PrivateKey.generate()
+FUZZ_KID = key_id(FUZZ_KEY.public_key())
+T0 = 1_800_000_000_000
+
+
+def _signed_body(content_type: str, **fields: object) -> bytes:
+    """A batch (content_type CONTENT_TYPE) or an event signed by v1's own key, with `fields`
+    of its body replaced: what a vehicle with a bug, or a stolen key, can send."""
+    if content_type == CONTENT_TYPE:
+        document = cbor2.loads(encode_body(BatchBody(
+            vehicle="v1", boot=bytes(16), seq=0, t0_ms=T0, t1_ms=T0 + 60_000, clock="ntp",
+            config_version=1, dbc_digest=bytes(32), health={}, dictionary_id=bytes(8),
+            dictionary=(SignalDef("can0.M.S", "", 1, 0, False, "last"),),
+            series=(Series(0, SeriesKind.INT_LAST, (T0,), ((7,),)),))))
+    else:
+        document = cbor2.loads(zstandard.ZstdDecompressor().decompress(encode_event(
+            dataclasses.replace(_event("v1", 0), time_ms=T0))))
+    payload = zstandard.ZstdCompressor().compress(cbor2.dumps({**document, **fields}))
+    return Signer(FUZZ_KEY, content_type).sign(payload)
+
+
+def _everything_the_backend_prints(backend: Backend, envelope: bytes) -> tuple[Receipt, Receipt]:
+    """What tools/backend does with a message, as a batch and as an event (as the fuzz
+    target does): every line, row and the report."""
+    batch = backend.receive(envelope)
+    summary_line(batch)
+    if batch.ok and batch.body is not None and (rows := backend.rows(batch.body)) is not None:
+        RowWriter(io.StringIO(), "jsonl").write(rows)
+    event = backend.receive_event(envelope)
+    if event.ok and event.event is not None:
+        event_line(event)
+        RowWriter(io.StringIO(), "jsonl").write(iter([event_row(event.event)]))
+    json.dumps(backend.report())
+    return batch, event
+
+
+huge = st.integers(min_value=10**4300, max_value=10**5000)
+UNUSABLE = {
+    CONTENT_TYPE: st.one_of(
+        st.fixed_dictionaries({"v": huge | st.builds(lambda n: [n], huge)}),
+        st.fixed_dictionaries({"t0": st.integers(min_value=10**15) | huge}),
+        st.fixed_dictionaries({"t1": st.integers(max_value=-1) | st.just(10**18)}),
+        st.fixed_dictionaries({"seq": huge}),
+        st.fixed_dictionaries({"dict": st.sampled_from([None, {}, [], 10**400, "1"]).map(
+            lambda scale: [["can0.M.S", "", scale, 0, "i", "last", None]])})),
+    EVENT_CONTENT_TYPE: st.one_of(
+        st.fixed_dictionaries({"t": st.integers(min_value=10**15) | st.just(-(10**18)) | huge}),
+        st.fixed_dictionaries({"seq": huge}),
+        st.fixed_dictionaries({"data": st.sampled_from([{1: 2, "a": 3}, {"n": 10**5000},
+                                                        {"b": b"\x00"}])})),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(content_type=st.sampled_from(sorted(UNUSABLE)), data=st.data())
+def test_a_signed_message_the_backend_cannot_use_is_a_rejected_receipt(content_type, data):
+    """Each raised from the summary line, the rows or the pseudonym lookup before (ValueError
+    of Python's int-to-str limit, year out of range, OverflowError, OSError, TypeError)."""
+    fields = data.draw(UNUSABLE[content_type])
+    backend = Backend({FUZZ_KID: FUZZ_KEY.public_key()}, {FUZZ_KID: "v1"},
+                      Pseudonyms(bytes(32), 86400.0))
+    batch, event = _everything_the_backend_prints(backend, _signed_body(content_type, **fields))
+    receipt = batch if content_type == CONTENT_TYPE else event
+    assert not receipt.ok and receipt.error and len(receipt.error) < 400
+    assert "REJECTED" in summary_line(receipt) and backend.report()["rejected"] == 2
+
+
+def test_the_batch_and_event_these_are_made_from_are_used():
+    backend = Backend({FUZZ_KID: FUZZ_KEY.public_key()}, {FUZZ_KID: "v1"})
+    batch, _ = _everything_the_backend_prints(backend, _signed_body(CONTENT_TYPE))
+    _, event = _everything_the_backend_prints(backend, _signed_body(EVENT_CONTENT_TYPE))
+    assert batch.ok and event.ok and backend.report()["rejected"] == 2  # each as the other
+
+
+def test_a_content_type_of_thousands_of_digits_is_rejected():
+    """Found by fuzzing: str() of the protected header's content type raised ValueError."""
+    payload = zstandard.ZstdCompressor().compress(b"\xa0")
+    protected = cbor2.dumps({1: -8, 3: 10**5000})
+    signature = FUZZ_KEY.sign(cbor2.dumps(["Signature1", protected, b"", payload]))
+    envelope = cbor2.dumps(cbor2.CBORTag(18, [protected, {4: FUZZ_KID}, payload, signature]))
+    receipt = Backend({FUZZ_KID: FUZZ_KEY.public_key()}).receive(envelope)
+    assert not receipt.ok and "content type (header 3) must be a text string" in receipt.error
+
+
+def test_a_float_series_of_nan_with_value_labels_gets_no_label():
+    """int(nan) raised ValueError in the rows when a float series' signal had choices."""
+    t0 = T0
+    dictionary = (SignalDef("gps.mode", "", 1.0, 0.0, True, "last", {0: "none", 3: "3d"}),)
+    body = BatchBody(vehicle="v1", boot=bytes(16), seq=0, t0_ms=t0, t1_ms=t0 + 1000,
+                     clock="ntp", config_version=1, dbc_digest=bytes(32), health={},
+                     dictionary_id=bytes(8), dictionary=dictionary,
+                     series=(Series(0, SeriesKind.FLOAT_LAST, (t0, t0, t0, t0),
+                                    ((math.nan, math.inf, 3.0, 1.0),)),))
+    rows = list(sample_rows(body, dictionary))
+    assert [row.get("label") for row in rows] == [None, None, "3d", None]
+
+
+@pytest.mark.parametrize("rotation", ["nan", "inf", "0", "0.0004"])
+def test_a_pseudonym_rotation_that_cannot_divide_time_is_refused_at_start(tmp_path, capsys,
+                                                                          rotation):
+    """ValueError or ZeroDivisionError at the first pseudonymous message before; refused
+    before the backend connects now."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(bytes(32))
+    assert main(["--keys", str(tmp_path / "v1.pub"), "--plaintext", "--pseudonym-key",
+                 str(secret), "--pseudonym-rotation", rotation]) == 2
+    assert "--pseudonym-rotation" in capsys.readouterr().err

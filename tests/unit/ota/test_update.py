@@ -24,6 +24,7 @@ from agent.ota.update import (
     check_update,
     delivered_name,
     sign_update,
+    stored_config,
 )
 from agent.wire.cose import Signer
 from agent.wire.keys import key_id
@@ -309,3 +310,54 @@ def test_sign_update_refuses_a_version_outside_the_limit(backend_key):
         with pytest.raises(AgentError, match=f"version {version}: a config version is a "
                                              "whole number from 1 to 9007199254740991"):
             signed(backend_key, version=version)
+
+
+def signed_fields(key: Ed25519PrivateKey, **fields: object) -> bytes:
+    """A good update document with `fields` replaced, signed by a trusted backend."""
+    return Signer(key, CONTENT_TYPE).sign(cbor2.dumps({
+        "type": "edge-agent-config", "version": 4, "issued_at": NOW, "expires_at": NOW + 3600,
+        "target": {"vehicle": "car-1"}, "config": UPDATE, "dbc": {}, **fields}))
+
+
+# Integers of 4301+ digits have no str() (Python's int-to-str limit), and the rejection of a
+# version or of an expired update used to format them: ValueError instead of a rejection.
+huge = st.integers(min_value=10**4300, max_value=10**5000)
+beyond_int64 = st.one_of(huge, huge.map(lambda n: -n),
+                         st.integers(min_value=2**63, max_value=2**200),
+                         st.integers(max_value=-(2**63) - 1, min_value=-(2**200)))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["version", "issued_at", "expires_at"]), value=beyond_int64)
+def test_integers_beyond_int64_in_a_signed_update_are_a_bad_document(backend_key, trust, local,
+                                                                    field, value):
+    """Found by fuzzing (#20): ValueError at ota.py for a 5000-digit version or expires_at."""
+    envelope = signed_fields(backend_key, **{field: value})
+    with pytest.raises(UpdateRejected) as caught:
+        check(envelope, trust, local)
+    assert caught.value.reason is Reason.BAD_DOCUMENT and str(caught.value)
+    with pytest.raises(UpdateRejected) as caught:
+        stored_config(envelope, trust, local_config=local, dbc_store=local.parent / "store")
+    assert caught.value.reason is Reason.BAD_DOCUMENT
+
+
+def test_issued_and_expiry_times_may_use_all_of_int64(backend_key, trust, local):
+    accepted = check(signed_fields(backend_key, issued_at=-(2**63), expires_at=2**63 - 1),
+                     trust, local)
+    assert accepted.update.expires_at == 2**63 - 1
+    assert rejected(signed_fields(backend_key, expires_at=-(2**63)), trust,
+                    local) is Reason.EXPIRED
+
+
+def test_a_dbc_name_with_a_nul_is_a_bad_document(backend_key, trust, local):
+    """Found by fuzzing (#20): ValueError 'embedded null byte' from Path.resolve."""
+    digest = hashlib.sha256(DBC.read_bytes()).digest()
+    sources = ('[[sources]]\nname = "can0"\ntype = "virtual"\nchannel = "bus0"\n'
+               'dbc = ["vehicle.dbc"]\n')
+    envelope = signed_fields(backend_key, config=sources,
+                             dbc={"vehicle.dbc": {"sha256": digest},
+                                  "a\x00b.dbc": {"sha256": digest}})
+    with pytest.raises(UpdateRejected, match=r"malformed field\(s\): dbc") as caught:
+        check(envelope, trust, local)
+    assert caught.value.reason is Reason.BAD_DOCUMENT

@@ -1,11 +1,14 @@
 import contextlib
 import os
+import sqlite3
+import stat
 import subprocess
 import uuid
 
 import pytest
 
 from agent.output.spool import PRIORITY_EVENT, Spool, read_spool_file
+from agent.privacy.at_rest import AtRest
 from tests.helpers.support import require_tool
 
 
@@ -229,3 +232,91 @@ def test_a_closed_spool_file_is_read_per_lane_and_consent_without_changing_it(tm
             if p.name in before} == before
     with pytest.raises(FileNotFoundError, match="no spool file"):
         read_spool_file(tmp_path / "none.sqlite")
+
+
+# At rest (issue #25, item 6): sealed rows, private files, nothing left behind in the file.
+MARKER = b"PLAINTEXT-MARKER-"
+
+
+def spool_files(folder):
+    return {p.name: p for p in folder.iterdir() if p.name.startswith("spool.sqlite")}
+
+
+def raw_bytes(folder) -> bytes:
+    return b"".join(p.read_bytes() for p in spool_files(folder).values())
+
+
+def test_rows_are_sealed_at_rest_in_private_files_and_come_back_whole(tmp_path):
+    state = tmp_path / "state"
+    spool = Spool(state / "spool.sqlite", 1 << 20, at_rest=AtRest(state))
+    envelopes = [MARKER + bytes([n]) * 200 for n in range(5)]
+    for seq, envelope in enumerate(envelopes):
+        spool.put("telemetry", b"b" * 16, seq, envelope, consent=seq % 3)
+    assert [b.envelope for b in spool.next_batches(10)] == envelopes
+    assert MARKER not in raw_bytes(state)
+    assert oct(stat.S_IMODE(state.stat().st_mode)) == oct(0o700)
+    for path in state.iterdir():
+        assert oct(stat.S_IMODE(path.stat().st_mode)) == oct(0o600), path.name
+    assert {p.name for p in state.glob("spool-*.key")} == {
+        "spool-off.key", "spool-vehicle-health.key", "spool-full.key"}
+    assert spool._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    spool.close()
+
+
+def test_a_destroyed_key_makes_its_rows_unreadable_and_they_are_dropped(tmp_path):
+    state = tmp_path / "state"
+    at_rest = AtRest(state)
+    spool = Spool(state / "spool.sqlite", 1 << 20, at_rest=at_rest)
+    spool.put("telemetry", b"b" * 16, 0, MARKER + b"full", consent=2)
+    spool.put("telemetry", b"b" * 16, 1, MARKER + b"health", consent=1)
+    assert at_rest.forget_above(1) == ["full"]
+    assert not (state / "spool-full.key").exists()
+    assert [b.envelope for b in spool.next_batches(10)] == [MARKER + b"health"]
+    assert spool.stats().unreadable == 1 and spool.stats().depth == 1
+    # A new key for `full` opens nothing of the old one.
+    spool.put("telemetry", b"b" * 16, 2, MARKER + b"new", consent=2)
+    assert [b.seq for b in spool.next_batches(10)] == [1, 2]
+    spool.close()
+
+
+def test_a_row_cannot_be_moved_to_another_consent_rank(tmp_path):
+    state = tmp_path / "state"
+    spool = Spool(state / "spool.sqlite", 1 << 20, at_rest=AtRest(state))
+    spool.put("telemetry", b"b" * 16, 0, MARKER + b"full", consent=2)
+    spool.put("telemetry", b"b" * 16, 1, MARKER + b"health", consent=1)
+    # Someone with the file relabels the full row as vehicle-health, hoping it survives a
+    # downgrade: its associated data no longer matches, so it is dropped, not sent.
+    spool._db.execute("UPDATE batches SET consent = 1 WHERE seq = 0")
+    assert [b.seq for b in spool.next_batches(10)] == [1]
+    assert spool.stats().unreadable == 1
+    spool.close()
+
+
+def test_plaintext_rows_of_an_older_version_are_sealed_in_place_and_still_sent(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    path = state / "spool.sqlite"
+    old = sqlite3.connect(path)  # the schema before sealing at rest, as a 0644 file
+    old.executescript("""
+        CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, priority INTEGER NOT NULL,
+            topic TEXT NOT NULL, boot BLOB NOT NULL, seq INTEGER NOT NULL,
+            created REAL NOT NULL, envelope BLOB NOT NULL,
+            consent INTEGER NOT NULL DEFAULT 2);""")
+    for seq in range(3):
+        old.execute("INSERT INTO batches (priority, topic, boot, seq, created, envelope) "
+                    "VALUES (1, 'telemetry', ?, ?, 0, ?)", (b"b" * 16, seq, MARKER + b"old" * 50))
+    old.execute("INSERT INTO batches (priority, topic, boot, seq, created, envelope) "
+                "VALUES (1, 'telemetry', ?, 9, 0, ?)", (b"b" * 16, MARKER + b"delivered" * 50))
+    old.commit()
+    old.execute("DELETE FROM batches WHERE seq = 9")  # freed before secure_delete: in the file
+    old.commit()
+    old.close()
+    os.chmod(path, 0o644)
+    assert MARKER in path.read_bytes()
+
+    spool = Spool(path, 1 << 20, at_rest=AtRest(state))
+    assert [b.envelope for b in spool.next_batches(10)] == [MARKER + b"old" * 50] * 3
+    assert MARKER not in raw_bytes(state)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    spool.close()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 
+from agent.cli import main as edge_agent
 from agent.config.schema import LocationConfig, PrivacyClassRule, PrivacyConfig, ZoneConfig
+from agent.decoding.dbc import load_dbc
 from agent.output.spool import PRIORITY_EVENT, Spool
 from agent.privacy.consent import (
     Classifier,
@@ -17,9 +21,12 @@ from agent.privacy.consent import (
     with_local_inputs,
     write_local_consent,
 )
+from agent.privacy.disclosure import redact_config, withholds_vehicle_id
 from agent.privacy.location import LocationPolicy, distance_m
 from agent.sampling.plan import PlannedSignal, SamplingPlan
+from agent.sources.health import SourceHealth, counters_at_off
 from agent.wire.body import BatchBody, decode_body, encode_body
+from tests.helpers.dbc_fixtures import write_small_dbc
 
 
 def planned(index: int, key: str) -> PlannedSignal:
@@ -129,3 +136,124 @@ def test_a_point_outside_a_zone_whose_snapped_position_is_inside_is_withheld():
                             (ZoneConfig("home", center=center, radius_m=400),))
     assert distance_m(center, point) > 400 and distance_m(center, sent) < 400
     assert policy.reveal(*point) is None
+
+
+ZONED_CONFIG = """
+[vehicle]
+id = "demo-4711"   # the owner's car
+# [[privacy.zones]]
+# center = [48.555551, 11.555552]
+
+[uplink]
+password = "hunter2"
+
+[privacy]
+consent = "off"
+
+[privacy.pseudonym]
+enabled = true
+key = "/etc/edge-agent/keys/pseudonym-demo-4711.key"
+
+[[privacy.zones]]
+name = "home"
+center = [48.111111, 11.222222]
+radius_m = 300
+
+[[privacy.zones]]
+name = "work"
+polygon = [
+    [48.333331, 11.444441],  # a comment with [brackets
+    [48.333332, 11.444442],
+    [48.333333, 11.444443],
+]
+
+[privacy.location]
+precision_m = 500
+"""
+
+
+def test_a_redacted_config_keeps_its_shape_but_no_zone_key_or_secret():
+    redacted = redact_config(ZONED_CONFIG)
+    for secret in ("48.", "11.", "hunter2", "pseudonym-demo", '"home"', '"work"'):
+        assert secret not in redacted.text
+    parsed = tomllib.loads(redacted.text)
+    assert len(parsed["privacy"]["zones"]) == 2
+    assert parsed["privacy"]["location"]["precision_m"] == 500
+    assert parsed["privacy"]["consent"] == "off"
+    assert redacted.withheld[0] == "2 privacy zones (every value)"
+    assert "[privacy.pseudonym] key" in redacted.withheld
+    assert "[uplink] password" in redacted.withheld
+    assert withholds_vehicle_id("off", False) and withholds_vehicle_id("full", True)
+    assert not withholds_vehicle_id("vehicle-health", False)
+
+
+def bundled_keys() -> list[str]:
+    database = load_dbc([Path(__file__).resolve().parents[3] / "dbc" / "vehicle.dbc"]).database
+    return [f"can0.{m.name}.{s.name}" for m in database.messages for s in m.signals]
+
+
+def test_the_example_vehicle_is_classified_signal_by_signal_as_a_reviewer_would_sign():
+    classify = Classifier(PrivacyConfig())
+    keys = bundled_keys()
+    assert len(keys) > 800 and classify.unclassified(keys) == []
+    # What follows the driver or the car's motion is not technical, wherever it is measured.
+    for key in ("IC_Display.DisplayedSpeed", "INV_Motor.MotorSpeed", "INV_Motor.MotorTorque",
+                "VCU_Status.Gear", "VCU_Status.IgnitionState", "SUS_Accel.PitchAngle",
+                "SUS_Accel.RollAngle", "SUS_Accel.BodyAccel_FL", "IC_DateTime.ClockHour",
+                "BMS_Pack.PackCurrent", "VCU_Energy.TripEnergyUsed",
+                "EPB_Status.ParkingBrakeState"):
+        assert classify(f"can0.{key}") == "driving", key
+    for key in ("IC_Warnings.DoorAjarWarning", "IC_Settings.Language",
+                "CHG_Schedule.DepartureHour", "HVAC_Status.CabinTemp"):
+        assert classify(f"can0.{key}") == "occupant", key
+    # The component's condition stays technical, software versions of every ECU included.
+    for key in ("BMS_Pack.SOC", "BMS_CellStats.CellVoltageDelta", "TPMS_Status.TirePressure_RL",
+                "SUS_Height.SuspHeight_RL", "DIAG_EcuInfo.HVAC_SwMajor",
+                "DIAG_EcuInfo.EPS_SwMajor", "VCU_Faults.VCU_FaultPedalPlausibility"):
+        assert classify(f"can0.{key}") == "technical", key
+
+
+def test_an_unclassified_signal_gets_the_most_protective_class_and_config_check_lists_it(
+        tmp_path, capsys):
+    classify = Classifier(PrivacyConfig())
+    assert classify("can0.Engine.Temp") == "location"
+    wire = filter_plan(SamplingPlan((planned(0, "can0.Engine.Temp"),
+                                     planned(1, "can0.BMS_Pack.SOC")), 1000),
+                       Consent("vehicle-health", 1, "config"), classify)
+    assert [s.key for s in wire.signals] == ["can0.BMS_Pack.SOC"]
+
+    write_small_dbc(tmp_path)
+    config = tmp_path / "agent.toml"
+    config.write_text("""
+[vehicle]
+id = "v1"
+[[sources]]
+name = "can0"
+type = "socketcan"
+channel = "can0"
+dbc = ["small.dbc"]
+[[sampling.signals]]
+match = "can0.Engine.*"
+[keys]
+signing_key = "k.key"
+[uplink]
+tls = false
+[[privacy.classes]]
+match = "can0.Engine.Temp"
+class = "technical"
+""", encoding="utf-8")
+    assert edge_agent(["config", "check", "--json", str(config)]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["unclassified"] == ["can0.Engine.Speed", "can0.Engine.Gear"]
+    assert edge_agent(["config", "check", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "unclassified: can0.Engine.Gear" in err and "Engine.Temp" not in err
+
+
+def test_at_consent_off_the_counters_say_nothing_of_use():
+    counters = {**{f"can0.{k}": v for k, v in SourceHealth(frames=5000, failures=1,
+                                                          reconnects=2).counters().items()},
+                "gps.fix_mode": 3, "uplink.published": 40, "uplink.refused": 1,
+                "spool.depth": 3, "spool.evicted": 0, "ring.lost": 0}
+    assert counters_at_off(counters) == {"can0.failures": 1, "uplink.refused": 1,
+                                         "spool.evicted": 0, "ring.lost": 0}

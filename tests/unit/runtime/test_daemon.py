@@ -4,51 +4,53 @@ snapshot diagnostics read."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from agent.config.schema import parse_config
+from agent.config.schema import (
+    AgentConfig,
+    BatchConfig,
+    KeysConfig,
+    PrivacyConfig,
+    SamplingConfig,
+    SignalRule,
+    StateConfig,
+    UplinkConfig,
+    VehicleConfig,
+)
 from agent.events.sink import EventCounters, EventSequence
-from agent.output.batch import CONTENT_TYPE
+from agent.output.batch import CONTENT_TYPE, decompress_payload
 from agent.output.spool import Spool, SpooledBatch
-from agent.output.uplink import UplinkStats
+from agent.output.uplink import Uplink, UplinkStats
 from agent.runtime.daemon import UplinkSlot, build_agent
 from agent.runtime.pipeline import HealthCounters, SharedParts, build_pipeline
 from agent.sampling.ring import Ring
 from agent.sources.health import SourceHealth
-from agent.wire.cose import Signer
-from agent.wire.keys import generate_key_pair, load_private_key
+from agent.sources.replay import ReplayConfig
+from agent.wire.cose import Signer, verify
+from agent.wire.dictionary import DICTIONARY_CONTENT_TYPE, decode_dictionary
+from agent.wire.keys import generate_key_pair, key_id, load_private_key
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-def config_text(window: float = 60.0, consent: str = "full") -> str:
-    return f"""
-[vehicle]
-id = "v1"
-[[sources]]
-name = "can0"
-type = "replay"
-path = "{REPO / 'dbc' / 'drive.log.gz'}"
-dbc = ["{REPO / 'dbc' / 'vehicle.dbc'}"]
-[[sampling.signals]]
-match = "can0.ESP_VehicleSpeed.*"
-[batch]
-window = {window}
-[keys]
-signing_key = "vehicle.key"
-[uplink]
-tls = false
-[privacy]
-consent = "{consent}"
-"""
+def agent_config(directory: Path, window: float = 60.0, consent: str = "full") -> AgentConfig:
+    return AgentConfig(
+        path=directory / "config.toml", vehicle=VehicleConfig("v1"),
+        sources=(ReplayConfig("can0", "replay", dbc=(REPO / "dbc" / "vehicle.dbc",),
+                              path=REPO / "dbc" / "drive.log.gz"),),
+        keys=KeysConfig(directory / "vehicle.key"), state=StateConfig(directory),
+        sampling=SamplingConfig(signals=(SignalRule("can0.ESP_VehicleSpeed.*"),)),
+        batch=BatchConfig(window=window), uplink=UplinkConfig(tls=False),
+        privacy=PrivacyConfig(consent=consent))
 
 
 @pytest.fixture
 def agent(tmp_path):
     generate_key_pair(tmp_path / "vehicle.key")
-    built = build_agent(parse_config(config_text(), tmp_path / "config.toml"))
+    built = build_agent(agent_config(tmp_path))
     yield built
     built.parts.spool.close()
 
@@ -73,7 +75,7 @@ def test_the_pipeline_is_built_on_the_shared_parts(agent):
 def test_a_closed_window_is_spooled_then_submitted(tmp_path):
     """The pipeline depends on the shared parts alone: here they are made by hand."""
     generate_key_pair(tmp_path / "vehicle.key")
-    config = parse_config(config_text(), tmp_path / "config.toml")
+    config = agent_config(tmp_path)
     spool = Spool(tmp_path / "spool.sqlite", 2**20)
     healths: dict[str, SourceHealth] = {}
     submitted = RecordingUplink()
@@ -117,8 +119,7 @@ def test_a_config_change_keeps_an_unchanged_source_and_the_sequence(agent, tmp_p
     source = agent.sources[0]
     agent.pipeline.batcher.next_seq = 5
 
-    agent.switch(agent.prepare(parse_config(config_text(window=30.0),
-                                            tmp_path / "config.toml")))
+    agent.switch(agent.prepare(agent_config(tmp_path, window=30.0)))
 
     assert agent.sources[0] is source
     assert agent.pipeline.batcher.next_seq == 5
@@ -129,8 +130,7 @@ def test_a_narrower_consent_drops_what_was_spooled_under_a_wider_one(agent, tmp_
     agent.parts.spool.put("telemetry", agent.parts.boot, 0, b"sealed under full",
                     consent=agent.pipeline.consent.rank)
 
-    agent.switch(agent.prepare(parse_config(config_text(consent="off"),
-                                            tmp_path / "config.toml")))
+    agent.switch(agent.prepare(agent_config(tmp_path, consent="off")))
 
     assert agent.parts.spool.stats().depth == 0
     assert agent.snapshot().privacy.dropped_on_downgrade == 1
@@ -144,3 +144,28 @@ def test_the_snapshot_describes_each_source_as_its_type_does(agent):
         "can0", "replay", str(REPO / "dbc" / "drive.log.gz"), False)
     assert snapshot.batches.sealed == 0 and snapshot.ring.written == 0
     assert set(agent.readings()) == {"can0"}
+
+
+
+def test_the_signed_dictionary_is_kept_retained_at_start_and_after_a_plan_change(
+        tmp_path, monkeypatch):
+    retained: list[tuple[str, str, bytes]] = []
+    monkeypatch.setattr(Uplink, "retain", lambda self, kind, leaf, payload:
+                        retained.append((kind, leaf, payload)))
+    generate_key_pair(tmp_path / "vehicle.key")
+    agent = build_agent(agent_config(tmp_path))
+    public_key = load_private_key(tmp_path / "vehicle.key").public_key()
+    try:
+        first = agent.pipeline.batcher.dictionary_id
+        agent.switch(agent.prepare(dataclasses.replace(agent_config(tmp_path), sampling=(
+            SamplingConfig(signals=(SignalRule("can0.ESP_*"),))))))
+        second = agent.pipeline.batcher.dictionary_id
+        assert first != second
+        assert [(kind, leaf) for kind, leaf, _ in retained] == [
+            ("dictionary", f"dictionary/{did.hex()}") for did in (first, second)]
+        verified = verify(retained[1][2], {key_id(public_key): public_key})
+        assert verified.content_type == DICTIONARY_CONTENT_TYPE
+        assert decode_dictionary(decompress_payload(verified.payload)) == (
+            second, agent.pipeline.batcher.dictionary)
+    finally:
+        agent.parts.spool.close()

@@ -1,4 +1,5 @@
 import math
+import re
 import struct
 
 import cbor2
@@ -10,13 +11,16 @@ from hypothesis import strategies as st
 from agent.config.schema import BATCH_SCHEMAS, BatchConfig
 from agent.errors import WireFormatError
 from agent.wire.body import (
+    MAX_TIME_MS,
     SCHEMA_VERSION,
     SCHEMA_VERSIONS,
+    UINT64_MAX,
     BatchBody,
     Series,
     SeriesKind,
     SignalDef,
     decode_body,
+    decode_varint_columns,
     decode_varints,
     dictionary_id,
     encode_body,
@@ -253,3 +257,79 @@ def test_unsigned_64_bit_signals_come_back_whole():
     (value,) = decoded.series[0].columns[0]
     assert decoded.dictionary[0].physical(value) == raw
     assert narrow.physical(-5) == -5
+
+
+# Found by fuzzing (#20): integers past Python's 4300-digit int-to-str limit, times no date can
+# name, and scales that are not numbers got through decoding and raised later, in the
+# rejection message itself or in what the backend printed and wrote (ValueError, TypeError,
+# OverflowError, OSError). Decoding now refuses them (docs/wire-format.md §4.8).
+huge = st.integers(min_value=10**4300, max_value=10**5000)
+beyond_64_bits = st.one_of(huge, huge.map(lambda n: -n), st.integers(min_value=2**64),
+                           st.integers(max_value=-(2**64) - 1))
+
+
+@given(key=st.sampled_from(["t0", "t1", "seq", "cfg"]),
+       value=st.one_of(beyond_64_bits, st.integers(max_value=-1),
+                       st.integers(min_value=MAX_TIME_MS + 1, max_value=2**63)))
+def test_times_and_counters_out_of_range_are_rejected(key, value):
+    if key in ("seq", "cfg") and 0 <= value <= UINT64_MAX:
+        value += 2**64  # in range for a counter: push it out
+    with pytest.raises(WireFormatError, match=rf"{key} must be .*from 0 to") as caught:
+        decode_body(cbor2.dumps({**small_body(2, SPEED), key: value}))
+    assert len(str(caught.value)) < 300
+
+
+@given(value=beyond_64_bits, where=st.sampled_from(["v", "hlth", "prv", "v in a list"]))
+def test_integers_beyond_64_bits_anywhere_are_rejected_with_a_message(value, where):
+    document = small_body(2, SPEED)
+    document.update({"v": {"v": value, "v in a list": [2, value]}.get(where, 2),
+                     "hlth": {"can0.frames": value} if where == "hlth" else {},
+                     "prv": {"consent": "full", "ver": value} if where == "prv" else None})
+    with pytest.raises(WireFormatError) as caught:
+        decode_body(cbor2.dumps(document))
+    assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize("scale, offset, message", [
+    (None, 0, "scale of 'can0.M.S' must be a number, got NoneType"),
+    ({"a": 1}, 0, "scale of 'can0.M.S' must be a number, got dict"),
+    (1, [0], "offset of 'can0.M.S' must be a number, got list"),
+    (True, 0, "scale of 'can0.M.S' must be a number, got bool"),
+    (10**400, 0, "scale of 'can0.M.S' must be from"),
+    (1, float("nan"), "offset of 'can0.M.S' must be finite, got nan"),
+    (float("-inf"), 0, "scale of 'can0.M.S' must be finite, got -inf"),
+], ids=["null", "map", "array", "bool", "bignum", "nan", "-inf"])
+def test_a_dictionary_scale_or_offset_must_be_a_finite_number(scale, offset, message):
+    document = small_body(2, SPEED)
+    document["dict"] = [["can0.M.S", "", scale, offset, "i", "last", None]]
+    with pytest.raises(WireFormatError, match=re.escape(message)):
+        decode_body(cbor2.dumps(document))
+
+
+def test_the_bounds_themselves_are_accepted():
+    document = small_body(2, SPEED)
+    document.update(t0=MAX_TIME_MS, t1=MAX_TIME_MS, seq=UINT64_MAX, cfg=UINT64_MAX,
+                    hlth={"gauge": -(2**64), "counter": UINT64_MAX},
+                    prv={"consent": "off", "ver": UINT64_MAX},
+                    dict=[["can0.M.S", "", -(2**64), UINT64_MAX, "i", "last", None]])
+    body = decode_body(cbor2.dumps(document))
+    assert (body.t0_ms, body.seq, body.config_version) == (MAX_TIME_MS, UINT64_MAX, UINT64_MAX)
+    assert body.dictionary[0].physical(1) == -(2**64) + UINT64_MAX
+    assert decode_body(cbor2.dumps({**document, "t0": 0, "t1": 0})).t0_ms == 0
+
+
+@given(st.lists(st.lists(st.integers(min_value=-(2**63), max_value=2**63)
+                         | st.integers(min_value=-300, max_value=300), max_size=40),
+                max_size=12))
+def test_columns_decoded_together_equal_columns_decoded_one_by_one(columns):
+    encoded = [encode_varints(column) for column in columns]
+    together = decode_varint_columns(encoded)
+    one_by_one = [tuple(decode_varints(data)) for data in encoded]
+    assert together is None or together == one_by_one
+    small = [[value % 1000 - 500 for value in column] for column in columns]
+    assert decode_varint_columns([encode_varints(c) for c in small]) == [tuple(c) for c in small]
+
+
+def test_a_column_cut_inside_a_varint_is_left_to_the_exact_path():
+    assert decode_varint_columns([b"\x80", b"\x00"]) is None
+    assert decode_varint_columns([b"", b""]) == [(), ()]

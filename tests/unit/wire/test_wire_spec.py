@@ -286,6 +286,32 @@ def test_truncated_varint_is_rejected():
         decode_varints(b"\xf2\xc0")
 
 
+def doc_bounds() -> dict[str, tuple[int, ...]]:
+    """§4.8's bounds vector: name -> its numbers."""
+    return {name: tuple(map(int, numbers)) for name, *numbers in
+            (line.split() for line in doc_vectors()["bounds"].splitlines() if line.strip())}
+
+
+def test_doc_bounds_are_the_codes():
+    """The reference decoder (production side) refuses the first value past each documented
+    bound and takes the bound itself."""
+    from agent.errors import WireFormatError  # production side only
+    from agent.events.codec import MAX_DATA_DEPTH
+    from agent.wire.body import decode_body as production_decode
+
+    bounds = doc_bounds()
+    assert bounds["integer"] == (-(2**64), 2**64 - 1)
+    assert bounds["data_depth"] == (MAX_DATA_DEPTH,)
+    document = cbor2.loads(doc_bytes("body"))
+    for key, (low, high) in [("t0", bounds["time_ms"]), ("t1", bounds["time_ms"]),
+                             ("seq", bounds["uint64"]), ("cfg", bounds["uint64"])]:
+        for value in (low, high):
+            production_decode(cbor2.dumps({**document, key: value}))
+        for value in (low - 1, high + 1):
+            with pytest.raises(WireFormatError, match=key):
+                production_decode(cbor2.dumps({**document, key: value}))
+
+
 def doc_public_key() -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(doc_bytes("public-key"))
 
@@ -588,7 +614,7 @@ def test_unknown_keys_are_ignored_and_unknown_versions_rejected():
 
 
 def test_topics_status_payload_and_health_names_match_the_doc():
-    from agent.output.uplink import Uplink, UplinkHealth, topic
+    from agent.output.uplink import Uplink, UplinkStats, topic
     from agent.sources.health import SourceHealth
 
     text = DOC.read_text(encoding="utf-8")
@@ -598,4 +624,39 @@ def test_topics_status_payload_and_health_names_match_the_doc():
     assert online.decode() in text
     gpsd_source = SourceHealth(state={"connected": 1, "stale": 0, "fix_mode": 3})  # gauges
     assert set(re.findall(r"`\{source\}\.(\w+)`", text)) == set(gpsd_source.counters())
-    assert set(re.findall(r"`uplink\.(\w+)`", text)) == set(UplinkHealth().counters())
+    idle = UplinkStats(connected=False, published=0, acked=0, dropped=0, connects=0,
+                       connect_failures=0, refused=0, last_puback=0.0)
+    assert set(re.findall(r"`uplink\.(\w+)`", text)) == set(idle.counters())
+
+
+DICTIONARY_CONTENT_TYPE = "application/vnd.edge-agent.dictionary+cbor+zstd"
+
+
+def test_doc_dictionary_document_names_its_own_id_and_matches_the_example_batch():
+    """§4.9 read from the document alone: the raw `dict` item hashes to `did`, which is the
+    example batch's, and its entries are the batch's."""
+    document = doc_bytes("dictionary-document")
+    raw = raw_map_values(document)
+    assert cbor2.loads(raw["v"]) == 1
+    did = cbor2.loads(raw["did"])
+    assert hashlib.sha256(raw["dict"]).digest()[:8] == did
+    batch = decode_body(doc_bytes("body"))
+    assert did == batch["did"] and cbor2.loads(raw["dict"]) == batch["dict"]
+    protected = cbor2.loads(doc_bytes("dictionary-protected"))
+    assert protected == {1: -8, 3: DICTIONARY_CONTENT_TYPE}
+
+
+def test_the_code_publishes_the_doc_dictionary_document_signed(tmp_path):
+    from agent.config.schema import SignalRule
+    from agent.wire.dictionary import dictionary_leaf
+
+    _, _, batcher, keys, *_ = make_batcher(tmp_path, (
+        SignalRule("can0.Engine.Speed"), SignalRule("can0.Motor.Torque", mode="stats")))
+    envelope = batcher.dictionary_envelope()
+    protected, unprotected, payload, signature = cbor2.loads(envelope).value
+    assert protected == doc_bytes("dictionary-protected")
+    kid = unprotected[4]
+    keys[kid].verify(signature, sig_structure(protected, payload))
+    assert decompress(payload) == doc_bytes("dictionary-document")
+    assert dictionary_leaf(batcher.dictionary_id) == "dictionary/1d696d192ccad35d"
+    assert "`{prefix}/{vehicle}/dictionary/{did}`" in DOC.read_text(encoding="utf-8")

@@ -1,0 +1,279 @@
+"""The backend's Parquet data set: samples, events and batches, column by column.
+
+Three tables under one root, each partitioned hive style by the UTC date of the batch's window
+start (an event's own time) and the vehicle (as the backend reports it: its id, or its
+pseudonym without the secret), so that DuckDB, Spark, Trino or ClickHouse read
+`ROOT/samples/**/*.parquet` with `date` and `vehicle` as columns:
+
+    ROOT/{samples,events,batches}/date=YYYY-MM-DD/vehicle=V/part-{worker}-{n}.parquet
+
+The sample table is built from a batch's decoded series with numpy (one array operation per
+column and batch, none per sample). A worker keeps what it decoded in memory and writes one file
+per partition and table at every flush (`--flush` seconds, and at exit): to a temp file in the
+partition's folder, then renamed, so a reader never sees half a file. Worker names must differ
+between the workers that share a root. docs/backend.md documents the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import chain
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from agent.events.codec import EventBody
+from agent.wire.body import BatchBody, SeriesKind, SignalDef
+
+TIME = pa.timestamp("ms", tz="UTC")
+SAMPLES = pa.schema([
+    ("boot", pa.dictionary(pa.int32(), pa.string())), ("seq", pa.int64()), ("time", TIME),
+    ("signal", pa.dictionary(pa.int32(), pa.string())), ("unit", pa.dictionary(pa.int32(),
+                                                                                pa.string())),
+    ("raw", pa.int64()), ("value", pa.float64()), ("label", pa.dictionary(pa.int32(), pa.string())),
+    ("min", pa.float64()), ("max", pa.float64()), ("mean", pa.float64()),
+    ("count", pa.int64()),
+])
+EVENTS = pa.schema([
+    ("boot", pa.string()), ("seq", pa.int64()), ("time", TIME), ("event", pa.string()),
+    ("data", pa.string()), ("positions", pa.string()),
+])
+BATCHES = pa.schema([
+    ("boot", pa.string()), ("seq", pa.int64()), ("t0", TIME), ("t1", TIME),
+    ("clock", pa.string()), ("config_version", pa.int64()), ("dictionary_id", pa.string()),
+    ("samples", pa.int64()), ("health", pa.string()), ("worker", pa.string()),
+])
+TABLES = {"samples": SAMPLES, "events": EVENTS, "batches": BATCHES}
+TWO_64 = float(1 << 64)
+
+
+def sample_table(body: BatchBody, dictionary: Sequence[SignalDef]) -> pa.Table:
+    """The batch's samples as one table (schema SAMPLES), built column-wise: each column is
+    read out of the decoded series in one pass (itertools.chain in C), the physical values
+    are numpy arithmetic over whole columns."""
+    series = body.series
+    lengths = np.fromiter(map(len, (s.times_ms for s in series)), dtype=np.int64,
+                          count=len(series))
+    count = int(lengths.sum())
+    signals = np.fromiter((s.signal for s in series), dtype=np.int32, count=len(series))
+    kinds = [s.kind for s in series]
+    is_stats = np.repeat(np.fromiter((k.is_stats for k in kinds), dtype=bool,
+                                     count=len(series)), lengths)
+    is_float = np.repeat(np.fromiter((k.is_float for k in kinds), dtype=bool,
+                                     count=len(series)), lengths)
+    definitions = [dictionary[signal] for signal in signals.tolist()]
+    scale = np.repeat(np.fromiter((float(d.scale) for d in definitions), dtype=np.float64,
+                                  count=len(series)), lengths)
+    offset = np.repeat(np.fromiter((float(d.offset) for d in definitions), dtype=np.float64,
+                                   count=len(series)), lengths)
+    unsigned = np.repeat(np.fromiter((d.is_unsigned64 for d in definitions), dtype=bool,
+                                     count=len(series)), lengths)
+    times = np.fromiter(chain.from_iterable(s.times_ms for s in series), dtype=np.int64,
+                        count=count)
+
+    def gather(position: int, selected: Sequence[int], dtype: type, mask: np.ndarray
+               ) -> np.ndarray:
+        """Column `position` of the series `selected`, placed at their samples (`mask`)."""
+        out = np.zeros(count, dtype=dtype)
+        out[mask] = np.fromiter(chain.from_iterable(series[i].columns[position]
+                                                    for i in selected),
+                                dtype=dtype, count=int(mask.sum()))
+        return out
+
+    ints = [i for i, k in enumerate(kinds) if not k.is_float]
+    floats = [i for i, k in enumerate(kinds) if k.is_float]
+    stats = [i for i, k in enumerate(kinds) if k.is_stats]
+    raw = gather(0, ints, np.int64, ~is_float)
+    first = np.where(is_float, gather(0, floats, np.float64, is_float), raw)
+
+    def physical(values: np.ndarray) -> np.ndarray:
+        values = np.where(unsigned & (values < 0), values + TWO_64, values)
+        return values * scale + offset
+
+    value = physical(first)
+    last = ~is_stats
+    if stats:
+        stats_ints = [i for i in stats if not kinds[i].is_float]
+        stats_floats = [i for i in stats if kinds[i].is_float]
+        int_stats, float_stats = is_stats & ~is_float, is_stats & is_float
+
+        def stats_column(position: int) -> np.ndarray:
+            return np.where(is_float, gather(position, stats_floats, np.float64, float_stats),
+                            gather(position, stats_ints, np.int64, int_stats))
+
+        high = physical(stats_column(1))
+        counts = gather(3, stats, np.int64, is_stats)
+        mean = physical(stats_column(2) / np.where(counts > 0, counts, 1))
+        low, high = np.minimum(value, high), np.maximum(value, high)  # scale < 0 swaps them
+    else:
+        low = high = mean = np.zeros(count)
+        counts = np.zeros(count, dtype=np.int64)
+    keys = pa.array([d.key for d in dictionary], pa.string())
+    units = pa.array([d.unit for d in dictionary], pa.string())
+    indices = pa.array(np.repeat(signals, lengths))
+    return pa.Table.from_arrays([
+        pa.DictionaryArray.from_arrays(pa.array(np.zeros(count, dtype=np.int32)),
+                                       pa.array([body.boot.hex()], pa.string())),
+        pa.array(np.full(count, body.seq, dtype=np.int64)),
+        pa.array(times, TIME),
+        pa.DictionaryArray.from_arrays(indices, keys),
+        pa.DictionaryArray.from_arrays(indices, units),
+        pa.array(raw, mask=is_stats | is_float),
+        pa.array(value, mask=is_stats),
+        _labels(series, dictionary, raw, lengths),
+        pa.array(low, mask=last), pa.array(high, mask=last), pa.array(mean, mask=last),
+        pa.array(counts, mask=last),
+    ], schema=SAMPLES)
+
+
+@dataclass(frozen=True)
+class LabelIndex:
+    """A dictionary's value tables, prepared once: per signal its sorted raw values and where
+    their labels start in `names`."""
+
+    keys: dict[int, np.ndarray]
+    base: dict[int, int]
+    names: pa.Array
+
+
+_INDEXES: dict[int, tuple[Sequence[SignalDef], LabelIndex]] = {}
+
+
+def label_index(dictionary: Sequence[SignalDef]) -> LabelIndex:
+    """The LabelIndex of `dictionary`, kept while the same dictionary object is in use (the
+    backend's store hands out one object per dictionary id)."""
+    cached = _INDEXES.get(id(dictionary))
+    if cached is not None and cached[0] is dictionary:
+        return cached[1]
+    keys: dict[int, np.ndarray] = {}
+    base: dict[int, int] = {}
+    names: list[str] = []
+    for signal, definition in enumerate(dictionary):
+        usable = sorted(k for k in (definition.choices or {}) if -(1 << 63) <= k < (1 << 63))
+        if usable:
+            keys[signal] = np.array(usable, dtype=np.int64)
+            base[signal] = len(names)
+            names.extend(definition.choices[k] for k in usable)  # type: ignore[index]
+    index = LabelIndex(keys, base, pa.array(names, pa.string()))
+    if len(_INDEXES) >= 64:
+        _INDEXES.clear()
+    _INDEXES[id(dictionary)] = (dictionary, index)
+    return index
+
+
+def _labels(series: Sequence, dictionary: Sequence[SignalDef], raw: np.ndarray,
+            lengths: np.ndarray) -> pa.Array:
+    """Value labels (DBC `VAL_`) of integer `last` samples whose raw value has one, null
+    otherwise: per labelled series one `searchsorted` into its sorted value table, all labels
+    in one dictionary array."""
+    index = label_index(dictionary)
+    count = len(raw)
+    if not index.keys:
+        return pa.nulls(count, pa.string())
+    codes = np.full(count, -1, dtype=np.int32)
+    starts = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    for position, item in enumerate(series):
+        keys = index.keys.get(item.signal)
+        if keys is None or item.kind != SeriesKind.INT_LAST:
+            continue
+        at, stop = starts[position], starts[position + 1]
+        values = raw[at:stop]
+        found = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+        codes[at:stop] = np.where(keys[found] == values, found + index.base[item.signal], -1)
+    return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), index.names)
+
+
+def event_table(event: EventBody) -> pa.Table:
+    return pa.Table.from_pylist([{
+        "boot": event.boot.hex(), "seq": event.seq, "time": event.time_ms,
+        "event": event.type, "data": json.dumps(event.data, sort_keys=True),
+        "positions": json.dumps({name: list(at) for name, at in event.positions.items()}),
+    }], schema=EVENTS)
+
+
+def batch_table(body: BatchBody, worker: str) -> pa.Table:
+    return pa.Table.from_pylist([{
+        "boot": body.boot.hex(), "seq": body.seq, "t0": body.t0_ms, "t1": body.t1_ms,
+        "clock": body.clock, "config_version": min(body.config_version, (1 << 63) - 1),
+        "dictionary_id": body.dictionary_id.hex(), "samples": body.sample_count,
+        "health": json.dumps(dict(body.health), sort_keys=True), "worker": worker,
+    }], schema=BATCHES)
+
+
+def partition(time_ms: int, vehicle: str) -> str:
+    """`date=YYYY-MM-DD/vehicle=V`, the vehicle percent-encoded as Hive does."""
+    day = datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%Y-%m-%d")
+    return f"date={day}/vehicle={quote(vehicle, safe='')}"
+
+
+class DatasetWriter:
+    """Buffers tables per (table, partition) and writes them out at `flush()`."""
+
+    def __init__(self, root: Path, worker: str, max_rows: int = 2_000_000) -> None:
+        if not worker or "/" in worker:
+            raise ValueError(f"worker name {worker!r}: must be non-empty, without '/'")
+        self.root = root
+        self.worker = worker
+        self.max_rows = max_rows  # samples kept in memory before a flush comes early
+        self._pending: dict[tuple[str, str], list[pa.Table]] = defaultdict(list)
+        self._pending_rows = 0
+        self._files = 0
+        self.written_rows = 0
+
+    def add_received(self, body: BatchBody) -> None:
+        """A fresh, verified batch, decodable or not: its row in `batches` (sequence coverage
+        is computed from these)."""
+        self._pending[("batches", partition(body.t0_ms, body.vehicle))].append(
+            batch_table(body, self.worker))
+
+    def add_samples(self, body: BatchBody, dictionary: Sequence[SignalDef]) -> None:
+        """A decoded batch's rows in `samples`."""
+        if body.series:
+            table = sample_table(body, dictionary)
+            self._pending[("samples", partition(body.t0_ms, body.vehicle))].append(table)
+            self._pending_rows += table.num_rows
+            if self._pending_rows >= self.max_rows:
+                self.flush()
+
+    def add_event(self, event: EventBody) -> None:
+        self._pending[("events", partition(event.time_ms, event.vehicle))].append(
+            event_table(event))
+
+    def flush(self) -> list[Path]:
+        """Write one file per table and partition with what came since the last flush."""
+        written = []
+        pending, self._pending = self._pending, defaultdict(list)
+        self._pending_rows = 0
+        for (table, where), parts in sorted(pending.items()):
+            folder = self.root / table / where
+            folder.mkdir(parents=True, exist_ok=True)
+            data = pa.concat_tables(parts)
+            path = folder / f"part-{self.worker}-{self._files}.parquet"
+            self._files += 1
+            _write_atomically(data, path)
+            self.written_rows += data.num_rows if table == "samples" else 0
+            written.append(path)
+        return written
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            pq.write_table(table, file, compression="zstd")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
