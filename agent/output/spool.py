@@ -40,14 +40,15 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# The file's name and lanes belong to its layout (spool_file.py); re-exported here.
+from agent.output.spool_file import PRIORITY_EVENT as PRIORITY_EVENT
+from agent.output.spool_file import PRIORITY_TELEMETRY as PRIORITY_TELEMETRY
+from agent.output.spool_file import SPOOL_FILE as SPOOL_FILE
 from agent.privacy.at_rest import SEAL_OVERHEAD, AtRest, Unreadable, associated_data
 from agent.runtime.files import private_file, private_folder
 
 log = logging.getLogger(__name__)
 
-SPOOL_FILE = "spool.sqlite"  # in the [state] folder
-PRIORITY_EVENT = 0
-PRIORITY_TELEMETRY = 1
 # The consent rank a batch was sealed under (agent/privacy/consent.py: 0 off .. 2 full); a consent
 # downgrade drops what was sealed under a higher one (`drop_above`).
 CONSENT_FULL = 2
@@ -88,57 +89,6 @@ class SpoolStats:
     not_kept: int
     moved_aside: int
     unreadable: int = 0
-
-
-@dataclass(frozen=True)
-class SpoolLane:
-    """The batches of one priority sealed under one consent rank, as the file holds them."""
-
-    priority: int
-    consent: int
-    batches: int
-    bytes: int
-    oldest_created: float
-
-
-@dataclass(frozen=True)
-class SpoolFile:
-    """A spool file read while no agent has it open (`edge-agent diag queue`, agent down)."""
-
-    path: Path
-    lanes: tuple[SpoolLane, ...]
-
-    @property
-    def depth(self) -> int:
-        return sum(lane.batches for lane in self.lanes)
-
-    @property
-    def bytes(self) -> int:
-        return sum(lane.bytes for lane in self.lanes)
-
-    @property
-    def oldest_created(self) -> float | None:
-        return min((lane.oldest_created for lane in self.lanes), default=None)
-
-
-def read_spool_file(path: Path) -> SpoolFile:
-    """What waits in the spool at `path`, read only: nothing in it or beside it is changed
-    (no journal is replayed or checkpointed). OSError when it cannot be read."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no spool file (nothing was ever spooled here?)")
-    query = ("SELECT priority, consent, COUNT(*), SUM(LENGTH(envelope)), MIN(created) "
-             "FROM batches GROUP BY priority, consent ORDER BY priority, consent")
-    errors = []
-    # Read only; if SQLite cannot take its shared-memory file for that (a folder this user may
-    # not write), read the file as it is on disk (`immutable`).
-    for options in ("mode=ro", "immutable=1"):
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?{options}", uri=True)) as db:
-                rows = db.execute(query).fetchall()
-            return SpoolFile(path, tuple(SpoolLane(*row) for row in rows))
-        except sqlite3.Error as exc:
-            errors.append(str(exc))
-    raise OSError(f"{path}: cannot read the spool ({'; '.join(errors)})")
 
 
 # What the bound counts per row: the envelope as sealed by the agent, not the 29 bytes that

@@ -24,7 +24,7 @@ from agent.cli.diag.common import (
 )
 from agent.config.schema import CONSENT_LEVELS, read_control_settings
 from agent.errors import AgentError
-from agent.output.spool import PRIORITY_EVENT, SPOOL_FILE, read_spool_file
+from agent.output.spool_file import PRIORITY_EVENT, SPOOL_FILE, read_spool_file
 from agent.runtime.control import ControlUnavailable
 
 

@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from agent.output.spool import PRIORITY_EVENT, Spool, read_spool_file
-from agent.privacy.at_rest import AtRest
+from agent.output.spool import PRIORITY_EVENT, Spool
+from agent.output.spool_file import read_spool_file
+from agent.privacy.at_rest import SEAL_OVERHEAD, AtRest
 from tests.helpers.support import require_tool
 
 
@@ -226,8 +227,10 @@ def test_a_closed_spool_file_is_read_per_lane_and_consent_without_changing_it(tm
     found = read_spool_file(path)
 
     assert [(lane.priority, lane.consent, lane.batches, lane.bytes) for lane in found.lanes] == [
-        (PRIORITY_EVENT, 2, 1, 30), (1, 1, 1, 50), (1, 2, 3, 300)]
-    assert (found.depth, found.bytes) == (5, 380) and found.oldest_created is not None
+        (PRIORITY_EVENT, 2, 1, 30 + SEAL_OVERHEAD), (1, 1, 1, 50 + SEAL_OVERHEAD),
+        (1, 2, 3, 300 + 3 * SEAL_OVERHEAD)]  # bytes on disk: each row sealed at rest
+    assert (found.depth, found.bytes) == (5, 380 + 5 * SEAL_OVERHEAD)
+    assert found.oldest_created is not None
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()
             if p.name in before} == before
     with pytest.raises(FileNotFoundError, match="no spool file"):
