@@ -24,12 +24,19 @@ def fresh_gps_time():
 
 
 def replay(scenario: str, stale_after: float = 30.0) -> tuple[RunningSource, SourceHealth]:
-    """Run a gpsd source through one whole scenario; return what it delivered."""
+    """Run a gpsd source through one whole scenario; return what it delivered.
+
+    gpsd is up (it has greeted a client) before the source starts, so the source connects at
+    its first attempt: started first, it would back off while a loaded host starts gpsd, and
+    could connect after the log was played. It keeps running until it has seen gpsd go away.
+    """
     port = free_port()
     health = SourceHealth()
     source = GpsdSource("gps", health, "127.0.0.1", port, stale_after)
-    with RunningSource(source) as running, GpsFake(DATA / f"{scenario}.nmea", port) as fake:
+    with GpsFake(DATA / f"{scenario}.nmea", port) as fake, RunningSource(source) as running:
         fake.wait(timeout=REPLAY_TIMEOUT)
+        assert wait_until(lambda: health.reconnects >= 1, REPLAY_TIMEOUT), \
+            "the source never noticed gpsd going away"
     return running, health
 
 
