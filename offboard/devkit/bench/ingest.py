@@ -170,8 +170,7 @@ def _paced_drops(scratch: Path, frames: list[list[can.Message]], seconds: float)
     try:
         buses = []
         for source in agent.sources:
-            source._bus_options = {**source._bus_options, "rx_queue_size": QUEUE_FRAMES}
-            bus = source.open_bus()
+            bus = source.open_bus(rx_queue_size=QUEUE_FRAMES)
             buses.append(bus)
         stop = threading.Event()
         threads = _receivers(agent, buses, stop)
