@@ -48,6 +48,7 @@ from typing import Any
 
 import can
 import cbor2
+import pyarrow
 import zstandard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -96,6 +97,11 @@ from agent.sources.sensor_protocols import (
 from agent.wire.body import BatchBody, Series, SeriesKind, SignalDef, dictionary_id, encode_body
 from agent.wire.cose import Signer
 from agent.wire.dictionary import DICTIONARY_CONTENT_TYPE, encode_dictionary
+
+# pyarrow's default allocator (jemalloc or mimalloc) reserves address space in large regions,
+# so under memory_limit's address-space cap even a 64-byte allocation fails; the system
+# allocator asks only for what is used, so the cap still finds unbounded allocations.
+pyarrow.set_memory_pool(pyarrow.system_memory_pool())
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_SECONDS = 10.0  # one input; generous, because CI shares its cores with other work
