@@ -97,6 +97,7 @@ from agent.sources.sensor_protocols import (
 from agent.wire.body import BatchBody, Series, SeriesKind, SignalDef, dictionary_id, encode_body
 from agent.wire.cose import Signer
 from agent.wire.dictionary import DICTIONARY_CONTENT_TYPE, encode_dictionary
+from tests.helpers.ota_fixtures import LOCAL_CONFIG
 
 # pyarrow's default allocator (jemalloc or mimalloc) reserves address space in large regions,
 # so under memory_limit's address-space cap even a 64-byte allocation fails; the system
@@ -855,28 +856,6 @@ def _backend_session(folder: Path) -> Iterator[Check]:
     yield check
 
 
-OTA_LOCAL = """\
-version = 3
-
-[vehicle]
-id = "car-1"
-groups = ["eu-west"]
-
-[[sources]]
-name = "can0"
-type = "virtual"
-channel = "bus0"
-dbc = ["vehicle.dbc"]
-
-[keys]
-signing_key = "vehicle.key"
-
-[uplink]
-tls = false
-
-[ota]
-trusted_keys = ["backend.pub"]
-"""
 OTA_SOURCES = ('[[sources]]\nname = "can0"\ntype = "virtual"\nchannel = "bus1"\n'
                'dbc = ["{}"]\n')
 OTA_UPDATE = """\
@@ -955,7 +934,7 @@ def _ota_inputs() -> st.SearchStrategy[bytes]:
 @contextlib.contextmanager
 def _ota_session(folder: Path) -> Iterator[Check]:
     local = folder / "config.toml"
-    local.write_text(OTA_LOCAL, encoding="utf-8")
+    local.write_text(LOCAL_CONFIG, encoding="utf-8")
     (folder / "vehicle.dbc").write_bytes((REPO / "dbc" / "vehicle.dbc").read_bytes())
     _write_public_key(BACKEND_KEY, folder / "backend.pub")
     trust = load_trust(load_config(local))

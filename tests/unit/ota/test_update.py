@@ -28,33 +28,13 @@ from agent.ota.update import (
 )
 from agent.wire.cose import Signer
 from agent.wire.keys import key_id
+from tests.helpers.ota_fixtures import LOCAL_CONFIG
 
 REPO = Path(__file__).resolve().parents[3]
 DBC = REPO / "dbc" / "vehicle.dbc"
 NOW = 1_800_000_000
 
-LOCAL = """
-version = 3
-
-[vehicle]
-id = "car-1"
-groups = ["eu-west"]
-
-[[sources]]
-name = "can0"
-type = "virtual"
-channel = "bus0"
-dbc = ["vehicle.dbc"]
-
-[keys]
-signing_key = "vehicle.key"
-
-[uplink]
-tls = false
-
-[ota]
-trusted_keys = ["backend.pub"]
-"""
+LOCAL = LOCAL_CONFIG
 
 UPDATE = """
 [[sampling.signals]]
