@@ -12,6 +12,7 @@ terminal and the socket.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import select
@@ -115,6 +116,12 @@ class View:
     vehicle: str = ""
     error: str = ""
     stale: bool = False  # the filter changed: fetch now, paused or not
+    # What the last screen drawn could hold once long names fold onto several lines: the
+    # rows shown from `offset`, the rows that fit on the page before it and on the last
+    # page. Paging moves by these, so no row is skipped or out of reach.
+    shown: int = 0
+    previous_page: int = 0
+    last_page: int = 0
 
     def press(self, key: str, page: int) -> bool:
         """Apply one key (a character, or a name from ESCAPES); False means quit.
@@ -143,13 +150,13 @@ class View:
         elif key in ("down", "j"):
             self.scroll(1, page)
         elif key == "pgup":
-            self.scroll(-page, page)
+            self.scroll(-(self.previous_page or page), page)
         elif key == "pgdn":
-            self.scroll(page, page)
+            self.scroll(self.shown or page, page)
         return True
 
     def scroll(self, by: int, page: int) -> None:
-        self.offset = max(0, min(self.offset + by, len(self.rows) - page))
+        self.offset = max(0, min(self.offset + by, len(self.rows) - (self.last_page or page)))
 
     def sorted_rows(self) -> list[dict[str, Any]]:
         if self.sort == "age":
@@ -176,18 +183,32 @@ def counters(status: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def screen(view: View, height: int) -> Layout:
-    """The whole screen for a terminal `height` lines high."""
-    page = rows_per_page(height)
+def screen(view: View, height: int, width: int) -> Layout:
+    """The whole screen for a terminal `height` lines high and `width` columns wide."""
+    # On a narrow terminal the header's lines wrap: measure it (with the widest row range it
+    # can show) and give the table what is left.
+    header_lines = _height(_header(view, len(view.rows)), width)
+    lines = rows_per_page(height, header_lines)
+    ordered = view.sorted_rows()
+    view.shown = _rows_that_fit(ordered[view.offset:view.offset + lines], lines, width)
+    view.previous_page = _rows_that_fit(ordered[:view.offset][::-1][:lines], lines, width)
+    view.last_page = _rows_that_fit(ordered[::-1][:lines], lines, width)
     layout = Layout()
-    layout.split_column(Layout(_header(view, page), name="header", size=HEADER_LINES),
-                        Layout(_body(view, page), name="body"),
+    layout.split_column(Layout(_header(view, view.shown), name="header", size=header_lines),
+                        Layout(_body(ordered[view.offset:view.offset + view.shown]),
+                               name="body"),
                         Layout(_footer(view), name="footer", size=FOOTER_LINES))
     return layout
 
 
-def rows_per_page(height: int) -> int:
-    return max(1, height - HEADER_LINES - FOOTER_LINES - TABLE_HEAD_LINES)
+def rows_per_page(height: int, header_lines: int = HEADER_LINES) -> int:
+    return max(1, height - header_lines - FOOTER_LINES - TABLE_HEAD_LINES)
+
+
+def _height(renderable: Group | Table, width: int) -> int:
+    """How many lines `renderable` takes at `width` columns."""
+    measure = Console(width=width, file=io.StringIO(), color_system=None)
+    return len(measure.render_lines(renderable, pad=False))
 
 
 def _header(view: View, page: int) -> Group:
@@ -204,16 +225,31 @@ def _header(view: View, page: int) -> Group:
     third = f"{shown}  filter {escape(view.glob)}  sort {view.sort}"
     if view.error:
         third += f"  [red]{escape(view.error)}[/]"
-    return Group(Text.from_markup(first), Text.from_markup(second), Text.from_markup(third))
+    # One line each, cut on a narrow terminal: a wrapped counter line would push the third
+    # line out of the header's three.
+    return Group(*(Text.from_markup(line, overflow="fold") for line in (first, second, third)))
 
 
-def _body(view: View, page: int) -> Table:
+def _rows_that_fit(rows: list[dict[str, Any]], lines: int, width: int) -> int:
+    """How many of `rows`, from the first, fit in `lines` lines at `width` columns once their
+    names fold (at least one). The table only grows as rows are added, so a bisection finds it."""
+    fits, too_many = 1, len(rows) + 1
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        if _height(_body(rows[:middle]), width) <= lines + TABLE_HEAD_LINES:
+            fits = middle
+        else:
+            too_many = middle
+    return min(fits, len(rows)) if rows else 0
+
+
+def _body(rows: list[dict[str, Any]]) -> Table:
     result = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=True)
     result.add_column("signal", overflow="fold", ratio=3)  # full names: folded, never cut
     result.add_column("value", justify="right", overflow="fold", ratio=1)
     result.add_column("unit", overflow="fold")
     result.add_column("age", justify="right", no_wrap=True)
-    for row in view.sorted_rows()[view.offset:view.offset + page]:
+    for row in rows:
         value = row["label"] or _number(row["value"])
         result.add_row(escape(row["signal"]), escape(str(value)), escape(row["unit"] or ""),
                        f"{row['age_s']:.1f} s")
@@ -241,11 +277,11 @@ def _monitor(args: argparse.Namespace) -> int:
     _refresh(args, view)
     try:
         tty.setcbreak(fd)
-        with Live(screen(view, out.size.height), console=out, screen=True,
+        with Live(screen(view, out.size.height, out.size.width), console=out, screen=True,
                   auto_refresh=False) as live:
             next_refresh = time.monotonic() + args.interval
             while True:
-                live.update(screen(view, out.size.height), refresh=True)
+                live.update(screen(view, out.size.height, out.size.width), refresh=True)
                 ready, _, _ = select.select([fd], [], [],
                                             max(0.0, next_refresh - time.monotonic()))
                 if ready:

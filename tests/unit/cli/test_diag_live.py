@@ -72,10 +72,40 @@ def test_header_counters_and_full_names_on_a_narrow_screen():
                        "label": None, "age_s": 0.2, "mode": "last"}],
                 counters=counters(status), vehicle="demo", paused=True)
     out = Console(width=60, height=20, record=True, color_system=None)
-    out.print(screen(view, 20))
+    out.print(screen(view, 20, 60))
     text = out.export_text()
     assert "…" not in text and "..." not in text
     assert long_name in "".join(line.split(" ")[0] for line in text.splitlines())
     assert "received 1010" in text and "overflow 5" in text and "PAUSED" in text
     assert "1.5" in text and "bar" in text
     assert rows_per_page(20) == 14
+
+
+def test_paging_with_folded_names_reaches_every_row_and_never_overflows():
+    # Names too long for the column fold onto two or three lines, so a page holds fewer rows
+    # than the screen has lines: paging must move by the rows shown, and reach the last one.
+    width, height = 50, 16
+    names = [f"can0.Message{index:02d}.{'Signal' * (1 + index % 3)}_{index:02d}"
+             for index in range(23)]
+    view = View(rows=[{"signal": name, "value": 1.0, "raw": 1, "unit": "V", "label": None,
+                       "age_s": 0.1, "mode": "last"} for name in names])
+    seen: list[str] = []
+    while True:
+        out = Console(width=width, height=height, record=True, color_system=None)
+        out.print(screen(view, height, width))
+        text = out.export_text()
+        names_on_screen = "".join(line.split(" ")[0] for line in text.splitlines())
+        page = names[view.offset:view.offset + view.shown]
+        assert 1 <= view.shown < rows_per_page(height)  # folding costs lines
+        assert all(name in names_on_screen for name in page)  # every row shown, whole
+        assert f"signals {view.offset + 1}-{view.offset + view.shown} of 23" in text
+        seen.extend(name for name in page if name not in seen)
+        before = view.offset
+        view.press("pgdn", rows_per_page(height))
+        if view.offset == before:
+            break
+        assert view.offset <= before + view.shown  # no row skipped
+    assert seen == names
+    assert names[-1] in names_on_screen
+    view.press("pgup", rows_per_page(height))
+    assert view.offset < len(names) - 1
