@@ -36,16 +36,19 @@ class EventCounters:
 
     def stats(self) -> EventDelivery:
         # dict() copies in one step under the GIL while the pipeline may add a key.
-        return EventDelivery(self.sent, dict(self.withheld), self.positions_withheld)
+        return EventDelivery(self.sent, dict(self.withheld), self.positions_withheld,
+                             self.samples_withheld)
 
 
 @dataclass(frozen=True)
 class EventDelivery:
-    """A snapshot of `EventCounters`: events sent, withheld by type, positions withheld."""
+    """A snapshot of `EventCounters`: events sent, withheld by type, positions withheld, and
+    the position samples of look-back captures withheld from events that were sent."""
 
     sent: int
     withheld: Mapping[str, int]
     positions_withheld: int
+    samples_withheld: int = 0
 
 
 @dataclass(frozen=True)

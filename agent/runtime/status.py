@@ -129,7 +129,8 @@ def privacy(snapshot: AgentSnapshot) -> dict[str, Any]:
         "events": {"detectors": list(stats.events.detectors),
                    "found": dict(stats.events.found), "sent": delivery.sent,
                    "withheld": dict(delivery.withheld),
-                   "positions_withheld": delivery.positions_withheld},
+                   "positions_withheld": delivery.positions_withheld,
+                   "samples_withheld": delivery.samples_withheld},
     }
 
 

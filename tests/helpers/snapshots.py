@@ -72,4 +72,5 @@ def make_snapshot(tmp_path: Path) -> AgentSnapshot:
         privacy=PrivacyStats(consent=Consent("full", 0, "config"), signals_sent=40,
                              signals_planned=43, dropped_on_downgrade=0,
                              events=EngineStats(("trip", "stop"), {"trip_start": 1}),
-                             delivery=EventDelivery(sent=1, withheld={}, positions_withheld=0)))
+                             delivery=EventDelivery(sent=1, withheld={}, positions_withheld=2,
+                                                   samples_withheld=7)))

@@ -52,7 +52,8 @@ def render(privacy: dict[str, Any]) -> int:
     events = privacy["events"]
     out.print(f"events: detectors {', '.join(events['detectors']) or 'none'}; found "
               f"{_counts(events['found'])}; {events['sent']} sent; withheld "
-              f"{_counts(events['withheld'])}")
+              f"{_counts(events['withheld'])}; {events['positions_withheld']} positions and "
+              f"{events.get('samples_withheld', 0)} captured position samples withheld")
     return EXIT_OK
 
 

@@ -51,6 +51,7 @@ def test_privacy_says_full_precision_and_counts_events_in_words(snapshot, capsys
     out = capsys.readouterr().out
     assert "precision full," in out and "full m" not in out
     assert "found trip_start 1;" in out and "{" not in out
+    assert "2 positions and 7 captured position samples withheld" in out
     coarse = dataclasses.replace(snapshot, config=dataclasses.replace(
         snapshot.config, privacy=dataclasses.replace(
             snapshot.config.privacy, location=dataclasses.replace(
