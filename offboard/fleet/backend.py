@@ -63,19 +63,20 @@ def load_keyring(specs: Sequence[str | Path]) -> tuple[dict[bytes, Ed25519Public
                                                      dict[bytes, str]]:
     """Public keys by key id, and which vehicle each key is bound to.
 
-    A spec is `VEHICLE=FILE` (the key may sign only for that vehicle), a FILE, or a folder of
+    A spec is `VEHICLE=FILE` (the key may sign only for that vehicle), `*=DIR` (each
+    `VEHICLE.pub` in DIR bound to VEHICLE: a fleet's key folder), a FILE, or a folder of
     `*.pub` files (keys that may sign for any vehicle: fine for a demo, not for a fleet).
     """
     keyring: dict[bytes, Ed25519PublicKey] = {}
     bindings: dict[bytes, str] = {}
     for spec in map(str, specs):
-        vehicle, _, location = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        vehicle, _, location = spec.partition("=") if "=" in spec else ("", "", spec)
         path = Path(location)
         for file in sorted(path.glob("*.pub")) if path.is_dir() else [path]:
             public_key = load_public_key(file)
             keyring[key_id(public_key)] = public_key
             if vehicle:
-                bindings[key_id(public_key)] = vehicle
+                bindings[key_id(public_key)] = file.stem if vehicle == "*" else vehicle
     if not keyring:
         raise AgentError("no vehicle public keys given (--keys VEHICLE=FILE, FILE or DIR)")
     if len(bindings) < len(keyring):
@@ -387,8 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plaintext", action="store_true",
                         help="connect without TLS (local tests only)")
     parser.add_argument("--keys", action="append", required=True, metavar="[VEHICLE=]PATH",
-                        help="vehicle public key: VEHICLE=FILE binds the key to that vehicle; "
-                             "a FILE or a folder of *.pub accepts any vehicle (repeatable)")
+                        help="vehicle public key: VEHICLE=FILE binds the key to that vehicle, "
+                             "'*=DIR' binds each VEHICLE.pub in DIR to VEHICLE; a FILE or a "
+                             "folder of *.pub accepts any vehicle (repeatable)")
     parser.add_argument("--prefix", default="fleet", help="topic prefix (default: fleet)")
     parser.add_argument("--group", default="backend",
                         help="shared-subscription group; instances in one group split the "
@@ -433,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["query"]:  # `tools/backend query DIR ...`: the data set, not the broker
         from fleet.query import main as query
         return query(argv[1:])
+    if argv[:1] == ["ingest"]:  # `tools/backend ingest FILE...`: saved batches, offline
+        from fleet.ingest import main as ingest
+        return ingest(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s backend: %(message)s")
