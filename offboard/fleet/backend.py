@@ -513,6 +513,9 @@ def _serve(args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0
     last_arrival = time.monotonic()
+    # When this worker took its first batch and finished its last (wall clock, for
+    # throughput over a group of workers: tools/bench --only fleet), and its CPU time.
+    first_batch_at = last_batch_at = 0.0
     try:
         while args.count is None or received < args.count:
             wait = 0.5 if deadline is None else deadline - time.monotonic()
@@ -539,6 +542,7 @@ def _serve(args: argparse.Namespace) -> int:
                     dataset.add_event(event_receipt.event)
                 continue
             received += 1
+            first_batch_at = first_batch_at or time.time()
             receipt = backend.receive(envelope)
             if writer is None or not receipt.ok:
                 print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,
@@ -548,6 +552,7 @@ def _serve(args: argparse.Namespace) -> int:
                     dataset.add_received(receipt.body)
                 _decode(backend, backend.admit(receipt.body, time.monotonic()), writer,
                         dataset)
+            last_batch_at = time.time()
         _await_held(backend, arrivals, writer, dataset, deadline, args.prefix)
     except KeyboardInterrupt:
         pass
@@ -559,7 +564,8 @@ def _serve(args: argparse.Namespace) -> int:
             dataset.flush()
         if args.output:
             out.close()
-    report = backend.report()
+    report = {**backend.report(), "first_batch_at": first_batch_at,
+              "last_batch_at": last_batch_at, "cpu_seconds": round(time.process_time(), 3)}
     print(json.dumps(report), file=sys.stderr)
     if args.report:
         args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
