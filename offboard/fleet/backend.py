@@ -515,7 +515,7 @@ def _serve(args: argparse.Namespace) -> int:
     last_arrival = time.monotonic()
     # When this worker took its first batch and finished its last (wall clock, for
     # throughput over a group of workers: tools/bench --only fleet), and its CPU time.
-    first_batch_at = last_batch_at = 0.0
+    first_batch_at = last_batch_at = first_batch_cpu = last_batch_cpu = 0.0
     try:
         while args.count is None or received < args.count:
             wait = 0.5 if deadline is None else deadline - time.monotonic()
@@ -542,7 +542,8 @@ def _serve(args: argparse.Namespace) -> int:
                     dataset.add_event(event_receipt.event)
                 continue
             received += 1
-            first_batch_at = first_batch_at or time.time()
+            if not first_batch_at:
+                first_batch_at, first_batch_cpu = time.time(), time.process_time()
             receipt = backend.receive(envelope)
             if writer is None or not receipt.ok:
                 print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,
@@ -552,7 +553,7 @@ def _serve(args: argparse.Namespace) -> int:
                     dataset.add_received(receipt.body)
                 _decode(backend, backend.admit(receipt.body, time.monotonic()), writer,
                         dataset)
-            last_batch_at = time.time()
+            last_batch_at, last_batch_cpu = time.time(), time.process_time()
         _await_held(backend, arrivals, writer, dataset, deadline, args.prefix)
     except KeyboardInterrupt:
         pass
@@ -565,7 +566,9 @@ def _serve(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     report = {**backend.report(), "first_batch_at": first_batch_at,
-              "last_batch_at": last_batch_at, "cpu_seconds": round(time.process_time(), 3)}
+              "last_batch_at": last_batch_at,
+              "busy_cpu_seconds": round(last_batch_cpu - first_batch_cpu, 3),
+              "cpu_seconds": round(time.process_time(), 3)}
     print(json.dumps(report), file=sys.stderr)
     if args.report:
         args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -193,12 +193,12 @@ def stored_keys(root: Path, table: str) -> list[tuple[str, bytes, int]]:
         return []
     import duckdb
 
-    from fleet.query import _source
+    from fleet.query import parquet_source
 
     connection = duckdb.connect()
     try:
         rows = connection.execute(
-            f"SELECT DISTINCT vehicle, boot, seq FROM {_source(root, table)}").fetchall()
+            f"SELECT DISTINCT vehicle, boot, seq FROM {parquet_source(root, table)}").fetchall()
     except duckdb.Error as exc:
         raise IngestError(f"{root}: cannot read the data set's {table} ({exc})") from exc
     finally:

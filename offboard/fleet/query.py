@@ -23,7 +23,7 @@ from typing import Any
 from agent.errors import AgentError
 
 
-def _source(root: Path, table: str) -> str:
+def parquet_source(root: Path, table: str) -> str:
     """read_parquet over one table's files, the partition folders as columns, both strings
     (a vehicle named `0042` stays `0042`)."""
     pattern = str(root / table / "**" / "*.parquet").replace("'", "''")
@@ -35,7 +35,7 @@ def gaps(connection: Any, root: Path) -> list[dict[str, Any]]:
     rows = connection.execute(f"""
         WITH stored AS (
             SELECT vehicle, boot, seq, count(*) AS copies
-            FROM {_source(root, 'batches')} GROUP BY vehicle, boot, seq),
+            FROM {parquet_source(root, 'batches')} GROUP BY vehicle, boot, seq),
         runs AS (
             SELECT vehicle, boot, seq, copies,
                    lead(seq) OVER (PARTITION BY vehicle, boot ORDER BY seq) AS next_seq
@@ -57,7 +57,7 @@ def last_values(connection: Any, root: Path, signal: str | None) -> list[dict[st
             SELECT vehicle, signal,
                    arg_max({{'t': time, 'v': coalesce(value, mean), 'l': label, 'u': unit}},
                            time) AS newest
-            FROM {_source(root, 'samples')} {where}
+            FROM {parquet_source(root, 'samples')} {where}
             GROUP BY vehicle, signal)
         ORDER BY vehicle, signal""", {"signal": signal} if signal else {}).fetchall()
     return [{"vehicle": vehicle, "signal": name, "time": time, "value": value, "label": label,
@@ -69,7 +69,7 @@ def series(connection: Any, root: Path, signal: str,
     parameters = {"signal": signal, **({"vehicle": vehicle} if vehicle else {})}
     rows = connection.execute(f"""
         SELECT vehicle, time, value, label, min, max, mean, count, unit
-        FROM {_source(root, 'samples')}
+        FROM {parquet_source(root, 'samples')}
         WHERE signal = $signal {"AND vehicle = $vehicle" if vehicle else ""}
         ORDER BY vehicle, time""", parameters).fetchall()
     names = ("vehicle", "time", "value", "label", "min", "max", "mean", "count", "unit")
@@ -79,7 +79,7 @@ def series(connection: Any, root: Path, signal: str,
 def events(connection: Any, root: Path, vehicle: str | None) -> list[dict[str, Any]]:
     rows = connection.execute(f"""
         SELECT vehicle, time, event, data, positions, boot, seq
-        FROM {_source(root, 'events')} {"WHERE vehicle = $vehicle" if vehicle else ""}
+        FROM {parquet_source(root, 'events')} {"WHERE vehicle = $vehicle" if vehicle else ""}
         ORDER BY vehicle, time, seq""", {"vehicle": vehicle} if vehicle else {}).fetchall()
     return [{"vehicle": v, "time": time, "event": kind, "data": json.loads(data),
              "positions": json.loads(positions), "boot": boot, "seq": seq}
