@@ -129,9 +129,16 @@ def vehicle_keys(names: list[str], keys_dir: Path) -> list[Ed25519PrivateKey]:
     return keys
 
 
-def make_vehicles(count: int, shared: FleetPlan, keys_dir: Path,
-                  name_prefix: str) -> list[SimVehicle]:
-    """`count` vehicles, each with its own key (vehicle_keys) and a new boot id."""
+def make_vehicles(count: int, shared: FleetPlan, keys_dir: Path, name_prefix: str, *,
+                  from_boot: bool = False) -> list[SimVehicle]:
+    """`count` vehicles, each with its own key (vehicle_keys) and a new boot id.
+
+    A fleet is observed in its steady state: each vehicle's sequence starts somewhere in its
+    boot (seq 1 to 59, spread over the fleet), so that its batches carry the dictionary in
+    band as often as a running agent's do (the first after boot, then every
+    `dictionary_every` = 60th), not in every vehicle's first batch of the run. `from_boot`:
+    every vehicle starts at seq 0, as just booted.
+    """
     floats = frozenset(s.index for s in shared.plan.signals if s.is_float)
     vehicles = []
     names = vehicle_names(count, name_prefix)
@@ -142,6 +149,8 @@ def make_vehicles(count: int, shared: FleetPlan, keys_dir: Path,
                                  dbc_digest=bytes(32), clock=lambda: "ntp")
         batcher = Batcher(shared.plan, ring, identity, Signer(key, CONTENT_TYPE),
                           lambda: {"can0.frames": 0})
+        if not from_boot:
+            batcher.next_seq = 1 + len(vehicles) * 37 % 59
         vehicles.append(SimVehicle(name, boot, ring, batcher))
     return vehicles
 
@@ -270,7 +279,9 @@ def simulate(args: argparse.Namespace, progress: Callable[[int], None]) -> dict[
     """Build the fleet, publish its dictionaries and M minutes of batches; the summary."""
     started = time.monotonic()
     shared = fleet_plan(args.signals, args.period, pool=min(args.minutes + 3, 10))
-    vehicles = make_vehicles(args.vehicles, shared, args.keys_dir, args.name_prefix)
+    vehicles = make_vehicles(args.vehicles, shared, args.keys_dir, args.name_prefix,
+                             from_boot=args.from_boot)
+    first_seqs = {v.name: v.batcher.next_seq for v in vehicles}
     prepared = time.monotonic()
     publisher = Publisher(args, min(args.connections, args.vehicles))
     first_t0 = first_window(args.minutes)
@@ -297,7 +308,7 @@ def simulate(args: argparse.Namespace, progress: Callable[[int], None]) -> dict[
         "seconds": round(seconds, 2),
         "batches_per_s": round(batches / seconds, 1) if seconds else None,
         "samples_per_s": round(samples / seconds) if seconds else None,
-        "boots": {v.name: v.boot.hex() for v in vehicles},
+        "boots": {v.name: v.boot.hex() for v in vehicles}, "first_seqs": first_seqs,
     }
 
 
@@ -322,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys-only", action="store_true",
                         help="only make the vehicles' keys (kept in --keys-dir for later runs) "
                              "and exit: start the workers after this, then run the fleet")
+    parser.add_argument("--from-boot", action="store_true",
+                        help="every vehicle starts at seq 0, as just booted (its first batch "
+                             "carries the dictionary in band); by default the fleet is in its "
+                             "steady state, each vehicle somewhere in its boot")
     parser.add_argument("--name-prefix", default="sim-",
                         help="vehicle ids are PREFIX00000, PREFIX00001, ... (default: sim-)")
     parser.add_argument("--host", default="localhost", help="broker host (default: localhost)")

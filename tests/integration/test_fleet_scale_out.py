@@ -96,9 +96,10 @@ def test_a_fleet_through_a_group_of_workers_is_stored_exactly_once(tmp_path, mos
         assert all(r["verified"] > 0 for r in reports), "the group did not share the fleet"
     connection = duckdb.connect()
     # Coverage over every worker's files: complete, without a duplicate or a false gap.
+    first = summary["first_seqs"]
     assert gaps(connection, dataset) == [
-        {"vehicle": name, "boot": summary["boots"][name], "first": 0, "last": MINUTES - 1,
-         "batches": MINUTES, "duplicates": 0, "missing": []}
+        {"vehicle": name, "boot": summary["boots"][name], "first": first[name],
+         "last": first[name] + MINUTES - 1, "batches": MINUTES, "duplicates": 0, "missing": []}
         for name in vehicle_names(VEHICLES, "sim-")]
     # Every sample once: 800 rows per (vehicle, boot, seq), no row twice.
     per_batch = connection.execute(

@@ -24,7 +24,7 @@ def shared():
 
 def test_each_vehicle_publishes_its_dictionary_then_a_batch_a_minute_on_its_topics(
         tmp_path, shared):
-    vehicles = make_vehicles(3, shared, tmp_path / "keys", "car-")
+    vehicles = make_vehicles(3, shared, tmp_path / "keys", "car-", from_boot=True)
     messages = list(fleet_messages(vehicles, shared, "fleet", 2, 1_790_000_000_000))
     did = vehicles[0].batcher.dictionary_id
     assert [(m.topic, m.retain) for m in messages[:3]] == [
@@ -47,8 +47,9 @@ def test_the_data_set_table_of_800_one_sample_series_equals_the_rows(tmp_path, s
     """The vectorised label lookup (one searchsorted for every series) against the
     row-by-row decoding, on a batch where every signal has one sample."""
     vehicle = make_vehicles(1, shared, tmp_path / "keys", "car-")[0]
-    message = list(fleet_messages([vehicle], shared, "fleet", 1, 1_790_000_000_000))[1]
+    dictionary, message = fleet_messages([vehicle], shared, "fleet", 1, 1_790_000_000_000)
     backend = Backend(*load_keyring([f"*={tmp_path / 'keys'}"]))
+    backend.receive_dictionary(dictionary.payload)
     body = backend.receive(message.payload).body
     dictionary = backend.dictionaries.lookup(body.dictionary_id)
     table = sample_table(body, dictionary).to_pylist()
@@ -75,3 +76,16 @@ def test_bad_options_are_errors_not_crashes(tmp_path, capsys):
     assert main(["--period", "7", "--plaintext", "--port", "1",
                  "--keys-dir", str(tmp_path)]) == 2
     assert "divisor of 60" in capsys.readouterr().err
+
+
+def test_a_steady_fleet_carries_the_dictionary_in_band_as_rarely_as_running_agents(
+        tmp_path, shared):
+    vehicles = make_vehicles(20, shared, tmp_path / "keys", "car-")
+    starts = [v.batcher.next_seq for v in vehicles]
+    assert all(1 <= seq <= 59 for seq in starts) and len(set(starts)) > 10
+    backend = Backend(*load_keyring([f"*={tmp_path / 'keys'}"]))
+    messages = list(fleet_messages(vehicles, shared, "fleet", 3, 1_790_000_000_000))
+    bodies = [backend.receive(m.payload).body for m in messages if not m.retain]
+    in_band = [(b.vehicle, b.seq) for b in bodies if b.dictionary is not None]
+    assert in_band == [(b.vehicle, b.seq) for b in bodies if b.seq % 60 == 0]
+    assert len(in_band) < len(bodies) / 5
