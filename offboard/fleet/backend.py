@@ -438,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["ingest"]:  # `tools/backend ingest FILE...`: saved batches, offline
         from fleet.ingest import main as ingest
         return ingest(argv[1:])
+    if argv[:2] == ["dictionaries", "prune"]:  # retained dictionaries no batch needs
+        from fleet.prune import main as prune
+        return prune(argv[2:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s backend: %(message)s")

@@ -191,7 +191,11 @@ def stored_keys(root: Path, table: str) -> list[tuple[str, bytes, int]]:
     """(vehicle, boot, seq) of every batch (`batches`) or event (`events`) in the data set."""
     if not any((root / table).rglob("*.parquet")):
         return []
-    import duckdb
+    try:
+        import duckdb
+    except ImportError as exc:
+        raise IngestError(f"ingest needs duckdb ({exc}): install edge-agent-fleet[parquet]"
+                          ) from exc
 
     from fleet.query import parquet_source
 
