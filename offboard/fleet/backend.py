@@ -379,7 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tools/backend",
         description="Receive batches from a fleet over MQTT, verify their signatures, report "
-                    "gaps and duplicates, and decode them to physical values.")
+                    "gaps and duplicates, and decode them to physical values.",
+        epilog="Other commands (each with its own --help): `tools/backend query DIR ...` "
+               "asks the Parquet data set; `tools/backend ingest FILE...` stores saved "
+               "batches and vehicle spools in it; `tools/backend dictionaries prune` clears "
+               "retained dictionaries no batch needs (docs/backend.md).")
     parser.add_argument("--host", default="localhost", help="broker host (default: localhost)")
     parser.add_argument("--port", type=int, default=8883, help="broker port (default: 8883)")
     parser.add_argument("--ca-cert", type=Path, help="CA certificate of the broker")
