@@ -147,7 +147,7 @@ def _drain(directory: Path, broker: MosquittoBroker, sim_tls: TlsFiles,
         time.sleep(0.5)
     reports = []
     for number, process in enumerate(processes):
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # the worker flushes and reports, as at Ctrl-C
         process.wait(timeout=300)
         if process.returncode != 0:
             log = (directory / f"w{number}.log").read_text(errors="replace")
