@@ -3,7 +3,9 @@
 Makes throwaway keys and certificates, starts a private Mosquitto with mutual TLS on a free
 loopback port, runs the agent on the bundled drive (the repository's config.toml with demo
 overrides: 10 s windows, the drive played 4x), runs the backend verifier beside it, shows the
-batches arriving verified, and cleans up after about a minute.
+batches arriving verified, and cleans up after about a minute. The backend writes its Parquet
+data set to `dataset/` in the working folder: with `--keep` or `--workdir DIR` it stays, and
+the demo prints the `tools/backend query` commands that read it.
 """
 
 from __future__ import annotations
@@ -43,22 +45,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=float, default=10.0,
                         help="batch window in drive seconds (default: %(default)s)")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the working folder (keys, certificates, logs, rows)")
+                        help="keep the working folder (keys, certificates, logs, the Parquet "
+                             "data set)")
+    parser.add_argument("--workdir", type=Path, metavar="DIR",
+                        help="work in DIR (new or empty) instead of a temporary folder, and "
+                             "keep it")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="demo: %(message)s")
-    workdir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    if args.workdir is not None:
+        if args.workdir.exists() and (not args.workdir.is_dir() or any(args.workdir.iterdir())):
+            say(f"--workdir {args.workdir}: must be a new or empty folder")
+            return 2
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        workdir, keep = args.workdir.resolve(), True
+    else:
+        workdir, keep = Path(tempfile.mkdtemp(prefix="edge-agent-demo-")), args.keep
     say(f"working folder {workdir}")
     try:
-        return _demo(args, workdir)
+        code = _demo(args, workdir)
+        if keep and (workdir / "dataset").is_dir():
+            say(f"the Parquet data set is in {workdir / 'dataset'}; query it with:")
+            for command in query_commands(workdir / "dataset"):
+                say(f"  {command}")
+        return code
     finally:
-        if args.keep:
+        if keep:
             say(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def query_commands(dataset: Path) -> list[str]:
+    """The README's queries, on this data set."""
+    return [f"tools/backend query {dataset} gaps",
+            f"tools/backend query {dataset} last --signal can0.VCU_Status.Gear",
+            f"tools/backend query {dataset} series --signal "
+            f"can0.ESP_VehicleSpeed.VehicleSpeed --vehicle {VEHICLE}",
+            f"tools/backend query {dataset} events --vehicle {VEHICLE}"]
 
 
 def _demo(args: argparse.Namespace, workdir: Path) -> int:
@@ -80,7 +107,7 @@ def _demo(args: argparse.Namespace, workdir: Path) -> int:
                           "--port", str(broker.port), "--ca-cert", str(backend_tls.ca_cert),
                           "--cert", str(backend_tls.cert), "--key", str(backend_tls.key),
                           "--keys", f"{VEHICLE}={workdir / 'vehicle.pub'}", "--idle", "5",
-                          "--report", str(workdir / "report.json")])
+                          "--report", str(workdir / "report.json"), *_dataset_options(workdir)])
         echo_backend = _echo(backend.stdout, "backend  ")
         subscribed = threading.Event()
         _echo(backend.stderr, "backend  ", only=("error", "ERROR"),
@@ -99,6 +126,18 @@ def _demo(args: argparse.Namespace, workdir: Path) -> int:
         backend_code = backend.wait(timeout=60)
         echo_backend.join(timeout=5)
     return _conclude(workdir / "report.json", agent_code, backend_code)
+
+
+def _dataset_options(workdir: Path) -> list[str]:
+    """The backend's Parquet data set in the working folder, when pyarrow is installed (the
+    edge-agent-fleet[parquet] extra, which tools/_venv.sh installs)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        say("no pyarrow: the backend writes no Parquet data set (pip install "
+            "'./offboard[parquet]')")
+        return []
+    return ["--dataset", str(workdir / "dataset"), "--worker", "demo", "--flush", "10"]
 
 
 def demo_config(args: argparse.Namespace, port: int, tls: Any, workdir: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import socket
 import ssl
 import sys
@@ -63,19 +64,20 @@ def load_keyring(specs: Sequence[str | Path]) -> tuple[dict[bytes, Ed25519Public
                                                      dict[bytes, str]]:
     """Public keys by key id, and which vehicle each key is bound to.
 
-    A spec is `VEHICLE=FILE` (the key may sign only for that vehicle), a FILE, or a folder of
+    A spec is `VEHICLE=FILE` (the key may sign only for that vehicle), `*=DIR` (each
+    `VEHICLE.pub` in DIR bound to VEHICLE: a fleet's key folder), a FILE, or a folder of
     `*.pub` files (keys that may sign for any vehicle: fine for a demo, not for a fleet).
     """
     keyring: dict[bytes, Ed25519PublicKey] = {}
     bindings: dict[bytes, str] = {}
     for spec in map(str, specs):
-        vehicle, _, location = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        vehicle, _, location = spec.partition("=") if "=" in spec else ("", "", spec)
         path = Path(location)
         for file in sorted(path.glob("*.pub")) if path.is_dir() else [path]:
             public_key = load_public_key(file)
             keyring[key_id(public_key)] = public_key
             if vehicle:
-                bindings[key_id(public_key)] = vehicle
+                bindings[key_id(public_key)] = file.stem if vehicle == "*" else vehicle
     if not keyring:
         raise AgentError("no vehicle public keys given (--keys VEHICLE=FILE, FILE or DIR)")
     if len(bindings) < len(keyring):
@@ -378,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tools/backend",
         description="Receive batches from a fleet over MQTT, verify their signatures, report "
-                    "gaps and duplicates, and decode them to physical values.")
+                    "gaps and duplicates, and decode them to physical values.",
+        epilog="Other commands (each with its own --help): `tools/backend query DIR ...` "
+               "asks the Parquet data set; `tools/backend ingest FILE...` stores saved "
+               "batches and vehicle spools in it; `tools/backend dictionaries prune` clears "
+               "retained dictionaries no batch needs (docs/backend.md).")
     parser.add_argument("--host", default="localhost", help="broker host (default: localhost)")
     parser.add_argument("--port", type=int, default=8883, help="broker port (default: 8883)")
     parser.add_argument("--ca-cert", type=Path, help="CA certificate of the broker")
@@ -387,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plaintext", action="store_true",
                         help="connect without TLS (local tests only)")
     parser.add_argument("--keys", action="append", required=True, metavar="[VEHICLE=]PATH",
-                        help="vehicle public key: VEHICLE=FILE binds the key to that vehicle; "
-                             "a FILE or a folder of *.pub accepts any vehicle (repeatable)")
+                        help="vehicle public key: VEHICLE=FILE binds the key to that vehicle, "
+                             "'*=DIR' binds each VEHICLE.pub in DIR to VEHICLE; a FILE or a "
+                             "folder of *.pub accepts any vehicle (repeatable)")
     parser.add_argument("--prefix", default="fleet", help="topic prefix (default: fleet)")
     parser.add_argument("--group", default="backend",
                         help="shared-subscription group; instances in one group split the "
@@ -433,14 +440,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["query"]:  # `tools/backend query DIR ...`: the data set, not the broker
         from fleet.query import main as query
         return query(argv[1:])
+    if argv[:1] == ["ingest"]:  # `tools/backend ingest FILE...`: saved batches, offline
+        from fleet.ingest import main as ingest
+        return ingest(argv[1:])
+    if argv[:2] == ["dictionaries", "prune"]:  # retained dictionaries no batch needs
+        from fleet.prune import main as prune
+        return prune(argv[2:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s backend: %(message)s")
+    # SIGTERM (systemd, Kubernetes, a supervisor) ends a worker as Ctrl-C does: what it decoded
+    # since the last flush is written before it exits. Its broker has acknowledged those
+    # batches already; killed without the flush, they would be lost (gaps in the data set).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _serve(args)
     except AgentError as exc:
         print(f"backend: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -508,6 +529,9 @@ def _serve(args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     received = 0
     last_arrival = time.monotonic()
+    # When this worker took its first batch and finished its last (wall clock, for
+    # throughput over a group of workers: tools/bench --only fleet), and its CPU time.
+    first_batch_at = last_batch_at = first_batch_cpu = last_batch_cpu = 0.0
     try:
         while args.count is None or received < args.count:
             wait = 0.5 if deadline is None else deadline - time.monotonic()
@@ -534,6 +558,8 @@ def _serve(args: argparse.Namespace) -> int:
                     dataset.add_event(event_receipt.event)
                 continue
             received += 1
+            if not first_batch_at:
+                first_batch_at, first_batch_cpu = time.time(), time.process_time()
             receipt = backend.receive(envelope)
             if writer is None or not receipt.ok:
                 print(summary_line(receipt), file=sys.stdout if writer is None else sys.stderr,
@@ -543,6 +569,7 @@ def _serve(args: argparse.Namespace) -> int:
                     dataset.add_received(receipt.body)
                 _decode(backend, backend.admit(receipt.body, time.monotonic()), writer,
                         dataset)
+            last_batch_at, last_batch_cpu = time.time(), time.process_time()
         _await_held(backend, arrivals, writer, dataset, deadline, args.prefix)
     except KeyboardInterrupt:
         pass
@@ -554,7 +581,10 @@ def _serve(args: argparse.Namespace) -> int:
             dataset.flush()
         if args.output:
             out.close()
-    report = backend.report()
+    report = {**backend.report(), "first_batch_at": first_batch_at,
+              "last_batch_at": last_batch_at,
+              "busy_cpu_seconds": round(last_batch_cpu - first_batch_cpu, 3),
+              "cpu_seconds": round(time.process_time(), 3)}
     print(json.dumps(report), file=sys.stderr)
     if args.report:
         args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

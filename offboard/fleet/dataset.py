@@ -137,15 +137,20 @@ def sample_table(body: BatchBody, dictionary: Sequence[SignalDef]) -> pa.Table:
 
 @dataclass(frozen=True)
 class LabelIndex:
-    """A dictionary's value tables, prepared once: per signal its sorted raw values and where
-    their labels start in `names`."""
+    """A dictionary's value tables, prepared once: every (signal, raw value) that has a label
+    as one sorted int64 key `signal << 32 | (raw + 2**31)` (raw values within 32 bits, which
+    is every DBC value table in practice), and the position of its label in `names`; labels of
+    raw values beyond 32 bits per signal apart (`wide`)."""
 
-    keys: dict[int, np.ndarray]
-    base: dict[int, int]
+    keys: np.ndarray
+    codes: np.ndarray
+    labelled: np.ndarray  # by signal number: has a value table
+    wide: dict[int, dict[int, int]]
     names: pa.Array
 
 
 _INDEXES: dict[int, tuple[Sequence[SignalDef], LabelIndex]] = {}
+INT32 = 1 << 31
 
 
 def label_index(dictionary: Sequence[SignalDef]) -> LabelIndex:
@@ -154,16 +159,26 @@ def label_index(dictionary: Sequence[SignalDef]) -> LabelIndex:
     cached = _INDEXES.get(id(dictionary))
     if cached is not None and cached[0] is dictionary:
         return cached[1]
-    keys: dict[int, np.ndarray] = {}
-    base: dict[int, int] = {}
+    keys: list[int] = []
+    codes: list[int] = []
+    wide: dict[int, dict[int, int]] = {}
     names: list[str] = []
+    labelled = np.zeros(max(len(dictionary), 1), dtype=bool)
     for signal, definition in enumerate(dictionary):
-        usable = sorted(k for k in (definition.choices or {}) if -(1 << 63) <= k < (1 << 63))
-        if usable:
-            keys[signal] = np.array(usable, dtype=np.int64)
-            base[signal] = len(names)
-            names.extend(definition.choices[k] for k in usable)  # type: ignore[index]
-    index = LabelIndex(keys, base, pa.array(names, pa.string()))
+        for raw, name in sorted((definition.choices or {}).items()):
+            if not -(1 << 63) <= raw < (1 << 63):
+                continue
+            labelled[signal] = True
+            if -INT32 <= raw < INT32:
+                keys.append(signal << 32 | (raw + INT32))
+                codes.append(len(names))
+            else:
+                wide.setdefault(signal, {})[raw] = len(names)
+            names.append(name)
+    order = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
+    index = LabelIndex(np.array(keys, dtype=np.int64)[order],
+                       np.array(codes, dtype=np.int32)[order], labelled, wide,
+                       pa.array(names, pa.string()))
     if len(_INDEXES) >= 64:
         _INDEXES.clear()
     _INDEXES[id(dictionary)] = (dictionary, index)
@@ -173,22 +188,27 @@ def label_index(dictionary: Sequence[SignalDef]) -> LabelIndex:
 def _labels(series: Sequence, dictionary: Sequence[SignalDef], raw: np.ndarray,
             lengths: np.ndarray) -> pa.Array:
     """Value labels (DBC `VAL_`) of integer `last` samples whose raw value has one, null
-    otherwise: per labelled series one `searchsorted` into its sorted value table, all labels
-    in one dictionary array."""
+    otherwise: one `searchsorted` of every candidate sample's (signal, raw) key into the
+    dictionary's sorted keys, whatever the number of series (a batch of 800 one-sample
+    series costs what one series of 800 samples does)."""
     index = label_index(dictionary)
     count = len(raw)
-    if not index.keys:
+    if not len(index.names):
         return pa.nulls(count, pa.string())
+    signals = np.fromiter((item.signal for item in series), dtype=np.int64, count=len(series))
+    int_last = np.fromiter((item.kind == SeriesKind.INT_LAST for item in series), dtype=bool,
+                           count=len(series))
+    per_sample = np.repeat(signals, lengths)
+    candidate = np.repeat(int_last & index.labelled[signals], lengths)
     codes = np.full(count, -1, dtype=np.int32)
-    starts = np.concatenate(([0], np.cumsum(lengths))).tolist()
-    for position, item in enumerate(series):
-        keys = index.keys.get(item.signal)
-        if keys is None or item.kind != SeriesKind.INT_LAST:
-            continue
-        at, stop = starts[position], starts[position + 1]
-        values = raw[at:stop]
-        found = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
-        codes[at:stop] = np.where(keys[found] == values, found + index.base[item.signal], -1)
+    narrow = candidate & (raw >= -INT32) & (raw < INT32)
+    if narrow.any() and len(index.keys):
+        wanted = per_sample[narrow] << 32 | (raw[narrow] + INT32)
+        found = np.minimum(np.searchsorted(index.keys, wanted), len(index.keys) - 1)
+        codes[narrow] = np.where(index.keys[found] == wanted, index.codes[found], -1)
+    if index.wide:
+        for at in np.flatnonzero(candidate & ~narrow).tolist():
+            codes[at] = index.wide.get(int(per_sample[at]), {}).get(int(raw[at]), -1)
     return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), index.names)
 
 

@@ -12,6 +12,7 @@ undecodable with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.errors import WireFormatError
 from agent.output.batch import CONTENT_TYPE, decompress_payload
 from agent.wire.body import BatchBody, SignalDef, decode_body
-from agent.wire.cose import verify
+from agent.wire.cose import Verified, verify
 from agent.wire.dictionary import (
     DICTIONARY_CONTENT_TYPE,
     check_dictionary_id,
@@ -41,7 +42,11 @@ def open_dictionary(envelope: bytes,
                     keyring: Mapping[bytes, Ed25519PublicKey]) -> tuple[bytes, Dictionary]:
     """(did, dictionary) from a signed dictionary document, or from a batch that carries its
     dictionary; WireFormatError when the signature, the content or the id is wrong."""
-    verified = verify(envelope, keyring)
+    return open_verified(verify(envelope, keyring))
+
+
+def open_verified(verified: Verified) -> tuple[bytes, Dictionary]:
+    """open_dictionary of an envelope whose signature was checked."""
     document = decompress_payload(verified.payload)
     if verified.content_type == DICTIONARY_CONTENT_TYPE:
         return decode_dictionary(document)
@@ -62,6 +67,11 @@ class DictionaryStore:
         self._keyring = keyring
         self._directory = directory
         self._known: dict[bytes, Dictionary] = {}
+        # Signed dictionary documents already decoded, by the hash of their payload: a fleet
+        # on one config publishes the same dictionary once per vehicle (10,000 retained
+        # copies, each signed by its own vehicle), and decoding one costs far more than
+        # checking its signature.
+        self._payloads: dict[bytes, bytes] = {}
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -103,8 +113,15 @@ class DictionaryStore:
     def add_envelope(self, envelope: bytes) -> bytes:
         """Verify and remember a signed dictionary document; its id. WireFormatError when it
         is not a valid one."""
-        did, dictionary = open_dictionary(envelope, self._keyring)
+        verified = verify(envelope, self._keyring)
+        digest = hashlib.sha256(verified.content_type.encode() + b"\0" + verified.payload
+                                ).digest()
+        did = self._payloads.get(digest)
+        if did is not None and did in self._known:
+            return did
+        did, dictionary = open_verified(verified)
         self.add(did, dictionary, envelope)
+        self._payloads[digest] = did
         return did
 
     def _path(self, did: bytes) -> Path:

@@ -7,6 +7,9 @@
 - `series --signal S`: one signal's samples, per vehicle (or `--vehicle`), in time order.
 - `events`: the events of a vehicle (or of all), in time order.
 
+A batch or event stored more than once (by two workers) is counted in `gaps` as a duplicate
+and answered once by the others (`last` takes the newest sample, whichever copy holds it).
+
 Output: a table a person reads, or `--json` (one JSON array) for scripts.
 """
 
@@ -23,7 +26,7 @@ from typing import Any
 from agent.errors import AgentError
 
 
-def _source(root: Path, table: str) -> str:
+def parquet_source(root: Path, table: str) -> str:
     """read_parquet over one table's files, the partition folders as columns, both strings
     (a vehicle named `0042` stays `0042`)."""
     pattern = str(root / table / "**" / "*.parquet").replace("'", "''")
@@ -35,7 +38,7 @@ def gaps(connection: Any, root: Path) -> list[dict[str, Any]]:
     rows = connection.execute(f"""
         WITH stored AS (
             SELECT vehicle, boot, seq, count(*) AS copies
-            FROM {_source(root, 'batches')} GROUP BY vehicle, boot, seq),
+            FROM {parquet_source(root, 'batches')} GROUP BY vehicle, boot, seq),
         runs AS (
             SELECT vehicle, boot, seq, copies,
                    lead(seq) OVER (PARTITION BY vehicle, boot ORDER BY seq) AS next_seq
@@ -57,7 +60,7 @@ def last_values(connection: Any, root: Path, signal: str | None) -> list[dict[st
             SELECT vehicle, signal,
                    arg_max({{'t': time, 'v': coalesce(value, mean), 'l': label, 'u': unit}},
                            time) AS newest
-            FROM {_source(root, 'samples')} {where}
+            FROM {parquet_source(root, 'samples')} {where}
             GROUP BY vehicle, signal)
         ORDER BY vehicle, signal""", {"signal": signal} if signal else {}).fetchall()
     return [{"vehicle": vehicle, "signal": name, "time": time, "value": value, "label": label,
@@ -67,10 +70,13 @@ def last_values(connection: Any, root: Path, signal: str | None) -> list[dict[st
 def series(connection: Any, root: Path, signal: str,
            vehicle: str | None) -> list[dict[str, Any]]:
     parameters = {"signal": signal, **({"vehicle": vehicle} if vehicle else {})}
+    # A batch stored twice (a redelivery that reached a second worker, a worker restarted
+    # before its broker saw the acknowledgement) gives each of its samples once.
     rows = connection.execute(f"""
-        SELECT vehicle, time, value, label, min, max, mean, count, unit
-        FROM {_source(root, 'samples')}
-        WHERE signal = $signal {"AND vehicle = $vehicle" if vehicle else ""}
+        SELECT vehicle, time, value, label, min, max, mean, count, unit FROM (
+            SELECT DISTINCT ON (vehicle, boot, seq, time) *
+            FROM {parquet_source(root, 'samples')}
+            WHERE signal = $signal {"AND vehicle = $vehicle" if vehicle else ""})
         ORDER BY vehicle, time""", parameters).fetchall()
     names = ("vehicle", "time", "value", "label", "min", "max", "mean", "count", "unit")
     return [dict(zip(names, row, strict=True)) for row in rows]
@@ -78,8 +84,9 @@ def series(connection: Any, root: Path, signal: str,
 
 def events(connection: Any, root: Path, vehicle: str | None) -> list[dict[str, Any]]:
     rows = connection.execute(f"""
-        SELECT vehicle, time, event, data, positions, boot, seq
-        FROM {_source(root, 'events')} {"WHERE vehicle = $vehicle" if vehicle else ""}
+        SELECT vehicle, time, event, data, positions, boot, seq FROM (
+            SELECT DISTINCT ON (vehicle, boot, seq) *
+            FROM {parquet_source(root, 'events')} {"WHERE vehicle = $vehicle" if vehicle else ""})
         ORDER BY vehicle, time, seq""", {"vehicle": vehicle} if vehicle else {}).fetchall()
     return [{"vehicle": v, "time": time, "event": kind, "data": json.loads(data),
              "positions": json.loads(positions), "boot": boot, "seq": seq}

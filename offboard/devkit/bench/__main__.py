@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devkit.bench import drain, ingest, memory, payload, seal, startup
+from devkit.bench import drain, fleet, ingest, memory, payload, seal, startup
 from devkit.bench.common import REPO, Figure
 
 FIGURES: dict[str, Callable[[bool], Figure]] = {
@@ -30,6 +30,10 @@ FIGURES: dict[str, Callable[[bool], Figure]] = {
     "drain": drain.run,
     "startup": startup.run,
 }
+# Measured only when asked for (`--only fleet`): a few minutes with a broker and 7 workers.
+OPTIONAL_FIGURES: dict[str, Callable[[bool], Figure]] = {
+    "fleet": fleet.run,
+}
 DEFAULT_RESULTS = REPO / "bench" / "RESULTS.md"
 
 
@@ -39,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a smoke run in under a minute: fewer frames, runs and soak time "
                              "(figures are rougher; RESULTS.md is not written)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--only", action="append", choices=sorted(FIGURES),
-                        help="measure only this figure (repeatable)")
+    parser.add_argument("--only", action="append",
+                        choices=sorted({**FIGURES, **OPTIONAL_FIGURES}),
+                        help="measure only this figure (repeatable); `fleet` (the backend's "
+                             "scale-out over 1, 2 and 4 workers) runs only when named")
     parser.add_argument("--results", type=Path, default=None,
                         help=f"where to write the Markdown results (default: {DEFAULT_RESULTS} "
                              f"for a full run of every figure, nowhere for --quick/--only)")
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
         try:
-            figures.append(FIGURES[name](args.quick))
+            figures.append({**FIGURES, **OPTIONAL_FIGURES}[name](args.quick))
         except Exception as exc:  # a figure that cannot run is reported, the rest still run
             errors[name] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc(file=sys.stderr)

@@ -147,3 +147,30 @@ def test_a_released_batch_beyond_its_dictionary_is_undecodable_with_the_reason(v
     assert worker.receive_dictionary(batcher.dictionary_envelope()) == []
     (given_up,) = worker.report()["undecodable_batches"]
     assert "beyond the" in given_up["reason"] and worker.undecodable == 1
+
+
+def test_the_same_dictionary_from_many_vehicles_is_decoded_once_but_each_copy_verified(
+        vehicle, monkeypatch):
+    """A fleet on one config: every vehicle publishes the same dictionary, signed by itself."""
+    batcher, _, _, keyring, key = vehicle
+    other = Ed25519PrivateKey.generate()
+    both = {**keyring, key_id(other.public_key()): other.public_key()}
+    payload = zstandard.ZstdCompressor().compress(encode_dictionary(batcher.dictionary))
+    own = Signer(key, DICTIONARY_CONTENT_TYPE).sign(payload)
+    theirs = Signer(other, DICTIONARY_CONTENT_TYPE).sign(payload)
+    store = DictionaryStore(both)
+    assert store.add_envelope(own) == batcher.dictionary_id
+    import fleet.dictionaries
+
+    decoded = []
+    real = fleet.dictionaries.open_verified
+    monkeypatch.setattr(fleet.dictionaries, "open_verified",
+                        lambda verified: decoded.append(1) or real(verified))
+    assert store.add_envelope(theirs) == batcher.dictionary_id
+    assert decoded == []
+    tampered = theirs[:-1] + bytes([theirs[-1] ^ 1])
+    with pytest.raises(WireFormatError):
+        store.add_envelope(tampered)
+    stranger = Signer(Ed25519PrivateKey.generate(), DICTIONARY_CONTENT_TYPE).sign(payload)
+    with pytest.raises(WireFormatError):
+        store.add_envelope(stranger)
