@@ -214,13 +214,14 @@ def thin_drive(target: Path, every_s: float = 1.0) -> Path:
     return target
 
 
-def long_soak(vehicle_hours: float, wall_limit_s: float) -> dict[str, object]:
+def long_soak(vehicle_hours: float, wall_limit_s: float,
+              frame_every_s: float = 1.0) -> dict[str, object]:
     """The 24-vehicle-hour soak on the thinned drive; RSS against vehicle time."""
     from devkit.broker import MosquittoBroker
 
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as scratch:
         directory = Path(scratch)
-        drive = thin_drive(directory / "drive-1hz.log")
+        drive = thin_drive(directory / "drive-thinned.log", frame_every_s)
         with MosquittoBroker(directory / "broker", None) as broker:
             config = _config(directory, broker.port, drive)
             with BatchWindows(broker.port, directory / "vehicle.pub") as windows:
@@ -233,6 +234,7 @@ def long_soak(vehicle_hours: float, wall_limit_s: float) -> dict[str, object]:
     start, end = median(second or [samples[0][2]]), median(last)
     after_warmup = [rss for _, at, rss in samples if at >= 3600]
     return {"vehicle_hours": round(covered, 2), "wall_s": round(samples[-1][0], 1),
+            "frame_every_s": frame_every_s,
             "speed_x": round(samples[-1][1] / samples[-1][0], 1),
             "rss_start_mb": round(start, 1), "rss_end_mb": round(end, 1),
             "drift_percent": round((end - start) / start * 100, 2),
@@ -281,8 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vehicle-hours", type=float, default=24.0)
     parser.add_argument("--wall-limit", type=float, default=1200.0,
                         help="stop after this many seconds of wall time whatever was covered")
+    parser.add_argument("--frame-every", type=float, default=1.0,
+                        help="thin the drive to one frame per message (and page) this often, "
+                             "in s (under the plan's stale_after, 10 s, every signal is still "
+                             "sampled every second)")
     args = parser.parse_args(argv)
-    print(json.dumps(long_soak(args.vehicle_hours, args.wall_limit), indent=2))
+    print(json.dumps(long_soak(args.vehicle_hours, args.wall_limit, args.frame_every),
+                     indent=2))
     return 0
 
 
