@@ -73,7 +73,8 @@ class RingConfig:
 class BatchConfig:
     window: float = 60.0
     zstd_level: int = 3
-    dictionary_every: int = 60
+    dictionary_every: int = 0  # 0: in band only when it is new (boot, change); N: every Nth too
+    heartbeat: float = 3600.0  # s without a batch after which a window with no sample is sealed
     schema: int = 2  # wire-format version written; 1 for backends that read only schema 1
 
 
@@ -420,6 +421,12 @@ def _check_sizes(config: AgentConfig, builder: _Builder) -> None:
     if config.batch.schema not in BATCH_SCHEMAS:
         raise builder.error("batch", "schema", f"{config.batch.schema} is not one of "
                             f"{', '.join(map(str, BATCH_SCHEMAS))}")
+    if config.batch.dictionary_every < 0:
+        raise builder.error("batch", "dictionary_every", "must be 0 (the dictionary travels "
+                            "in band only when it is new) or a number of batches")
+    if config.batch.heartbeat != 0 and config.batch.heartbeat < config.batch.window:
+        raise builder.error("batch", "heartbeat", "must be 0 (seal every window, even one in "
+                            "which nothing was sampled) or at least [batch] window seconds")
     if config.spool.max_mb <= 0:
         raise builder.error("spool", "max_mb", "must be a positive number of MB")
     if config.ring.memory_mb <= 0:

@@ -74,6 +74,7 @@ class BatcherStats:
     signals: int  # in the signal dictionary
     ring_lost: int  # records overwritten in the ring before a batch could take them
     clock: str  # the clock quality the next batch will carry
+    quiet: int = 0  # windows in which nothing was sampled, left unsealed (no heartbeat due)
 
 
 class Batcher:
@@ -81,14 +82,24 @@ class Batcher:
 
     def __init__(self, plan: SamplingPlan, ring: Ring, identity: BatchIdentity, signer: Signer,
                  health: Callable[[], Mapping[str, int]], *, zstd_level: int = 3,
-                 dictionary_every: int = 60, schema: int = SCHEMA_VERSION,
+                 dictionary_every: int = 0, heartbeat_ms: int = 0,
+                 schema: int = SCHEMA_VERSION,
                  transform: Callable[[RingSlice], RingSlice] | None = None) -> None:
         self._ring = ring
         self._identity = identity
         self._signer = signer
         self._health = health
         self._compressor = zstandard.ZstdCompressor(level=zstd_level)
-        self._dictionary_every = max(1, dictionary_every)
+        # 0: the dictionary travels in band only in the first batch of a boot and the first
+        # after it changed (the backend has it retained, wire-format §4.9); N: also every Nth.
+        self._dictionary_every = max(0, dictionary_every)
+        self._dictionary_due = True
+        # Windows in which nothing was sampled are not sealed (`seal_window`), except one
+        # every `heartbeat_ms` of event time; 0 seals every window.
+        self._heartbeat_ms = max(0, heartbeat_ms)
+        self._quiet_since: int | None = None  # start of the windows left unsealed since
+        self._last_end: int | None = None  # end of the last window sealed or left unsealed
+        self.quiet_windows = 0
         self._schema = schema
         self._dictionary = signal_dictionary(plan)
         self._dictionary_id = dictionary_id(self._dictionary)
@@ -99,7 +110,6 @@ class Batcher:
         self._lock = threading.Lock()
         self.next_seq = 0
         self.ring_lost = 0
-        self._first_seq = 0
 
     @property
     def dictionary(self) -> tuple[SignalDef, ...]:
@@ -126,18 +136,42 @@ class Batcher:
         with self._lock:
             lost = self.ring_lost + self._ring.lost_since(self._cursor)
             sealed = self.next_seq
-        return BatcherStats(sealed=sealed, signals=len(self._dictionary), ring_lost=lost,
-                            clock=self.clock())
+            quiet = self.quiet_windows
+        return BatcherStats(sealed=sealed, quiet=quiet, signals=len(self._dictionary),
+                            ring_lost=lost, clock=self.clock())
 
     def take_over(self, previous: Batcher) -> None:
         """Continue after `previous` sealed its last window (a config reload): same sequence,
-        records from now on, and the (new) dictionary in the first batch."""
-        with self._lock:
-            self.next_seq = self._first_seq = previous.next_seq
+        records from now on, the quiet stretch under way, and the dictionary in the next batch
+        if it changed (or `previous` had not sent its own yet)."""
+        with self._lock, previous._lock:
+            self.next_seq = previous.next_seq
             self.ring_lost = previous.ring_lost
             self._cursor = self._ring.written
+            self._quiet_since, self._last_end = previous._quiet_since, previous._last_end
+            self.quiet_windows = previous.quiet_windows
+            self._dictionary_due = (previous._dictionary_due
+                                    or previous.dictionary_id != self._dictionary_id)
+
+    def seal_window(self, t0_ms: int, t1_ms: int) -> SealedBatch | None:
+        """Seal the window [t0, t1) unless nothing was sampled in it (a parked car, silent
+        buses): such a window is sealed only as the first of a boot, or as a heartbeat when
+        `heartbeat_ms` of event time have passed without a batch. `seq` counts sealed
+        batches only, so a window left out is no gap for the backend (wire-format §9)."""
+        with self._lock:
+            quiet = self._ring.written == self._cursor and self.next_seq > 0
+            # The first window, or event time jumped: the quiet stretch starts afresh here.
+            since = (t0_ms if self._quiet_since is None or self._last_end != t0_ms
+                     else self._quiet_since)
+            self._quiet_since, self._last_end = since, t1_ms
+            due = not self._heartbeat_ms or t1_ms - since >= self._heartbeat_ms
+            if quiet and not due:
+                self.quiet_windows += 1
+                return None
+        return self.seal(t0_ms, t1_ms)
 
     def seal(self, t0_ms: int, t1_ms: int) -> SealedBatch:
+        """Seal the window [t0, t1) whatever it holds (`seal_window` leaves quiet ones out)."""
         with self._lock:
             lost = self._ring.lost_since(self._cursor)
             self.ring_lost += lost
@@ -146,8 +180,11 @@ class Batcher:
             self._cursor = end
             seq = self.next_seq
             self.next_seq += 1
+            self._quiet_since = self._last_end = t1_ms
+            include_dictionary = self._dictionary_due or bool(
+                self._dictionary_every and seq % self._dictionary_every == 0)
+            self._dictionary_due = False
         health = {**self._health(), "ring.lost": self.ring_lost}
-        include_dictionary = seq == self._first_seq or seq % self._dictionary_every == 0
         identity = self._identity
         correction = identity.gps_correction()
         # Sample times travel relative to t0 (wire-format §4.5): moving t0 moves them all.

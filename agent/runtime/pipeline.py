@@ -168,6 +168,7 @@ def build_pipeline(config: AgentConfig, parts: SharedParts,
     batcher = Batcher(wire_plan, parts.ring, identity, parts.signer, health,
                       zstd_level=config.batch.zstd_level,
                       dictionary_every=config.batch.dictionary_every,
+                      heartbeat_ms=round(config.batch.heartbeat * 1000),
                       schema=config.batch.schema,
                       transform=location_filter if location_filter.active else None)
     sink = EventSink(consent, classify, location,
@@ -191,8 +192,11 @@ def _is_location(classify: privacy.Classifier, key: str) -> bool:
 
 def _seal_window(batcher: Batcher, consent: privacy.Consent, parts: SharedParts, t0_ms: int,
                  t1_ms: int) -> None:
-    """A window closed: seal it, commit it to the spool, then offer it to the uplink."""
-    sealed = batcher.seal(t0_ms, t1_ms)
+    """A window closed: seal it, commit it to the spool, then offer it to the uplink
+    (unless nothing was sampled in it and no heartbeat is due)."""
+    sealed = batcher.seal_window(t0_ms, t1_ms)
+    if sealed is None:
+        return
     spooled = parts.spool.put("telemetry", parts.boot, sealed.seq, sealed.envelope,
                               consent=consent.rank)
     _log_sealed(sealed, on_disk=spooled.id is not None)

@@ -55,6 +55,10 @@ def test_defaults_and_relative_paths(tmp_path):
     (("[keys]\nsigning_key = \"k.key\"", ""), r"\[keys\]: missing required key"),
     (('id = "v1"', 'id = "v1"\n[batch]\nwindow = 0.5'), r"\[batch\] window: must be at least"),
     (('id = "v1"', 'id = "v1"\n[batch]\nschema = 3'), r"\[batch\] schema: 3 is not one of 1, 2"),
+    (('id = "v1"', 'id = "v1"\n[batch]\nheartbeat = 30'), r"\[batch\] heartbeat: must be 0 "),
+    (('id = "v1"', 'id = "v1"\n[batch]\nheartbeat = -1'), r"\[batch\] heartbeat: must be 0 "),
+    (('id = "v1"', 'id = "v1"\n[batch]\ndictionary_every = -1'),
+     r"\[batch\] dictionary_every: must be 0 "),
     (("[vehicle]", "[vehicle\n"), r"not valid TOML"),
 ])
 def test_mistakes_name_the_file_line_and_key(tmp_path, change, message):
@@ -210,7 +214,8 @@ def test_values_found_by_fuzzing_are_config_errors(tmp_path, old, new, message):
 
 @pytest.mark.parametrize("value", ["nan", "+nan", "-nan", "inf", "-inf"])
 @pytest.mark.parametrize(("section", "key"), [
-    ("batch", "window"), ("sampling", "period"), ("spool", "max_mb"), ("ota", "grace_period")])
+    ("batch", "window"), ("batch", "heartbeat"), ("sampling", "period"), ("spool", "max_mb"),
+    ("ota", "grace_period")])
 def test_a_float_setting_must_be_finite(tmp_path, value, section, key):
     """nan passed every positive-number check (each `<= 0` is false for it) and broke the
     daemon later (`round(window * 1000)`); inf passed them too. Both name the key."""

@@ -213,3 +213,80 @@ def test_a_signal_that_went_quiet_keeps_its_own_times_beside_equal_counts(tmp_pa
                                                  keyring).series}
     assert {signal: by_signal[signal].times_ms for signal in times} == times
     assert by_signal[gear].columns == ((gear * 10, gear * 10 + 1, gear * 10 + 2),)
+
+
+def test_quiet_windows_are_left_out_but_for_the_first_and_a_heartbeat(tmp_path, key, keyring):
+    """A parked car: nothing sampled, no batch, except the boot's first window and one
+    heartbeat per `heartbeat_ms` of event time; `seq` counts sealed batches, so no gap."""
+    ring = Ring(1000)
+    plan, batcher = make_batcher(tmp_path, key, ring)
+    batcher._heartbeat_ms = 300_000  # as `[batch] heartbeat = 300` sets it, five windows
+    speed = plan.signals[0].index
+    sealed = {}
+    for minute in range(12):
+        if minute == 2:
+            ring.append(minute * 60_000 + 1000, speed, Field.VALUE, 5)
+        batch = batcher.seal_window(minute * 60_000, (minute + 1) * 60_000)
+        if batch is not None:
+            sealed[minute] = open_batch(batch.envelope, keyring)
+    # 0: first of the boot (empty); 2: a sample; 7: five windows after the batch of minute 2.
+    assert list(sealed) == [0, 2, 7]
+    assert [body.seq for body in sealed.values()] == [0, 1, 2]
+    assert sealed[2].sample_count == 1 and sealed[7].series == () and sealed[7].health
+    assert (sealed[7].t0_ms, sealed[7].t1_ms) == (7 * 60_000, 8 * 60_000)
+    assert batcher.stats().quiet == 9 and batcher.stats().sealed == 3
+
+
+def test_a_heartbeat_of_zero_seals_every_window(tmp_path, key):
+    _, batcher = make_batcher(tmp_path, key, Ring(10))
+    assert batcher._heartbeat_ms == 0  # the Batcher's own default; the config's is 3600 s
+    assert all(batcher.seal_window(t, t + 1000) is not None for t in range(0, 5000, 1000))
+
+
+def test_a_time_jump_starts_the_quiet_stretch_afresh(tmp_path, key):
+    """Event time stepping back (NTP, a looping replay) must not hold the heartbeat back until
+    time catches up, nor a step forward fire it at once."""
+    _, batcher = make_batcher(tmp_path, key, Ring(10))
+    batcher._heartbeat_ms = 180_000
+    assert batcher.seal_window(600_000, 660_000) is not None  # first of the boot
+    assert batcher.seal_window(660_000, 720_000) is None
+    # Back by ten minutes: three quiet windows from there, then the heartbeat.
+    assert [batcher.seal_window(t, t + 60_000) is not None
+            for t in range(0, 240_000, 60_000)] == [False, False, True, False]
+    # Forward by an hour: again three windows first.
+    assert [batcher.seal_window(t, t + 60_000) is not None
+            for t in range(3_600_000, 3_840_000, 60_000)] == [False, False, True, False]
+
+
+def test_the_dictionary_travels_when_new_not_on_a_timer(tmp_path, key, keyring):
+    ring = Ring(100)
+    plan, batcher = make_batcher(tmp_path, key, ring, dictionary_every=0)
+    present = [open_batch(batcher.seal(i, i + 1).envelope, keyring).dictionary is not None
+               for i in range(200)]
+    assert present == [True] + [False] * 199
+    # A reload with the same plan: the dictionary is not new, it does not travel again.
+    same = Batcher(plan, ring, batcher._identity, batcher._signer, dict)
+    same.take_over(batcher)
+    assert open_batch(same.seal(200, 201).envelope, keyring).dictionary is None
+    # A plan change: the next batch carries the new one, whichever window that is.
+    other = build_plan(SamplingConfig(signals=(SignalRule("can0.Engine.Speed"),)),
+                       {"can0": load_dbc([write_small_dbc(tmp_path)]).database})
+    changed = Batcher(other, ring, batcher._identity, batcher._signer, dict, heartbeat_ms=60_000)
+    changed.take_over(same)
+    assert changed.seal_window(201, 202) is None  # quiet, no heartbeat due: not sealed
+    body = open_batch(changed.seal(202, 203).envelope, keyring)
+    assert body.seq == 201 and body.dictionary is not None
+    assert body.dictionary_id == changed.dictionary_id != batcher.dictionary_id
+
+
+def test_a_reload_carries_the_quiet_stretch_to_the_next_heartbeat(tmp_path, key):
+    ring = Ring(100)
+    plan, old = make_batcher(tmp_path, key, ring)
+    old._heartbeat_ms = 300_000
+    assert old.seal_window(0, 60_000) is not None
+    assert [old.seal_window(t, t + 60_000) for t in (60_000, 120_000)] == [None, None]
+    new = Batcher(plan, ring, old._identity, old._signer, dict, heartbeat_ms=300_000)
+    new.take_over(old)
+    # Five windows after the batch [0, 60 s): the one ending at 360 s, two of them the old one's.
+    due = [new.seal_window(t, t + 60_000) is not None for t in (180_000, 240_000, 300_000)]
+    assert due == [False, False, True] and new.next_seq == 2
