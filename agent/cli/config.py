@@ -31,17 +31,20 @@ from cantools.database.can import Database
 from agent.cli import config_reset
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
 from agent.config.schema import AgentConfig, EventsConfig, load_config
+from agent.decoding.cache import DbcCache
 from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError, ConfigProblems
 from agent.privacy.consent import classifier_for
 from agent.sampling.plan import SamplingPlan, build_plan, source_signals
-from agent.sampling.ring import BYTES_PER_RECORD
 from agent.sources.catalogue import Catalogue
 from agent.sources.registry import catalogue_for, is_value_source
 
 # Payload bytes per sample, signed envelope included: tools/bench's measured figure for 800
 # signals at 1 Hz (bench/RESULTS.md, "Payload per sample"; 0.21 on the bundled drive).
 BYTES_PER_SAMPLE = 0.2617
+# agent/sampling/ring.py's record size, copied: importing the ring imports numpy, a tenth of a
+# second of a check that needs none of it (tests/unit/cli/test_lazy_imports.py keeps them equal).
+RING_BYTES_PER_RECORD = 19
 HOURS_PER_DAY = 1.0
 DAYS_PER_MONTH = 30
 
@@ -80,7 +83,7 @@ def plan_summary(config: AgentConfig, plan: SamplingPlan) -> PlanSummary:
     samples = sum(1000 / signal.period_ms for signal in plan.signals)
     records = sum(1000 / signal.period_ms * (4 if signal.mode == "stats" else 1)
                   for signal in plan.signals)
-    capacity = max(1, int(config.ring.memory_mb * 1024 * 1024 // BYTES_PER_RECORD))
+    capacity = max(1, int(config.ring.memory_mb * 1024 * 1024 // RING_BYTES_PER_RECORD))
     seconds = HOURS_PER_DAY * 3600 * DAYS_PER_MONTH
     return PlanSummary(sources, round(samples, 1), BYTES_PER_SAMPLE,
                        round(samples * seconds * BYTES_PER_SAMPLE / 1e6, 2), capacity,
@@ -130,12 +133,14 @@ def _check(path: Path) -> ConfigCheck:
     problems: list[str] = []
     warnings: list[str] = []
     databases: dict[str, Database | Catalogue] = {}
+    # The agent's own parsed DBCs, read (and written, for the agent's user) as the agent does.
+    cache = DbcCache.in_state(config.state.directory)
     for source in config.sources:
         if is_value_source(source):
             databases[source.name] = catalogue_for(source)
             continue
         try:
-            loaded = load_source_dbc(source)
+            loaded = load_source_dbc(source, cache)
         except AgentError as exc:
             problems.append(f"dbc {source.name}: {exc}")
             continue

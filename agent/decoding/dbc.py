@@ -14,12 +14,13 @@ import hashlib
 import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cantools.database.can import Database, Message, Signal
 
+from agent.decoding.cache import CachedWarning, DbcCache, cache_key
 from agent.errors import DbcError
 
 if TYPE_CHECKING:
@@ -81,23 +82,23 @@ class LoadedDbc:
     warnings: tuple[LayoutWarning, ...] = ()
 
 
-# A warning as the parse cache keeps it, with the index of its file: files of the same
-# content at other paths share the entry, and their warnings name their own paths.
-_CachedWarning = tuple[int, LayoutWarning]
-
 # Parsed databases by content digest and formats: buses that share a DBC (and a config reload
 # that keeps it) share one cantools object instead of ~4 MB each. Nothing mutates a loaded
 # database. Strictness is not part of the key: both parse alike, strict only refuses
-# afterwards what the warnings list.
-_PARSED: dict[tuple[bytes, tuple[str, ...]], tuple[Database, tuple[_CachedWarning, ...]]] = {}
+# afterwards what the warnings list. Warnings are kept with the index of their file: files
+# of the same content at other paths share the entry, and their warnings name their own paths.
+_PARSED: dict[tuple[bytes, tuple[str, ...]], tuple[Database, tuple[CachedWarning, ...]]] = {}
 _PARSED_LIMIT = 8
 
 
-def load_dbc(paths: Sequence[Path], *, strict: bool = False) -> LoadedDbc:
+def load_dbc(paths: Sequence[Path], *, strict: bool = False,
+             cache: DbcCache | None = None) -> LoadedDbc:
     """Load and merge CAN databases; errors name the file and what cantools disliked.
 
-    Overlapping signals are warnings (logged once, when the content is first parsed); with
-    `strict` they are a DbcError that names the file, the message and the signals."""
+    Overlapping signals are warnings (logged once per process, when the content is first
+    loaded); with `strict` they are a DbcError that names the file, the message and the
+    signals. With `cache`, DBC files parsed before (by any process) are read from it instead
+    of parsed (agent/decoding/cache.py)."""
     contents = []
     sha = hashlib.sha256()
     for path in paths:
@@ -108,10 +109,11 @@ def load_dbc(paths: Sequence[Path], *, strict: bool = False) -> LoadedDbc:
         sha.update(hashlib.sha256(content).digest())
         contents.append((path, content))
     digest = sha.digest()
-    key = (digest, tuple(_format_of(path).name for path in paths))
+    formats = tuple(_format_of(path).name for path in paths)
+    key = (digest, formats)
     parsed = _PARSED.get(key)
     if parsed is None:
-        parsed = _parse(contents)
+        parsed = _load(contents, digest, formats, cache)
         _log(_warnings(parsed[1], paths))
         if len(_PARSED) >= _PARSED_LIMIT:
             _PARSED.pop(next(iter(_PARSED)))
@@ -123,11 +125,11 @@ def load_dbc(paths: Sequence[Path], *, strict: bool = False) -> LoadedDbc:
     return LoadedDbc(database=database, digest=digest, paths=tuple(paths), warnings=warnings)
 
 
-def load_source_dbc(source: SourceConfig) -> LoadedDbc:
+def load_source_dbc(source: SourceConfig, cache: DbcCache | None = None) -> LoadedDbc:
     """`load_dbc` for a source of the config; errors also say where the config names the
     files (file and line of its `dbc` key)."""
     try:
-        return load_dbc(source.dbc, strict=source.strict)
+        return load_dbc(source.dbc, strict=source.strict, cache=cache)
     except DbcError as exc:
         raise DbcError(f"{source.dbc_origin}: {exc}") from exc
 
@@ -136,10 +138,24 @@ def _format_of(path: Path) -> _Format:
     return FORMATS.get(path.suffix.lower(), _DBC)
 
 
+def _load(contents: Sequence[tuple[Path, bytes]], digest: bytes, formats: tuple[str, ...],
+          cache: DbcCache | None) -> tuple[Database, tuple[CachedWarning, ...]]:
+    """Parsed from the disk cache when it has them (DBC files only), else by cantools."""
+    if cache is None or any(form != _DBC.name for form in formats):
+        return _parse(contents)
+    key = cache_key(digest, formats)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    parsed = _parse(contents)
+    cache.put(key, *parsed)
+    return parsed
+
+
 def _parse(contents: Sequence[tuple[Path, bytes]]
-           ) -> tuple[Database, tuple[_CachedWarning, ...]]:
+           ) -> tuple[Database, tuple[CachedWarning, ...]]:
     database = Database(strict=False)
-    warnings: list[_CachedWarning] = []
+    warnings: list[CachedWarning] = []
     for index, (path, content) in enumerate(contents):
         form = _format_of(path)
         before = len(database.messages)
@@ -151,16 +167,16 @@ def _parse(contents: Sequence[tuple[Path, bytes]]
             raise DbcError(f"{path}: cantools rejects this {form.name}: {exc}") from exc
         if len(database.messages) == before:
             raise DbcError(f"{path}: defines no CAN messages{form.hint}")
-        warnings += [(index, LayoutWarning(path, message.name, message.frame_id, signals,
-                                           message.length))
+        warnings += [(index, message.name, message.frame_id, signals, message.length)
                      for message in database.messages[before:]
                      for signals in layout_problems(message)]
     return database, tuple(warnings)
 
 
-def _warnings(cached: Sequence[_CachedWarning], paths: Sequence[Path]
+def _warnings(cached: Sequence[CachedWarning], paths: Sequence[Path]
               ) -> tuple[LayoutWarning, ...]:
-    return tuple(replace(warning, path=paths[index]) for index, warning in cached)
+    return tuple(LayoutWarning(paths[index], message, frame_id, signals, length)
+                 for index, message, frame_id, signals, length in cached)
 
 
 def _log(warnings: Sequence[LayoutWarning]) -> None:

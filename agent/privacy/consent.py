@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,11 @@ class Classifier:
 
     def __init__(self, config: PrivacyConfig, location_keys: Iterable[str] = ()) -> None:
         self._rules = (*(BUILTIN_RULES if config.builtin_classes else ()), *config.classes)
+        # Last rule first, each glob compiled once (what fnmatchcase does per call): 81 rules
+        # over a 928-signal plan took 0.1 s of every start through fnmatchcase.
+        self._matchers = tuple((re.compile(fnmatch.translate(rule.match)).match, rule)
+                               for rule in reversed(self._rules))
+        self._decided: dict[str, PrivacyClassRule | None] = {}
         self._default = config.default_class
         # Whatever the config says is the position is location, whichever source it is from.
         self._location = frozenset(location_keys)
@@ -194,10 +200,11 @@ class Classifier:
 
     def rule_for(self, key: str) -> PrivacyClassRule | None:
         """The rule that decides `key`'s class (the last that matches), or None."""
-        decided = None
-        for rule in self._rules:
-            if fnmatch.fnmatchcase(key, rule.match):
-                decided = rule
+        if key in self._decided:
+            return self._decided[key]
+        decided = next((rule for match, rule in self._matchers if match(key) is not None), None)
+        # Keys are a plan's and the config's: a few thousand at most, each asked several times.
+        self._decided[key] = decided
         return decided
 
     def unclassified(self, keys: Iterable[str]) -> list[str]:

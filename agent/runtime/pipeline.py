@@ -18,6 +18,7 @@ from functools import partial
 from cantools.database.can import Database
 
 from agent.config.schema import AgentConfig, SourceConfig
+from agent.decoding.cache import DbcCache
 from agent.decoding.dbc import LoadedDbc, combined_digest, load_source_dbc
 from agent.decoding.frames import FrameStore
 from agent.decoding.values import ValueStore
@@ -110,7 +111,8 @@ def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc],
                                             dict[str, Database | Catalogue], SamplingPlan]:
     """The DBCs, every source's database or catalogue, and the sampling plan of `config`
     (raises AgentError when they do not build)."""
-    loaded = {source.name: load_source_dbc(source) for source in config.sources
+    cache = DbcCache.in_state(config.state.directory)
+    loaded = {source.name: load_source_dbc(source, cache) for source in config.sources
               if not is_value_source(source)}
     databases = {source.name: loaded[source.name].database if source.name in loaded
                  else catalogue_for(source) for source in config.sources}

@@ -18,9 +18,9 @@ from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config.schema import AgentConfig, load_config
+from agent.decoding.cache import DbcCache
 from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError
-from agent.privacy.disclosure import redact_config
 from agent.runtime import clock
 from agent.sampling.plan import build_plan
 from agent.sources.registry import catalogue_for, is_value_source
@@ -57,12 +57,13 @@ def run_checks(config_path: Path, *, network: bool = True) -> list[Check]:
 def dbc_checks(config: AgentConfig) -> list[Check]:
     checks = []
     databases = {}
+    cache = DbcCache.in_state(config.state.directory)  # the agent's, as `config check` reads it
     for source in config.sources:
         if is_value_source(source):
             databases[source.name] = catalogue_for(source)
             continue
         try:
-            loaded = load_source_dbc(source)
+            loaded = load_source_dbc(source, cache)
         except AgentError as exc:
             checks.append(Check(f"dbc {source.name}", "fail", str(exc)))
             continue
@@ -175,12 +176,6 @@ def broker_check(config: AgentConfig, timeout: float = 5.0) -> Check:
         return Check("broker", "fail", f"{where}: {verdict}")
     return Check("broker", "ok", f"{where} accepted an MQTT connection"
                  f"{' over mutual TLS' if uplink.tls else ' (plaintext)'}")
-
-
-def redacted_config_text(path: Path) -> str:
-    """The config file without secrets, zones, the pseudonym key or comments
-    (agent/privacy/disclosure.py): what a technician may see."""
-    return redact_config(path.read_text(encoding="utf-8")).text
 
 
 def file_mode(path: Path) -> str:

@@ -8,10 +8,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from agent.cli.diag.checks import redacted_config_text
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM, common_options
 from agent.config.schema import load_config
 from agent.errors import AgentError
+from agent.privacy.disclosure import redact_config
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,3 +49,11 @@ def _do_check(args: argparse.Namespace) -> int:
     from agent.cli.config import do_check
 
     return do_check(args)
+
+
+def redacted_config_text(path: Path) -> str:
+    """The config file without secrets, zones, the pseudonym key or comments
+    (agent/privacy/disclosure.py): what a technician may see. Here, not with the installation
+    checks (agent/cli/diag/checks.py), whose imports (cantools, paho, cryptography) would
+    triple the time `config show` takes."""
+    return redact_config(path.read_text(encoding="utf-8")).text

@@ -2,8 +2,9 @@
 
 `python -m agent run` is spawned with NOTIFY_SOCKET pointing at our datagram socket (as
 systemd does) and timed from spawn to the READY=1 datagram, then stopped with SIGTERM. The
-first start in a fresh state directory is "cold" (no parsed-DBC cache yet); the figure is the
-median of the following "warm" starts, a restart's case. Same-run baseline: a fresh
+first start in a fresh state directory is "cold" (no parsed-DBC cache yet: cantools parses the
+DBC and the agent keeps its tables in the state folder, agent/decoding/cache.py); the figure
+is the median of the following "warm" starts, a restart's case. Same-run baseline: a fresh
 interpreter that imports cantools and parses the same DBC, nothing else.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from devkit.bench.common import DRIVE_LOG, REPO, VEHICLE_DBC, Figure, median
 
-TARGET_S = 2.0
+TARGET_S = 1.0  # issue #26
 
 
 def run(quick: bool) -> Figure:

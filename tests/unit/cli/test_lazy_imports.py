@@ -59,6 +59,29 @@ def test_diag_commands_that_only_ask_the_socket_import_no_heavy_library(tmp_path
         assert "rich" not in modules  # --json prints no table
 
 
+def test_config_show_imports_none_of_the_installation_checks():
+    """`diag config show` reads and validates the file: loading a config imports the source
+    types (python-can, cantools), but not what selftest needs (cryptography, paho, the DBC
+    loader, the sampling ring's numpy)."""
+    code, modules = imported_by("diag", "config", "show", "--config", str(REPO / "config.toml"))
+    assert code == 0
+    unwanted = {"cryptography", "paho", "numpy", "zstandard", "cbor2", "agent.cli.diag.checks",
+                "agent.decoding.dbc", "rich"}
+    assert not modules & unwanted, sorted(modules & unwanted)
+
+
+def test_config_check_does_not_import_numpy():
+    """The plan summary of `config check` needs the ring's record size, not the ring (numpy):
+    its copy of the size must stay the ring's."""
+    from agent.cli.config import RING_BYTES_PER_RECORD
+    from agent.sampling.ring import BYTES_PER_RECORD
+
+    assert RING_BYTES_PER_RECORD == BYTES_PER_RECORD
+    code, modules = imported_by("config", "check", str(REPO / "config.toml"))
+    assert code == 0  # valid: the whole check ran, plan summary included
+    assert "numpy" not in modules and "agent.sampling.ring" not in modules
+
+
 def test_help_imports_no_command_module_and_lists_every_command():
     code, modules = imported_by("--help")
     assert code is None or code == 0

@@ -26,6 +26,7 @@ from agent.wire.body import (
     encode_body,
     encode_grouped_varints,
     encode_varints,
+    varint_column,
 )
 
 ints = st.integers(min_value=-(2**64), max_value=2**64)
@@ -215,6 +216,14 @@ def test_grouped_varints_equal_the_reference_encoder(groups):
     lengths = [len(group) for group in groups]
     starts = np.cumsum([0, *lengths[:-1]])
     assert encode_grouped_varints(values, starts) == [encode_varints(g) for g in groups]
+
+
+@pytest.mark.parametrize("count", [1, 1023, 1024, 5000])
+def test_a_varint_column_is_the_reference_encoding_on_either_side_of_the_numpy_threshold(count):
+    rng = np.random.default_rng(count)
+    values = rng.integers(-(2**40), 2**40, size=count).tolist()
+    values[count // 2:] = [value % 300 for value in values[count // 2:]]  # 1- and 2-byte deltas
+    assert varint_column(values) == encode_varints(values)
 
 
 def test_grouped_varints_fall_back_for_very_wide_ranges():
