@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devkit.bench import drain, ingest, memory, paced, payload, seal, startup
+from devkit.bench import drain, ingest, memory, paced, payload, seal, startup, vcan_anchor
 from devkit.bench.common import REPO, Figure
 
 FIGURES: dict[str, Callable[[bool], Figure]] = {
@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None,
                         help=f"where to write the Markdown results (default: {DEFAULT_RESULTS} "
                              f"for a full run of every figure, nowhere for --quick/--only)")
+    parser.add_argument("--vcan-anchor", action="store_true",
+                        help="instead: the agent against candump on real SocketCAN, in one "
+                             "vcan VM run (~10 min; offboard/devkit/bench/vcan_anchor.py)")
     args = parser.parse_args(argv)
+    if args.vcan_anchor:
+        return vcan_anchor.main([])
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     machine = machine_info()
