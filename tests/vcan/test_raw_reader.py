@@ -8,7 +8,7 @@ import subprocess
 import can
 import cantools
 
-from agent.sources.canbus import CanBusSource
+from agent.sources.canbus import CanBusSource, set_receive_buffer
 from agent.sources.health import SourceHealth
 from agent.sources.socketcan_raw import RawSocketCanSource, drain, open_socket
 from tests.helpers.support import require_tool
@@ -41,8 +41,11 @@ def as_tuple(frame: object) -> tuple:
 
 
 def test_raw_reader_reads_the_frames_and_timestamps_python_can_reads(tmp_path):
-    raw = open_socket("vcan0", FILTERS, fd=True, receive_buffer=2**22)
+    raw = open_socket("vcan0", FILTERS, fd=True, receive_buffer=8 * 2**20)
     reference = can.Bus(interface="socketcan", channel="vcan0", fd=True, can_filters=FILTERS)
+    # It is read after the raw reader: its queue holds every frame meanwhile (the default
+    # ~200 frames overflowed in the VM).
+    set_receive_buffer(reference.socket, 8 * 2**20)
     try:
         play(tmp_path, [kind.format(n=n) for n in range(REPEATS) for kind in KINDS])
         with sender("vcan0") as bus:
