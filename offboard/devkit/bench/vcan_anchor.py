@@ -258,7 +258,8 @@ def host() -> int:
     began = time.monotonic()
     run = subprocess.run([str(vng), "--run", newest_kernel(), "--disable-kvm", "--force-9p",
                           "--cpus", "2", "--memory", "2G", f"--rwdir={out}",
-                          "--exec", command], stdin=subprocess.DEVNULL, check=False)
+                          "--exec", command], stdin=subprocess.DEVNULL, check=False,
+                         env={**os.environ, "PATH": f"{vng.parent}:{os.environ['PATH']}"})
     result_file = out / "anchor.json"
     if not result_file.exists():
         print(f"vcan anchor: the VM left no result (vng exit code {run.returncode})",
