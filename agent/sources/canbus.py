@@ -44,6 +44,8 @@ FILTERED_IN_PYTHON = frozenset({"virtual", "slcan", "serial", "udp_multicast", "
                                 "seeedstudio", "socketcand"})
 
 
+# How a `socketcan` bus is read; other interfaces always go through python-can.
+READERS = ("raw", "python-can")
 SILENT_BUS_AFTER = 10.0  # s without a frame before a live bus is reported silent
 
 
@@ -58,6 +60,9 @@ class CanBusConfig(SourceConfig):
     # SocketCAN: the socket's receive queue, which rides out a stall of the agent (~1 kB a
     # frame: 8 MB holds ~2 s of a full 500 kbit/s bus); what overflows is counted, not read.
     receive_buffer_kb: int = 8192
+    # SocketCAN: "raw" reads the AF_CAN socket in batches (agent/sources/socketcan_raw.py,
+    # ~3x less CPU a frame); "python-can" reads it through python-can, for comparison.
+    reader: str = "raw"
 
 
 def check_dbc(config: SourceConfig, error: ErrorAt) -> None:
@@ -71,6 +76,8 @@ def _check(config: CanBusConfig, error: ErrorAt) -> None:
         raise error("channel", f"a {config.type} bus needs a channel")
     if config.receive_buffer_kb <= 0:
         raise error("receive_buffer_kb", "must be a positive number of kB")
+    if config.reader not in READERS:
+        raise error("reader", f"use one of {', '.join(READERS)}")
 
 
 def _open(config: CanBusConfig, can_filters: Sequence[dict[str, Any]],
@@ -79,6 +86,12 @@ def _open(config: CanBusConfig, can_filters: Sequence[dict[str, Any]],
         raise ConfigError(f"source {config.name!r}: unknown type {config.type!r}; use "
                           f"'replay', 'gpsd', 'serial' or a python-can interface: "
                           f"{', '.join(sorted(can.interfaces.VALID_INTERFACES))}")
+    if config.type == "socketcan" and config.reader == "raw":
+        # Imported here: that module builds on this one.
+        from agent.sources.socketcan_raw import RawSocketCanSource
+
+        return RawSocketCanSource(config.name, health, config.channel, can_filters,
+                                  fd=config.fd, receive_buffer=config.receive_buffer_kb * 1024)
     options: dict[str, Any] = {"interface": config.type, "channel": config.channel,
                                "bitrate": config.bitrate}
     if config.fd:
@@ -150,7 +163,7 @@ class CanBusSource(Source):
         bus = can.Bus(can_filters=None if software else self._filters, **options)
         sock = _can_socket(bus)
         if sock is not None:
-            _set_receive_buffer(sock, self._receive_buffer)
+            set_receive_buffer(sock, self._receive_buffer)
         return bus
 
     def idle_time(self) -> float:
@@ -251,7 +264,7 @@ def _can_socket(bus: can.BusABC) -> socket.socket | None:
     return sock
 
 
-def _set_receive_buffer(sock: socket.socket, size: int) -> None:
+def set_receive_buffer(sock: socket.socket, size: int) -> None:
     try:  # beyond net.core.rmem_max needs CAP_NET_ADMIN; without it the kernel caps the size
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except OSError:

@@ -18,8 +18,8 @@ from tests.helpers.support import require_mosquitto
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-FIGURES = {"ingest_cpu_per_frame", "payload_bytes_per_sample", "seal_ms", "memory_rss_mb",
-           "spool_drain_batches_per_s", "startup_s"}
+FIGURES = {"paced_ingest_cpu", "ingest_cpu_per_frame", "payload_bytes_per_sample", "seal_ms",
+           "memory_rss_mb", "spool_drain_batches_per_s", "startup_s"}
 
 
 def test_quick_bench_emits_every_figure_as_json(tmp_path: Path) -> None:
@@ -44,6 +44,7 @@ def test_quick_bench_emits_every_figure_as_json(tmp_path: Path) -> None:
     assert payload["value"] < payload["details"]["msgpack_zlib_bytes_per_sample"]
     assert payload["value"] < payload["baseline"]
     assert report["figures"]["ingest_cpu_per_frame"]["details"]["offered_paced"] > 0
+    assert report["figures"]["paced_ingest_cpu"]["details"]["offered_frames_per_s"] == 16_400
     markdown = results.read_text()
     assert "| Figure |" in markdown
     for figure in report["figures"].values():

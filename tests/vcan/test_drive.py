@@ -69,7 +69,10 @@ mode = "stats"
     recorded = tmp_path / "recorded.log"
     listeners = receivers("rcvlist_all", "vcan0")
     with recorded.open("w") as out:
-        recorder = subprocess.Popen([candump, "-L", "vcan0"], stdout=out)
+        # An 8 MB receive queue: with the default (~200 frames) candump lost frames in a VM
+        # on a loaded host, and the reference must hold every frame the agent read.
+        recorder = subprocess.Popen([candump, "-L", "-r", str(8 * 2**20), "vcan0"],
+                                    stdout=out)
     try:
         wait_for(lambda: receivers("rcvlist_all", "vcan0") > listeners, "candump to listen")
         with running_agent(config) as agent:

@@ -1,4 +1,4 @@
-"""tools/bench: measure the six performance figures, print them, write bench/RESULTS.md.
+"""tools/bench: measure the seven performance figures, print them, write bench/RESULTS.md.
 
 Every target is judged against a baseline measured in the same run (these machines are
 shared and noisy), and the absolute figure is reported beside it. The bench exits non-zero
@@ -19,10 +19,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devkit.bench import drain, fleet, ingest, memory, payload, seal, startup
+from devkit.bench import (
+    drain,
+    fleet,
+    ingest,
+    memory,
+    paced,
+    payload,
+    seal,
+    startup,
+    vcan_anchor,
+)
 from devkit.bench.common import REPO, Figure
 
 FIGURES: dict[str, Callable[[bool], Figure]] = {
+    "paced": paced.run,  # the headline: frames offered at the real rate (#26)
     "ingest": ingest.run,
     "payload": payload.run,
     "seal": seal.run,
@@ -50,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None,
                         help=f"where to write the Markdown results (default: {DEFAULT_RESULTS} "
                              f"for a full run of every figure, nowhere for --quick/--only)")
+    parser.add_argument("--vcan-anchor", action="store_true",
+                        help="instead: the agent against candump on real SocketCAN, in one "
+                             "vcan VM run (~10 min; offboard/devkit/bench/vcan_anchor.py)")
     args = parser.parse_args(argv)
+    if args.vcan_anchor:
+        return vcan_anchor.main([])
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     machine = machine_info()

@@ -51,6 +51,8 @@ def test_defaults_and_relative_paths(tmp_path):
     (('channel = "can0"', ""), r"\[sources.can0\] channel: a socketcan bus needs a channel"),
     (('channel = "can0"', 'channel = "can0"\nreceive_buffer_kb = 0'),
      r"\[sources.can0\] receive_buffer_kb: must be a positive number of kB"),
+    (('channel = "can0"', 'channel = "can0"\nreader = "fast"'),
+     r"\[sources.can0\] reader: use one of raw, python-can"),
     (('dbc = ["a.dbc"]', "dbc = 'a.dbc'"), r"\[sources.can0\] dbc: must be a list"),
     (("[keys]\nsigning_key = \"k.key\"", ""), r"\[keys\]: missing required key"),
     (('id = "v1"', 'id = "v1"\n[batch]\nwindow = 0.5'), r"\[batch\] window: must be at least"),
