@@ -35,7 +35,7 @@ from udsoncan.exceptions import (
 )
 
 from agent.diagnostics import items as data_items
-from agent.diagnostics.board import BOARD, DtcReport
+from agent.diagnostics.board import BOARD, DtcBoard, DtcReport
 from agent.diagnostics.config import (
     FUNCTIONAL_ID,
     OBD_PID,
@@ -99,8 +99,10 @@ class _Schedule:
 class Poller:
     def __init__(self, bus: str, requests: Sequence[PlannedRequest], config: DiagnosticsConfig,
                  connector: Connector, health: SourceHealth,
-                 ignition_on: Callable[[], bool] | None = None) -> None:
+                 ignition_on: Callable[[], bool] | None = None,
+                 board: DtcBoard = BOARD) -> None:
         self.bus = bus
+        self._board = board
         self._requests = {r.config.name: r for r in requests}
         self._config = config
         self._connector = connector
@@ -124,7 +126,7 @@ class Poller:
     def run(self, emit: Callable[[list[Reading]], None], on_idle: Callable[[float], None],
             stop: threading.Event) -> None:
         schedule = _Schedule(list(self._requests.values()), time.monotonic())
-        BOARD.add_poller(self.bus, self)
+        self._board.add_poller(self.bus, self)
         log.info("diagnostics on %s: %d requests", self._connector.description,
                  len(self._requests))
         try:
@@ -149,7 +151,7 @@ class Poller:
                     now = time.time()
                     emit([Reading(now, name, value) for name, value in answer.values.items()])
         finally:
-            BOARD.remove_poller(self.bus, self)
+            self._board.remove_poller(self.bus, self)
             self.close()
 
     def close(self) -> None:
@@ -237,7 +239,7 @@ class Poller:
             assert response is not None
             codes = {code_name(dtc.id): dtc.status.get_byte_as_int()
                      for dtc in response.service_data.dtcs}
-            BOARD.report(DtcReport(config.name, self.bus, time.time(), codes))
+            self._board.report(DtcReport(config.name, self.bus, time.time(), codes))
             return Answer(config.name, {dtc_count_quantity(config.name): len(codes)},
                           codes=codes)
         if config.service == OBD_PID:
