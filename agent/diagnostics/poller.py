@@ -52,6 +52,11 @@ from agent.sources.base import Reading
 from agent.sources.health import SourceHealth
 
 log = logging.getLogger(__name__)
+# udsoncan logs every request (INFO) and every negative response (WARNING), can-isotp every
+# stray flow-control frame: once a period per request, in the journal. Each outcome is
+# counted instead, and the poller logs a request's first failure of a kind and its recovery.
+for _name in ("UdsClient", "Connection", "isotp"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 BUSY_BACKOFF = 0.5  # s before asking a busy ECU again, doubled each time it is still busy
 IDLE_EVERY = 0.25  # s: the source reports its time at least this often (event time moves on)
@@ -110,6 +115,7 @@ class Poller:
         self._ignition_on = ignition_on
         self._clients: dict[tuple[int, int], Client] = {}
         self._one_off: queue.Queue[tuple[PlannedRequest, Future[Answer]]] = queue.Queue()
+        self._errors: dict[str, str] = {}  # each request's last error, for the log
         self._tokens = max(1.0, config.budget)
         self._refilled = time.monotonic()
         for name in ("requests", "responses", "negative", "busy", "response_pending",
@@ -147,12 +153,22 @@ class Poller:
                     future.set_result(answer)
                     continue
                 self._reschedule(schedule, request, answer)
+                self._log_change(request.config.name, answer.error)
                 if answer.values:
                     now = time.time()
                     emit([Reading(now, name, value) for name, value in answer.values.items()])
         finally:
             self._board.remove_poller(self.bus, self)
             self.close()
+
+    def _log_change(self, name: str, error: str) -> None:
+        previous = self._errors.get(name, "")
+        if error and error != previous:
+            log.warning("%s: request %s: %s (counted; further ones are not logged)",
+                        self.bus, name, error)
+        elif previous and not error:
+            log.info("%s: request %s answers again", self.bus, name)
+        self._errors[name] = error
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -190,3 +190,38 @@ def battery_ecu(cells_mv: list[int] | None = None) -> SimulatedEcu:
                          0x0103: (943).to_bytes(2, "big"),
                          0xF190: b"WDEMO000000000001"})
     return SimulatedEcu("battery", *BATTERY_IDS, data)
+
+
+def _behaviour(text: str) -> tuple[str, int]:
+    name, _, count = text.partition("=")
+    return name, int(count or 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m devkit.ecu_sim [options] -- AGENT ARGS`: the example vehicle's ECUs on a
+    python-can bus, and the agent's command line run in this process beside them (a virtual
+    bus reaches only the process that opened it; on vcan0 the agent may run apart)."""
+    import argparse
+
+    from agent.cli import main as agent_main
+
+    parser = argparse.ArgumentParser(prog="python -m devkit.ecu_sim", description=main.__doc__)
+    parser.add_argument("--interface", default="virtual")
+    parser.add_argument("--channel", required=True)
+    parser.add_argument("--busy", type=_behaviour, action="append", default=[],
+                        metavar="ECU=N", help="answer the first N requests with NRC 0x21")
+    parser.add_argument("--pending", type=_behaviour, action="append", default=[],
+                        metavar="ECU=N", help="send NRC 0x78 N times before every answer")
+    parser.add_argument("agent", nargs=argparse.REMAINDER, help="the agent's command line")
+    args = parser.parse_args(argv)
+    agent_args = args.agent[1:] if args.agent[:1] == ["--"] else args.agent
+    with EcuBench(args.interface, args.channel, [engine_ecu(), battery_ecu()]) as bench:
+        for name, count in args.busy:
+            bench.ecus[name].behaviour.busy = count
+        for name, count in args.pending:
+            bench.ecus[name].behaviour.pending = count
+        return agent_main(agent_args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
