@@ -122,6 +122,9 @@ class Poller:
                      "timeouts", "deferred"):
             health.state.setdefault(name, 0)
 
+    def item_for_did(self, did: int) -> DataItem | None:
+        return self._dids().get(did)
+
     def submit(self, request: PlannedRequest) -> Future[Answer]:
         """A one-off read (`diag request`), asked within this bus's budget, before the next
         periodic one."""

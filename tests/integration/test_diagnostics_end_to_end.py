@@ -73,10 +73,14 @@ def agent_config(tmp_path, mosquitto, dev_pki, channel):
     return config
 
 
+def diag(config, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent", "diag", *args, "--config",
+                           str(config)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
 def status(config) -> dict | None:
-    result = subprocess.run([sys.executable, "-m", "agent", "diag", "status", "--json",
-                             "--config", str(config)], capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = diag(config, "status", "--json")
     if not result.stdout.strip().startswith("{"):
         return None
     document = json.loads(result.stdout)
@@ -129,6 +133,7 @@ def test_pids_dids_and_dtc_events_arrive_verified_with_etiquette_counted(tmp_pat
         assert counters, (tmp_path / "agent.log").read_text()[-3000:]
         assert wait_until(everything_arrived, timeout=120), (
             (tmp_path / "agent.log").read_text()[-3000:])
+        check_technician_commands(config)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=60)
@@ -154,3 +159,30 @@ def test_pids_dids_and_dtc_events_arrive_verified_with_etiquette_counted(tmp_pat
     assert dtcs["P0301"]["description"] == "Cylinder 1 misfire detected"
     assert dtcs["P0420"]["state"] == "pending"
     assert counters["negative"] >= 3  # two busy and the refused DID, at least
+
+
+def check_technician_commands(config) -> None:
+    """`diag dtc` and `diag request`, against the running agent."""
+    dtc = diag(config, "dtc", "--json")
+    assert dtc.returncode == 1, dtc.stderr  # a confirmed code
+    codes = {code["code"]: code for ecu in json.loads(dtc.stdout)["ecus"]
+             for code in ecu["codes"]}
+    assert codes["P0301"]["state"] == "confirmed"
+    assert codes["P0301"]["description"] == "Cylinder 1 misfire detected"
+    assert codes["P0420"]["state"] == "pending"
+    table = diag(config, "dtc")
+    assert "P0301" in table.stdout and "Cylinder 1 misfire" in table.stdout
+
+    vin = diag(config, "request", "--bus", "can0", "--did", "F190", "--json")
+    assert vin.returncode == 0, vin.stdout + vin.stderr
+    assert json.loads(vin.stdout)["text"] == "WDEMO000000000001"
+    soh = json.loads(diag(config, "request", "--bus", "can0", "--did", "0103",
+                          "--request-id", "7E4", "--response-id", "7EC", "--json").stdout)
+    assert abs(soh["values"]["state_of_health"] - 94.3) < 1e-9
+    rpm = diag(config, "request", "--bus", "can0", "--pid", "0C")
+    assert rpm.returncode == 0 and "engine_speed = 3000" in rpm.stdout
+    refused = diag(config, "request", "--bus", "can0", "--did", "4242", "--json")
+    assert refused.returncode == 1 and "0x31" in json.loads(refused.stdout)["error"]
+    unknown_bus = json.loads(diag(config, "request", "--bus", "can7", "--did", "F190",
+                                  "--json").stdout)
+    assert "no diagnostics run on bus 'can7'" in unknown_bus["error"]
