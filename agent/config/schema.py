@@ -369,7 +369,8 @@ def _with_diagnostics(config: AgentConfig, builder: _Builder) -> AgentConfig:
     """The sources [[diagnostics.requests]] make: one `<bus>.diag` per bus they name."""
     from agent.sources.diagnostics import diagnostics_sources
 
-    made = diagnostics_sources(config.sources, config.diagnostics, builder.error)
+    made = diagnostics_sources(config.sources, config.diagnostics, builder.error,
+                               config.events.ignition, config.events.ignition_on)
     return dataclasses.replace(config, sources=config.sources + made) if made else config
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config.source import SourceConfig
@@ -53,6 +54,11 @@ class DiagnosticsSourceConfig(SourceConfig):
     settings: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     # The item that reads each request's answer, in request order (None: trouble codes).
     items: tuple[DataItem | None, ...] = ()
+    # [events] ignition when it is a signal of this bus: "Message.Signal", its DBCs, and the
+    # values that mean on (agent/diagnostics/ignition.py); "" when the bus does not carry it.
+    ignition: str = ""
+    ignition_dbc: tuple[Path, ...] = ()
+    ignition_on: tuple[str, ...] = ()
 
 
 class DiagnosticsSource(Source):
@@ -61,15 +67,25 @@ class DiagnosticsSource(Source):
         self._config = config
 
     def run(self, on_frames: OnFrames, on_idle: OnIdle, stop: threading.Event) -> None:
+        from agent.diagnostics.ignition import IgnitionWatch
         from agent.diagnostics.poller import Poller
         from agent.diagnostics.transport import BusAddress, Connector
 
         config = self._config
-        connector = Connector(BusAddress(config.interface, config.channel, config.bitrate),
-                              config.settings.transport)
-        poller = Poller(config.bus, planned_requests(config), config.settings, connector,
-                        self.health)
-        poller.run(on_frames, on_idle, stop)
+        address = BusAddress(config.interface, config.channel, config.bitrate)
+        watch = None
+        if config.ignition:
+            message, _, signal = config.ignition.rpartition(".")
+            watch = IgnitionWatch(address, config.ignition_dbc, message, signal,
+                                  config.ignition_on)
+        try:
+            poller = Poller(config.bus, planned_requests(config), config.settings,
+                            Connector(address, config.settings.transport), self.health,
+                            ignition_on=watch.on if watch is not None else None)
+            poller.run(on_frames, on_idle, stop)
+        finally:
+            if watch is not None:
+                watch.close()
 
 
 def planned_requests(config: DiagnosticsSourceConfig) -> list[PlannedRequest]:
@@ -80,8 +96,11 @@ def planned_requests(config: DiagnosticsSourceConfig) -> list[PlannedRequest]:
 
 
 def diagnostics_sources(sources: Sequence[SourceConfig], settings: DiagnosticsConfig,
-                        error: SectionError) -> tuple[DiagnosticsSourceConfig, ...]:
-    """One source per bus that [[diagnostics.requests]] name, checked."""
+                        error: SectionError, ignition: str = "",
+                        ignition_on: tuple[str, ...] = ()
+                        ) -> tuple[DiagnosticsSourceConfig, ...]:
+    """One source per bus that [[diagnostics.requests]] name, checked; `ignition` is [events]
+    ignition (`<bus>.<Message>.<Signal>`), watched on the bus that carries it."""
     if not settings.requests:
         return ()
     _check_settings(settings, error)
@@ -107,8 +126,16 @@ def diagnostics_sources(sources: Sequence[SourceConfig], settings: DiagnosticsCo
             interface=source.type, channel=getattr(source, "channel", ""),
             bitrate=getattr(source, "bitrate", 500_000),
             settings=DiagnosticsConfig(**{**settings.__dict__, "requests": requests}),
-            items=items))
+            items=items, **_ignition(source, ignition, ignition_on)))
     return tuple(made)
+
+
+def _ignition(source: SourceConfig, key: str, on_values: tuple[str, ...]) -> dict[str, Any]:
+    prefix = f"{source.name}."
+    if not key.startswith(prefix) or key.count(".") != 2 or not source.dbc:
+        return {}
+    return {"ignition": key[len(prefix):], "ignition_dbc": source.dbc,
+            "ignition_on": on_values}
 
 
 def _where(request: RequestConfig) -> str:
