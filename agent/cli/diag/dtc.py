@@ -17,7 +17,7 @@ from agent.cli.diag.common import (
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "dtc", parents=[common_options()], help="current trouble codes",
+        "dtc", parents=[common_options()], help="current trouble codes, with descriptions",
         description="The diagnostic trouble codes each ECU reported at its last read "
                     "([[diagnostics.requests]] with service = \"read_dtc\"), with their state "
                     "(pending, confirmed) and a description where known. Read only: the agent "

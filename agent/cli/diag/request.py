@@ -18,7 +18,7 @@ def _hex(text: str) -> int:
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "request", parents=[common_options()], help="a one-off read of a DID or PID",
+        "request", parents=[common_options()], help="a one-off read of a DID or OBD-II PID",
         description="Read one data identifier (UDS 0x22) or OBD-II PID (mode 01) now, through "
                     "the running agent, on a bus with [[diagnostics.requests]]. Numbers are "
                     "hexadecimal. Exit code 1 when the ECU refused or did not answer.")
