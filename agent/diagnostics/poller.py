@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import can
 from udsoncan.client import Client
 from udsoncan.common.DidCodec import DidCodec
 from udsoncan.exceptions import (
@@ -121,6 +122,8 @@ class Poller:
         for name in ("requests", "responses", "negative", "busy", "response_pending",
                      "timeouts", "deferred"):
             health.state.setdefault(name, 0)
+        # A gauge: 1 when the kernel's ISO-TP sockets carry the requests, 0 for can-isotp.
+        health.state["kernel_isotp"] = int(connector.kernel)
 
     def item_for_did(self, did: int) -> DataItem | None:
         return self._dids().get(did)
@@ -244,7 +247,8 @@ class Poller:
                 data_items.DecodeError) as exc:
             self._health.decode_errors += 1
             return Answer(config.name, {}, error=f"invalid answer: {exc}")
-        except OSError as exc:  # the bus or the ISO-TP socket failed: reopened next time
+        except (OSError, can.CanError) as exc:  # the bus or an ISO-TP socket failed:
+            # reopened at the request's next turn
             self._health.reconnects += 1
             self._drop_client(config)
             return Answer(config.name, {}, error=f"bus failed: {exc}")
@@ -268,9 +272,8 @@ class Poller:
             data = ObdCurrentData.interpret_response(response, config.pid)
         elif config.service == READ_DID:
             assert config.did is not None
-            # A one-off read of a DID the catalogue lacks takes the whole answer.
-            client.config["data_identifiers"].setdefault(
-                config.did, _RawCodec(request.item.length if request.item else None))
+            # A one-off read may name a DID no periodic request reads.
+            client.config["data_identifiers"].setdefault(config.did, _RawCodec())
             response = client.read_data_by_identifier(config.did)
             assert response is not None
             data = response.service_data.values[config.did]
@@ -298,8 +301,9 @@ class Poller:
         from udsoncan.configs import default_client_config
 
         diag = self._config
-        # Every DID of the catalogue is read as raw bytes: `items.decode` scales them.
-        dids = {did: _RawCodec(item.length) for did, item in self._dids().items()}
+        # One DID per request, read whole as raw bytes: `items.decode` checks the length
+        # (saying what it expected) and scales them.
+        dids = {did: _RawCodec() for did in self._dids()}
         return {**default_client_config, "data_identifiers": dids,
                 "p2_timeout": diag.timeout, "p2_star_timeout": diag.pending_timeout,
                 "request_timeout": diag.timeout + 4 * diag.pending_timeout,
@@ -320,10 +324,7 @@ def _ids(config: RequestConfig) -> tuple[int, int]:
 
 
 class _RawCodec(DidCodec):
-    """A udsoncan DID codec that hands the bytes over as they are."""
-
-    def __init__(self, length: int | None) -> None:
-        self._length = length
+    """A udsoncan DID codec that hands the whole record over as it is."""
 
     def encode(self, *values: Any) -> bytes:
         raise NotImplementedError("diagnostics never writes a DID")
@@ -332,6 +333,4 @@ class _RawCodec(DidCodec):
         return bytes(payload)
 
     def __len__(self) -> int:
-        if self._length is None:
-            raise DidCodec.ReadAllRemainingData
-        return self._length
+        raise DidCodec.ReadAllRemainingData

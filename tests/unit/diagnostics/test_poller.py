@@ -121,3 +121,16 @@ def test_the_board_turns_reports_into_changes():
     assert taken == [(1.0, "P0301", "new"), (1.0, "P0420", "new"),
                      (2.0, "P0420", "confirmed"), (2.0, "P0301", "cleared")]
     assert board.take_changes() == []
+
+
+def test_an_answer_that_does_not_fit_its_item_is_counted_not_raised(bench):
+    from agent.diagnostics.items import DataItem
+
+    short = PlannedRequest(CELLS.config, DataItem("cell_voltage", size=2, count=4))
+    poller, health = make_poller(bench, [short])
+    try:
+        answer = poller.ask(short)
+    finally:
+        poller.close()
+    assert answer.values == {} and "expected 8 bytes, got 16" in answer.error
+    assert health.counters()["decode_errors"] == 1
