@@ -144,16 +144,14 @@ class Poller:
         try:
             while not stop.is_set():
                 on_idle(time.time())
-                if not self._take_token(stop):
-                    continue
-                try:
-                    request, future = self._one_off.get_nowait()
-                except queue.Empty:
-                    request, future = self._next_due(schedule), None
-                if request is None:
-                    self._tokens += 1  # not spent
+                one_off = not self._one_off.empty()
+                due = None if one_off else self._next_due(schedule)
+                if not one_off and due is None:
                     self._wait(schedule, stop)
                     continue
+                if not self._take_token(stop):
+                    continue
+                request, future = self._one_off.get_nowait() if one_off else (due, None)
                 answer = self.ask(request)
                 if future is not None:
                     future.set_result(answer)
@@ -190,7 +188,7 @@ class Poller:
         if self._tokens >= 1:
             self._tokens -= 1
             return True
-        self._health.state["deferred"] += 1
+        self._health.state["deferred"] += 1  # a due request waits for the budget
         stop.wait(min(IDLE_EVERY, (1 - self._tokens) / budget))
         return False
 

@@ -46,7 +46,7 @@ hold = 1.0
 [diagnostics]
 catalogue = "{CATALOGUE}"
 budget = 20.0
-timeout = 0.3
+timeout = 1.0
 backoff_max = 2.0
 
 {request("rpm", "obd_pid", pid=0x0C)}
