@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.source import ORIGIN_OF, SourceConfig
+from agent.diagnostics.config import DiagnosticsConfig
 from agent.errors import ConfigError, ConfigProblems
 
 # The batch schemas agent/wire/body.py can write (its SCHEMA_VERSIONS; a test holds them equal).
@@ -288,6 +289,7 @@ class AgentConfig:
     ota: OtaConfig = OtaConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     events: EventsConfig = EventsConfig()
+    diagnostics: DiagnosticsConfig = dataclasses.field(default_factory=DiagnosticsConfig)
 
 
 # Identity and trust stay local: an update may not rename the vehicle, swap its signing key,
@@ -361,7 +363,16 @@ def _from_document(document: dict[str, Any], builder: _Builder) -> AgentConfig:
     document.setdefault("state", {"directory": "state"})
     config = builder.build(AgentConfig, {**document, "path": builder.path.name}, "")
     _check_consistency(config, builder)
-    return config
+    return _with_diagnostics(config, builder)
+
+
+def _with_diagnostics(config: AgentConfig, builder: _Builder) -> AgentConfig:
+    """The sources [[diagnostics.requests]] make: one `<bus>.diag` per bus they name."""
+    from agent.sources.diagnostics import diagnostics_sources
+
+    made = diagnostics_sources(config.sources, config.diagnostics, builder.error,
+                               config.events.ignition, config.events.ignition_on)
+    return dataclasses.replace(config, sources=config.sources + made) if made else config
 
 
 def _check_consistency(config: AgentConfig, builder: _Builder) -> None:

@@ -17,6 +17,7 @@ from cantools.database.can import Database
 
 from agent.config.schema import EventsConfig, LocationConfig, SamplingConfig, SignalRule
 from agent.events.battery import BatteryDetector
+from agent.events.dtc import DtcDetector
 from agent.events.load import LoadChangeDetector
 from agent.events.model import Detector, Event
 from agent.events.stop import StopDetector
@@ -63,10 +64,13 @@ def event_inputs(config: EventsConfig, databases: Mapping[str, Database | Catalo
 
 
 def _source_has(databases: Mapping[str, Database | Catalogue], key: str) -> bool:
-    source, _, rest = key.partition(".")
-    database = databases.get(source)
-    if database is None:
+    # Source names may hold dots (`can0.diag`, agent/sources/diagnostics.py): the longest
+    # name that prefixes the key is its source.
+    sources = [name for name in databases if key.startswith(f"{name}.")]
+    if not sources:
         return False
+    source = max(sources, key=len)
+    database, rest = databases[source], key[len(source) + 1:]
     if not isinstance(database, Database):
         return any(entry.quantity == rest for entry in database)
     message, _, signal = rest.rpartition(".")
@@ -149,6 +153,8 @@ class EventEngine:
         if config.battery.enabled:
             detectors.append(BatteryDetector(
                 config, parked=lambda: trip is not None and not trip.active))
+        # Trouble codes come from the diagnostics sources, when any reads them.
+        detectors.append(DtcDetector())
         for trigger in config.triggers:
             if trigger.signal not in available:
                 log.warning("events: trigger %s watches %s, which is in no source: off",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from agent.diagnostics import control as diagnostics
 from agent.runtime import status
 from agent.runtime.control import Command
 from agent.runtime.status import AgentSnapshot, LatestValue
@@ -50,4 +51,7 @@ def command_table(agent: Diagnosable) -> dict[str, Command]:
         "consent": Command(lambda args: agent.set_consent(str(args.get("level", ""))),
                            changes_state=True),
         "erase": Command(lambda args: agent.erase(), changes_state=True),
+        # Active diagnostics (agent/diagnostics/): the codes read, and a one-off read.
+        "dtc": Command(lambda args: diagnostics.dtc_document()),
+        "request": Command(lambda args: diagnostics.one_off(args)),
     }

@@ -24,6 +24,8 @@ COMMANDS = {
     "reload": ("actions", "re-read the config file without a restart (as SIGHUP)"),
     "privacy": ("privacy", "consent in force and what it keeps local"),
     "consent": ("privacy", "set the owner's consent level"),
+    "dtc": ("dtc", "current trouble codes, with descriptions"),
+    "request": ("request", "a one-off read of a DID or OBD-II PID"),
 }
 
 

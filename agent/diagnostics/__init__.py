@@ -1,0 +1,1 @@
+"""Active diagnostics: OBD-II PIDs, UDS data identifiers and trouble codes (docs/diagnostics.md)."""
