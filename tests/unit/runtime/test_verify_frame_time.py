@@ -110,9 +110,9 @@ def test_a_lost_change_and_a_line_too_far_are_reported(tmp_path):
     gear, pedal = "can0.VCU_Status.Gear", "can0.VCU_Status.AcceleratorPedal"
     frames = {gear: [(0, 1), (10, 1), (20, 3), (30, 3), (40, 4)],
               pedal: [(0, 0), (10, 5), (20, 10)]}  # raw; pedal scale 0.4
-    got = {gear: [(0, 1), (40, 4)], pedal: [(0, 0.0), (10, 3.0), (20, 4.0)]}
+    got = {gear: [(0, 1), (40, 4)], pedal: [(0, 0.0), (10, 3.5), (20, 4.0)]}
     reports: dict[str, SignalReport] = {}
     check_frame_time(plan, {"can0": database}, frames, got, reports)
     assert (reports[gear].compared, reports[gear].missing, reports[gear].extra) == (2, 1, 0)
     assert reports[gear].examples[0]["time_ms"] == 20
-    assert reports[pedal].mismatched == 1 and reports[pedal].extra == 1  # (10, 3.0) no frame
+    assert reports[pedal].mismatched == 1 and reports[pedal].extra == 1  # (10, 3.5) is no frame
