@@ -245,10 +245,12 @@ class BatteryEventConfig:
 
 @dataclass(frozen=True)
 class TriggerConfig:
-    """A condition on one signal that captures the ring's look-back and a post window."""
+    """A condition on one signal, or an expression (`when`, agent/events/expression.py), that
+    captures the ring's look-back and a post window."""
 
     name: str
-    signal: str
+    signal: str = ""
+    when: str = ""
     above: float | None = None
     below: float | None = None
     equals: str | None = None
@@ -372,7 +374,7 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
     all in one ConfigProblems when there are several."""
     problems = []
     for check in (_check_version, _check_sources, _check_sampling, _check_sizes,
-                  _check_privacy_section, _check_uplink):
+                  _check_privacy_section, _check_uplink, _check_triggers):
         try:
             check(config, builder)
         except ConfigError as exc:
@@ -432,6 +434,22 @@ def _check_frame_time_rule(rule: SignalRule, builder: _Builder) -> None:
     if rule.mode == "bounded" and rule.epsilon is None and not rule.exclude:
         raise builder.error("sampling.signals", "epsilon", f"mode bounded needs epsilon (the "
                             f"largest error allowed, in the signal's unit) for {rule.match!r}")
+
+
+def _check_triggers(config: AgentConfig, builder: _Builder) -> None:
+    """A trigger watches one signal or evaluates an expression: exactly one of the two (the
+    expression's grammar is checked here; its signals by `config check`)."""
+    for trigger in config.events.triggers:
+        if bool(trigger.signal) == bool(trigger.when):
+            raise builder.error("events.triggers", "when", f"trigger {trigger.name!r} needs "
+                                "either `signal` (with above/below/equals) or `when`, not both")
+        if trigger.when:
+            from agent.events.expression import parse  # only configs with expressions
+
+            try:
+                parse(trigger.when)
+            except ConfigError as exc:
+                raise builder.error("events.triggers", "when", str(exc)) from exc
 
 
 def _check_sizes(config: AgentConfig, builder: _Builder) -> None:
