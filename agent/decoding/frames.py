@@ -28,6 +28,7 @@ import can
 from cantools.database.can import Database, Message, Signal
 from cantools.database.utils import create_encode_decode_formats, decode_data
 
+from agent.sampling.frame_time import FRAME_TIME_MODES
 from agent.sampling.plan import PlannedSignal
 from agent.sources.health import SourceHealth
 
@@ -240,7 +241,7 @@ class FrameStore:
             if planned.mode == "stats":
                 plan.stats[planned.signal] = planned.index
                 continue
-            if planned.mode in ("change", "bounded"):
+            if planned.mode in FRAME_TIME_MODES:
                 plan.frame_time[planned.signal] = planned.index
                 continue
             signal = message.get_signal_by_name(planned.signal)

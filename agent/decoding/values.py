@@ -23,6 +23,7 @@ from agent.decoding.frames import (
     StatsAccumulator,
     StoreStats,
 )
+from agent.sampling.frame_time import FRAME_TIME_MODES
 from agent.sampling.plan import PlannedSignal
 from agent.sources.base import Reading
 from agent.sources.health import SourceHealth
@@ -78,7 +79,7 @@ class ValueStore:
         self._latest[planned.index] = (reading.timestamp, raw)
         if planned.mode == "stats":
             self._stats.add(planned.index, raw)
-        elif planned.mode in ("change", "bounded") and self._observer is not None:
+        elif planned.mode in FRAME_TIME_MODES and self._observer is not None:
             self._observer.observe(planned.index, int(reading.timestamp * 1000), raw)
 
     def sample_last(self, period_ms: int, at: float, stale_after: float, emit: Emit) -> None:

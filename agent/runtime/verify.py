@@ -59,6 +59,7 @@ from agent.output.spool import SPOOL_FILE, Spool
 from agent.runtime.daemon import build_agent
 from agent.runtime.pipeline import load_plan
 from agent.sampling.curve import Curve
+from agent.sampling.frame_time import FRAME_TIME_MODES
 from agent.sampling.plan import PlannedSignal, SamplingPlan
 from agent.sources.canbus import CanBusConfig
 from agent.sources.player import Player
@@ -74,7 +75,6 @@ Samples = dict[tuple[str, int], Any]
 # signal key → (time ms, physical value) in time order: samples of `change` and `bounded`
 # signals, or the frames that carry them
 Points = dict[str, list[tuple[int, Any]]]
-FRAME_TIME_MODES = ("change", "bounded")
 
 
 @dataclass

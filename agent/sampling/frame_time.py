@@ -11,7 +11,6 @@ so a sample always lands in the window its time belongs to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -47,10 +46,6 @@ class FrameTimeSampler:
                 self._emits[signal.index] = partial(self._append, signal.index)
         self.samples = 0
 
-    @property
-    def indices(self) -> frozenset[int]:
-        return frozenset(self._changes) | frozenset(self._doors)
-
     def observe(self, index: int, time_ms: int, value: int | float) -> None:
         """A frame of signal `index` stamped `time_ms` carried raw `value`."""
         change = self._changes.get(index)
@@ -81,8 +76,3 @@ def raw_epsilon(signal: PlannedSignal) -> float:
     """The signal's ε in raw units (ε is given in physical units)."""
     return signal.epsilon / abs(signal.scale) if signal.scale else float("inf")
 
-
-def frame_time_signals(signals: Mapping[int, PlannedSignal] | tuple[PlannedSignal, ...]
-                       ) -> tuple[PlannedSignal, ...]:
-    values = signals.values() if isinstance(signals, Mapping) else signals
-    return tuple(s for s in values if s.mode in FRAME_TIME_MODES)
