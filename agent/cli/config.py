@@ -177,9 +177,21 @@ def check_events(events: EventsConfig,
     keys = [signal.key for source, database in databases.items()
             for signal in source_signals(source, database)]
     known = set(keys)
+    types = None
     for trigger in events.triggers:
         where = f"events.triggers {trigger.name!r}"
-        if trigger.signal not in known:
+        if trigger.when:
+            from agent.events.expression import ExpressionError, SignalType, check
+
+            if types is None:
+                types = {signal.key: SignalType(signal.choices)
+                         for source, database in databases.items()
+                         for signal in source_signals(source, database)}
+            try:
+                check(trigger.when, types)
+            except ExpressionError as exc:
+                problems.append(f"{where}: when: {exc}")
+        elif trigger.signal not in known:
             close = difflib.get_close_matches(trigger.signal, keys, n=3, cutoff=0.6)
             hint = (f" (did you mean {' or '.join(repr(key) for key in close)}?)" if close
                     else " (signals are <source>.<Message>.<Signal>)")

@@ -29,7 +29,7 @@ from agent.errors import ConfigError, ConfigProblems
 # Not imported from there: loading a config must not load numpy and cbor2.
 BATCH_SCHEMAS = (1, 2)
 
-SAMPLING_MODES = ("last", "stats")
+SAMPLING_MODES = ("last", "stats", "change", "bounded")
 MAX_LATENESS_LIMIT = 60.0  # seconds; [sampling] max_lateness may not exceed it
 # The highest config version, local or in an update (docs/ota.md). Batches carry it as a CBOR
 # uint and acks and `diag status --json` as a JSON number: 2**53 - 1 fits uint64 and int64
@@ -53,6 +53,10 @@ class SignalRule:
     period: float | None = None
     mode: str = "last"
     exclude: bool = False
+    # Modes `change` and `bounded` (docs/sampling.md): physical units, seconds.
+    deadband: float = 0.0
+    epsilon: float | None = None
+    heartbeat: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -243,10 +247,12 @@ class BatteryEventConfig:
 
 @dataclass(frozen=True)
 class TriggerConfig:
-    """A condition on one signal that captures the ring's look-back and a post window."""
+    """A condition on one signal, or an expression (`when`, agent/events/expression.py), that
+    captures the ring's look-back and a post window."""
 
     name: str
-    signal: str
+    signal: str = ""
+    when: str = ""
     above: float | None = None
     below: float | None = None
     equals: str | None = None
@@ -380,7 +386,7 @@ def _check_consistency(config: AgentConfig, builder: _Builder) -> None:
     all in one ConfigProblems when there are several."""
     problems = []
     for check in (_check_version, _check_sources, _check_sampling, _check_sizes,
-                  _check_privacy_section, _check_uplink):
+                  _check_privacy_section, _check_uplink, _check_triggers):
         try:
             check(config, builder)
         except ConfigError as exc:
@@ -419,6 +425,7 @@ def _check_sampling(config: AgentConfig, builder: _Builder) -> None:
                                 f"{', '.join(SAMPLING_MODES)}")
         if rule.period is not None and rule.period <= 0:
             raise builder.error("sampling.signals", "period", "must be a positive number of s")
+        _check_frame_time_rule(rule, builder)
     if config.sampling.period <= 0:
         raise builder.error("sampling", "period", "must be a positive number of seconds")
     if not 0 < config.sampling.max_lateness <= MAX_LATENESS_LIMIT:
@@ -426,6 +433,35 @@ def _check_sampling(config: AgentConfig, builder: _Builder) -> None:
                             f"{MAX_LATENESS_LIMIT:g} seconds")
     if config.batch.window < config.sampling.period:
         raise builder.error("batch", "window", "must be at least the sampling period")
+
+
+def _check_frame_time_rule(rule: SignalRule, builder: _Builder) -> None:
+    """The numbers of modes `change` and `bounded` (docs/sampling.md)."""
+    if not (math.isfinite(rule.deadband) and rule.deadband >= 0):
+        raise builder.error("sampling.signals", "deadband", "must be 0 or more (physical units)")
+    if not (math.isfinite(rule.heartbeat) and rule.heartbeat > 0):
+        raise builder.error("sampling.signals", "heartbeat", "must be a positive number of s")
+    if rule.epsilon is not None and not (math.isfinite(rule.epsilon) and rule.epsilon > 0):
+        raise builder.error("sampling.signals", "epsilon", "must be more than 0 (physical units)")
+    if rule.mode == "bounded" and rule.epsilon is None and not rule.exclude:
+        raise builder.error("sampling.signals", "epsilon", f"mode bounded needs epsilon (the "
+                            f"largest error allowed, in the signal's unit) for {rule.match!r}")
+
+
+def _check_triggers(config: AgentConfig, builder: _Builder) -> None:
+    """A trigger watches one signal or evaluates an expression: exactly one of the two (the
+    expression's grammar is checked here; its signals by `config check`)."""
+    for trigger in config.events.triggers:
+        if bool(trigger.signal) == bool(trigger.when):
+            raise builder.error("events.triggers", "when", f"trigger {trigger.name!r} needs "
+                                "either `signal` (with above/below/equals) or `when`, not both")
+        if trigger.when:
+            from agent.events.expression import parse  # only configs with expressions
+
+            try:
+                parse(trigger.when)
+            except ConfigError as exc:
+                raise builder.error("events.triggers", "when", str(exc)) from exc
 
 
 def _check_sizes(config: AgentConfig, builder: _Builder) -> None:

@@ -3,8 +3,9 @@
 A `FrameStore` belongs to one CAN source. For every frame the plan needs it keeps the newest
 payload (per multiplexer page for multiplexed messages), which costs a dict write per frame. At a
 sampling tick it decodes each needed payload once with cantools (`scaling=False`), giving exactly
-the raw integers the wire format carries. Only messages with a `stats` signal are decoded per
-frame. Bad frames are counted in the source's health and logged once per frame ID.
+the raw integers the wire format carries. Only messages with a `stats` signal, or a `change` or
+`bounded` one (handed to a `FrameObserver` with the frame's time), are decoded per frame. Bad
+frames are counted in the source's health and logged once per frame ID.
 
 Real DBCs are not always tidy, and the values must still be cantools' own:
 - A message whose signals overlap (most production DBCs have one) cannot be decoded by
@@ -27,6 +28,7 @@ import can
 from cantools.database.can import Database, Message, Signal
 from cantools.database.utils import create_encode_decode_formats, decode_data
 
+from agent.sampling.frame_time import FRAME_TIME_MODES
 from agent.sampling.plan import PlannedSignal
 from agent.sources.health import SourceHealth
 
@@ -58,6 +60,12 @@ class StatsAccumulator:
             stats = self._stats.pop(index, None)
             if stats is not None:
                 emit(index, stats[0], stats[1], stats[2], int(stats[3]))
+
+
+class FrameObserver(Protocol):
+    """Takes the raw value of a frame-time signal on every frame (agent/sampling/frame_time.py)."""
+
+    def observe(self, index: int, time_ms: int, value: int | float) -> None: ...
 
 
 class EventClock(Protocol):
@@ -179,6 +187,10 @@ class _MessagePlan:
     # is a float or the message is multiplexed: cantools decodes those. A message with
     # readers is plain: kept with a dict write and a bit read per `stats` signal.
     stats_readers: tuple[tuple[Callable[[bytes], int], int], ...] | None = None
+    # `change` and `bounded` signals: decoded on every frame like `stats`, and read the same
+    # way (frame_readers is set exactly when stats_readers is).
+    frame_time: dict[str, int] = field(default_factory=dict)
+    frame_readers: tuple[tuple[Callable[[bytes], int], int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,8 +205,9 @@ class FrameStore:
     """The newest payload of every planned frame of one source, and per-frame stats."""
 
     def __init__(self, database: Database, signals: Sequence[PlannedSignal],
-                 health: SourceHealth) -> None:
+                 health: SourceHealth, observer: FrameObserver | None = None) -> None:
         self.health = health
+        self._observer = observer
         self._messages: dict[int, _MessagePlan] = {}
         self._groups: dict[int, list[tuple[_MessagePlan, list[_Page]]]] = {}
         self._latest: dict[PayloadKey, tuple[float, bytes]] = {}
@@ -228,6 +241,9 @@ class FrameStore:
             if planned.mode == "stats":
                 plan.stats[planned.signal] = planned.index
                 continue
+            if planned.mode in FRAME_TIME_MODES:
+                plan.frame_time[planned.signal] = planned.index
+                continue
             signal = message.get_signal_by_name(planned.signal)
             pages = by_period.setdefault(planned.period_ms, {}).setdefault(planned.frame_id, {})
             selectors = signal.multiplexer_ids if plan.selector else None
@@ -240,14 +256,16 @@ class FrameStore:
             for period, messages in by_period.items()
         }
         for plan in self._messages.values():
-            signals = [plan.message.get_signal_by_name(name) for name in plan.stats]
+            per_frame = {**plan.stats, **plan.frame_time}
+            signals = [plan.message.get_signal_by_name(name) for name in per_frame]
             readers = tuple((raw_reader(signal), index)
-                            for signal, index in zip(signals, plan.stats.values(), strict=True))
+                            for signal, index in zip(signals, per_frame.values(), strict=True))
             # Only signals inside the message are read straight from the payload; a signal
             # past its message's end (a DBC mistake) takes cantools' way, which skips it.
             if plan.selector is None and all(read is not None for read, _ in readers) \
                     and all(_bytes_holding(signal) <= plan.length for signal in signals):
-                plan.stats_readers = readers  # type: ignore[assignment]
+                plan.stats_readers = readers[:len(plan.stats)]  # type: ignore[assignment]
+                plan.frame_readers = readers[len(plan.stats):]  # type: ignore[assignment]
 
     def accept(self, frame: can.Message) -> None:
         """Keep a received frame if the plan needs it; count it either way."""
@@ -268,6 +286,7 @@ class FrameStore:
         health.last_frame_time = frames[-1].timestamp
         health.last_received = time.monotonic()
         plans, latest, add = self._messages, self._latest, self._stats.add
+        observe = self._observe
         advance = clock.advance
         low, high = clock.quiet_span()
         newest = 0.0
@@ -293,6 +312,10 @@ class FrameStore:
             latest[frame.arbitration_id] = (timestamp, data)
             for read, index in plan.stats_readers:
                 add(index, read(data))
+            if plan.frame_readers:
+                time_ms = int(timestamp * 1000)
+                for read, index in plan.frame_readers:
+                    observe(index, time_ms, read(data))
         if newest:
             advance(newest)
 
@@ -327,13 +350,19 @@ class FrameStore:
                 return
             self._latest[(frame.arbitration_id, selector)] = payload
         self._latest[frame.arbitration_id] = payload
-        if plan.stats:
-            self._accumulate(plan, payload[1])
+        if plan.stats or plan.frame_time:
+            self._accumulate(plan, payload[1], int(frame.timestamp * 1000))
 
-    def _accumulate(self, plan: _MessagePlan, data: bytes) -> None:
+    def _observe(self, index: int, time_ms: int, value: int | float) -> None:
+        if self._observer is not None:
+            self._observer.observe(index, time_ms, value)
+
+    def _accumulate(self, plan: _MessagePlan, data: bytes, time_ms: int) -> None:
         if plan.stats_readers is not None and len(data) >= plan.length:
             for read, index in plan.stats_readers:
                 self._stats.add(index, read(data))
+            for read, index in plan.frame_readers:
+                self._observe(index, time_ms, read(data))
             return
         decoded = self._decode(plan, data)
         if decoded is None:
@@ -343,6 +372,10 @@ class FrameStore:
             if value is None:
                 continue
             self._stats.add(index, value)
+        for name, index in plan.frame_time.items():
+            value = decoded.get(name)
+            if value is not None:
+                self._observe(index, time_ms, value)
 
     def sample_last(self, period_ms: int, at: float, stale_after: float, emit: Emit) -> None:
         """Emit the raw value of every `last` signal of this period from payloads before `at`."""

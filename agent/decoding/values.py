@@ -15,7 +15,15 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 
-from agent.decoding.frames import Emit, EmitStats, EventClock, StatsAccumulator, StoreStats
+from agent.decoding.frames import (
+    Emit,
+    EmitStats,
+    EventClock,
+    FrameObserver,
+    StatsAccumulator,
+    StoreStats,
+)
+from agent.sampling.frame_time import FRAME_TIME_MODES
 from agent.sampling.plan import PlannedSignal
 from agent.sources.base import Reading
 from agent.sources.health import SourceHealth
@@ -24,8 +32,10 @@ from agent.sources.health import SourceHealth
 class ValueStore:
     """The newest raw value of every planned quantity of one value source, and its stats."""
 
-    def __init__(self, signals: Sequence[PlannedSignal], health: SourceHealth) -> None:
+    def __init__(self, signals: Sequence[PlannedSignal], health: SourceHealth,
+                 observer: FrameObserver | None = None) -> None:
         self.health = health
+        self._observer = observer
         self._signals = tuple(signals)
         self._planned = {s.signal: s for s in signals}
         self._last_by_period: dict[int, tuple[PlannedSignal, ...]] = {}
@@ -69,6 +79,8 @@ class ValueStore:
         self._latest[planned.index] = (reading.timestamp, raw)
         if planned.mode == "stats":
             self._stats.add(planned.index, raw)
+        elif planned.mode in FRAME_TIME_MODES and self._observer is not None:
+            self._observer.observe(planned.index, int(reading.timestamp * 1000), raw)
 
     def sample_last(self, period_ms: int, at: float, stale_after: float, emit: Emit) -> None:
         latest = self._latest

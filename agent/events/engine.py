@@ -18,10 +18,12 @@ from cantools.database.can import Database
 from agent.config.schema import EventsConfig, LocationConfig, SamplingConfig, SignalRule
 from agent.events.battery import BatteryDetector
 from agent.events.dtc import DtcDetector
+from agent.events.expression import ExpressionError, SignalType, check, parse, signals_of
+from agent.events.expression_eval import Evaluator, Scaling
 from agent.events.load import LoadChangeDetector
 from agent.events.model import Detector, Event
 from agent.events.stop import StopDetector
-from agent.events.trigger import TriggerDetector
+from agent.events.trigger import ExpressionTrigger, TriggerDetector
 from agent.events.trip import TripDetector
 from agent.sampling.plan import PlannedSignal, SamplingPlan, build_plan
 from agent.sampling.ring import Field, Ring, RingSlice
@@ -43,8 +45,16 @@ def wanted_signals(config: EventsConfig) -> tuple[str, ...]:
         battery = config.battery
         keys += [battery.cell_spread, battery.max_temperature, battery.min_temperature,
                  battery.soc]
-    keys += [trigger.signal for trigger in config.triggers]
+    for trigger in config.triggers:
+        keys += [trigger.signal] if trigger.signal else _expression_signals(trigger.when)
     return tuple(dict.fromkeys(keys))
+
+
+def _expression_signals(text: str) -> list[str]:
+    try:
+        return list(signals_of(parse(text)))
+    except ExpressionError:  # the config check refused it already; the engine says so too
+        return []
 
 
 def event_inputs(config: EventsConfig, databases: Mapping[str, Database | Catalogue],
@@ -156,12 +166,29 @@ class EventEngine:
         # Trouble codes come from the diagnostics sources, when any reads them.
         detectors.append(DtcDetector())
         for trigger in config.triggers:
+            if trigger.when:
+                expression = self._expression_trigger(trigger, available)
+                if expression is not None:
+                    detectors.append(expression)
+                continue
             if trigger.signal not in available:
                 log.warning("events: trigger %s watches %s, which is in no source: off",
                             trigger.name, trigger.signal)
                 continue
             detectors.append(TriggerDetector(trigger, sorted(available), self))
         return detectors
+
+    def _expression_trigger(self, trigger: object, available: frozenset[str]
+                            ) -> ExpressionTrigger | None:
+        types = {key: SignalType(s.choices) for key, s in self.signals.items()}
+        try:
+            node = check(trigger.when, types)  # type: ignore[attr-defined]
+        except ExpressionError as exc:
+            log.warning("events: trigger %s is off: %s", trigger.name, exc)  # type: ignore[attr-defined]
+            return None
+        scaling = {key: Scaling(s.scale, s.offset, s.choices) for key, s in self.signals.items()}
+        return ExpressionTrigger(trigger, sorted(available), self,  # type: ignore[arg-type]
+                                 Evaluator(node, scaling), node)
 
     def stats(self) -> EngineStats:
         return EngineStats(tuple(d.name for d in self.detectors), dict(self.found))
@@ -193,6 +220,7 @@ class EventEngine:
         if not len(records.signal) or not len(self._indices):
             return
         rows = np.flatnonzero(np.isin(records.signal, self._indices))
+        instants: list[tuple[int, str, float]] = []  # for expression triggers, in time order
         for row in rows.tolist():
             field = records.field[row]
             if field not in (Field.VALUE, Field.SUM, Field.COUNT):
@@ -201,11 +229,35 @@ class EventEngine:
             time_ms = int(records.time_ms[row])
             if field == Field.VALUE:
                 self.latest[signal.key] = (time_ms, _physical(signal, records, row))
+                instants.append((time_ms, signal.key, self.latest[signal.key][1]))
             elif field == Field.COUNT and row >= 1 and records.field[row - 1] == Field.SUM:
                 count = int(records.value[row])
                 if count:
                     mean = _physical_raw(signal, records, row - 1) / count
                     self.latest[signal.key] = (time_ms, mean * signal.scale + signal.offset)
+                    instants.append((time_ms, signal.key, self.latest[signal.key][1]))
+        self._feed_expressions(instants)
+
+    def _feed_expressions(self, samples: list[tuple[int, str, float]]) -> None:
+        """Hand each expression trigger the samples of its signals, instant by instant."""
+        expressions = [d for d in self.detectors if isinstance(d, ExpressionTrigger)]
+        if not expressions or not samples:
+            return
+        samples.sort(key=lambda sample: sample[0])  # stable: ring order within one ms
+        for detector in expressions:
+            inputs = set(detector.inputs)
+            mine = [sample for sample in samples if sample[1] in inputs]
+            start = 0
+            while start < len(mine):
+                time_ms = mine[start][0]
+                end = start
+                while end < len(mine) and mine[end][0] == time_ms:
+                    end += 1
+                try:
+                    detector.observe(time_ms, [(key, value) for _, key, value in mine[start:end]])
+                except Exception:  # a detector bug must not stop sampling
+                    log.exception("events: detector %s failed at %d", detector.name, time_ms)
+                start = end
 
     def capture(self, keys: Sequence[str], from_ms: int,
                 to_ms: int) -> Mapping[str, list[tuple[int, float]]]:

@@ -32,6 +32,7 @@ from agent.privacy import consent as privacy
 from agent.privacy.location import LocationPolicy, TelemetryLocationFilter
 from agent.runtime import clock
 from agent.sampling.event_time import EventTimeGate
+from agent.sampling.frame_time import FrameTimeSampler
 from agent.sampling.plan import SamplingPlan, build_plan
 from agent.sampling.ring import Ring
 from agent.sampling.sampler import Sampler, check_ring_size
@@ -102,6 +103,7 @@ class Pipeline:
     consent: privacy.Consent
     wire_plan: SamplingPlan
     events: EventEngine
+    frame_time: FrameTimeSampler | None = None
 
     def float_signals(self) -> frozenset[int]:
         return frozenset(s.index for s in self.plan.signals if s.is_float)
@@ -140,11 +142,14 @@ def build_pipeline(config: AgentConfig, parts: SharedParts,
         config.events, databases, config.sampling, privacy.location_keys(config.privacy)))
     sources = []
     stores = {}
+    frame_time = FrameTimeSampler(plan, parts.ring)  # `change` and `bounded` signals
     for source_config in config.sources:
         name = source_config.name
         health = parts.healths.setdefault(name, SourceHealth())
-        stores[name] = (ValueStore(plan.for_source(name), health) if name not in loaded
-                        else FrameStore(loaded[name].database, plan.for_source(name), health))
+        stores[name] = (ValueStore(plan.for_source(name), health, frame_time)
+                        if name not in loaded
+                        else FrameStore(loaded[name].database, plan.for_source(name), health,
+                                        frame_time))
         filters = stores[name].can_filters()
         kept = _unchanged_source(previous, source_config, filters)
         sources.append(kept or open_source(source_config, filters, health))
@@ -181,21 +186,23 @@ def build_pipeline(config: AgentConfig, parts: SharedParts,
     window_ms = round(config.batch.window * 1000)
     check_ring_size(parts.ring, plan, window_ms)
     sampler = Sampler(plan, parts.ring, stores, window_ms,
-                      partial(_seal_window, batcher, consent, parts), on_tick=events.on_tick)
+                      partial(_seal_window, batcher, consent, parts, frame_time),
+                      on_tick=events.on_tick)
     gate = EventTimeGate(sampler, stores, parts.healths, config.sampling.max_lateness,
                          window_ms)
     return Pipeline(config, plan, sources, stores, sampler, gate, batcher, consent, wire_plan,
-                    events)
+                    events, frame_time)
 
 
 def _is_location(classify: privacy.Classifier, key: str) -> bool:
     return classify(key) == "location"
 
 
-def _seal_window(batcher: Batcher, consent: privacy.Consent, parts: SharedParts, t0_ms: int,
-                 t1_ms: int) -> None:
+def _seal_window(batcher: Batcher, consent: privacy.Consent, parts: SharedParts,
+                 frame_time: FrameTimeSampler, t0_ms: int, t1_ms: int) -> None:
     """A window closed: seal it, commit it to the spool, then offer it to the uplink
     (unless nothing was sampled in it and no heartbeat is due)."""
+    frame_time.flush()  # the points `bounded` held back belong to this window
     sealed = batcher.seal_window(t0_ms, t1_ms)
     if sealed is None:
         return

@@ -9,9 +9,15 @@ alone (agent/sampling/sampler.py) reads the same log with cantools:
   stamped before T, if no older than `stale_after`, decoded by cantools; a frame that does not
   hold the signal (a short frame) gives no sample;
 - a `stats` sample labelled L summarises the frames stamped in [L, L + period);
-- ticks run at whole multiples of each period from the log's first frame to its last.
+- ticks run at whole multiples of each period from the log's first frame to its last;
+- `change` (agent/sampling/change.py states the rule): the oracle applies the rule to cantools'
+  raw values of every frame carrying the signal, and every sample it gives must be present at
+  its frame time, with nothing else;
+- `bounded`: every frame carrying the signal must lie within ε of the agent's lines
+  (agent/sampling/curve.py), and every point must be a frame (its time and exact value).
 
-The two must agree exactly (floats bit for bit, NaN included); stats means to 1e-9.
+The two must agree exactly (floats bit for bit, NaN included); stats means to 1e-9; a
+`bounded` reconstruction to ε (plus 1e-9 of it, and 1e-12 of the value, for float rounding).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import math
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +58,8 @@ from agent.errors import AgentError
 from agent.output.spool import SPOOL_FILE, Spool
 from agent.runtime.daemon import build_agent
 from agent.runtime.pipeline import load_plan
+from agent.sampling.curve import Curve
+from agent.sampling.frame_time import FRAME_TIME_MODES
 from agent.sampling.plan import PlannedSignal, SamplingPlan
 from agent.sources.canbus import CanBusConfig
 from agent.sources.player import Player
@@ -64,6 +72,9 @@ log = logging.getLogger(__name__)
 REPLAY_TIMEOUT = 3600.0
 # (signal key, tick in ms) → a value, or (min, max, mean, count) for a stats sample
 Samples = dict[tuple[str, int], Any]
+# signal key → (time ms, physical value) in time order: samples of `change` and `bounded`
+# signals, or the frames that carry them
+Points = dict[str, list[tuple[int, Any]]]
 
 
 @dataclass
@@ -157,8 +168,10 @@ def run_agent(config: AgentConfig, timeout: float = REPLAY_TIMEOUT) -> list[byte
     return [batch.envelope for batch in batches if batch.topic == "telemetry"]
 
 
-def agent_samples(envelopes: Iterable[bytes], public_key: Path) -> tuple[Samples, int]:
-    """What the batches carry, decoded as the backend decodes them."""
+def agent_samples(envelopes: Iterable[bytes], public_key: Path,
+                  points: Points | None = None) -> tuple[Samples, int]:
+    """What the batches carry, decoded as the backend decodes them; every sample also goes to
+    `points` (when given) in order, where samples of one ms do not replace each other."""
     backend = Backend(*load_keyring([f"verify={public_key}"]))
     samples: Samples = {}
     count = 0
@@ -175,6 +188,11 @@ def agent_samples(envelopes: Iterable[bytes], public_key: Path) -> tuple[Samples
             key = (row["signal"], round(row["time"] * 1000))
             samples[key] = (row["value"] if "value" in row
                             else (row["min"], row["max"], row["mean"], row["count"]))
+            if points is not None and "value" in row:
+                points.setdefault(key[0], []).append((key[1], row["value"]))
+    if points is not None:
+        for series in points.values():
+            series.sort(key=lambda point: point[0])  # stable: a step keeps its order
     return samples, count
 
 
@@ -250,6 +268,96 @@ def _source_samples(frames: Sequence[can.Message], database: Database,
             elif signal.mode == "stats":
                 expected.update(_stats(signal, definition, carrying, first_ms, last_ms))
     return expected
+
+
+def frame_values(sources: Mapping[str, list[can.Message]], databases: Mapping[str, Database],
+                 plan: SamplingPlan) -> Points:
+    """(time ms, raw value) of every frame that carries each `change` or `bounded` signal."""
+    values: Points = {}
+    for name, frames in sources.items():
+        for signal in plan.for_source(name):
+            if signal.mode not in FRAME_TIME_MODES:
+                continue
+            message = databases[name].get_message_by_frame_id(signal.frame_id)
+            definition = message.get_signal_by_name(signal.signal)
+            series = values.setdefault(signal.key, [])
+            for frame in frames:
+                if frame.arbitration_id != signal.frame_id or frame.is_error_frame \
+                        or frame.is_remote_frame \
+                        or frame.is_extended_id != message.is_extended_frame:
+                    continue
+                decoded = cantools_decode(message, bytes(frame.data))
+                raw = decoded.get(signal.signal)
+                if raw is not None and _selects(message, definition, decoded):
+                    series.append((int(frame.timestamp * 1000), raw))
+    return values
+
+
+def expected_changes(signal: PlannedSignal, frames: Sequence[tuple[int, Any]]
+                     ) -> list[tuple[int, Any]]:
+    """The `change` rule over (time ms, raw value) frames, written out again from its
+    statement: the first frame; a frame more than the deadband from the last sample; a frame
+    a heartbeat or more after the last sample; a frame older than the one before is ignored."""
+    samples: list[tuple[int, Any]] = []
+    previous_ms = None
+    for time_ms, raw in frames:
+        if previous_ms is not None and time_ms < previous_ms:
+            continue
+        previous_ms = time_ms
+        if samples:
+            last_ms, last = samples[-1]
+            both_nan = _same(last, raw) and raw != raw
+            differs = not (raw == last or both_nan) and (
+                raw != raw or last != last or not signal.deadband
+                or not abs(raw - last) * abs(signal.scale) <= signal.deadband)
+            if not differs and time_ms - last_ms < signal.heartbeat_ms:
+                continue
+        samples.append((time_ms, raw))
+    return samples
+
+
+def check_frame_time(plan: SamplingPlan, databases: Mapping[str, Database], frames: Points,
+                     got: Points, reports: dict[str, SignalReport]) -> None:
+    """Hold the agent's `change` and `bounded` samples against the frames (module docstring)."""
+    for signal in plan.signals:
+        if signal.mode not in FRAME_TIME_MODES:
+            continue
+        definition = databases[signal.source].get_message_by_frame_id(
+            signal.frame_id).get_signal_by_name(signal.signal)
+        report = reports.setdefault(signal.key, SignalReport())
+        physical = [(t, definition.conversion.raw_to_scaled(raw, False))
+                    for t, raw in frames.get(signal.key, [])]
+        points = got.get(signal.key, [])
+        if signal.mode == "change":
+            expected = Counter((t, _canonical(definition.conversion.raw_to_scaled(raw, False)))
+                               for t, raw in expected_changes(
+                                   signal, frames.get(signal.key, [])))
+            agent = Counter((t, _canonical(value)) for t, value in points)
+            report.compared += sum((expected & agent).values())
+            for (t, value), n in (expected - agent).items():
+                report.missing += n
+                _example(report, "missing", (signal.key, t), value, None)
+            for (t, value), n in (agent - expected).items():
+                report.extra += n
+                _example(report, "extra", (signal.key, t), None, value)
+            continue
+        curve = Curve([t for t, _ in points], [value for _, value in points])
+        for t, value in physical:
+            distance = curve.distance(t, value)
+            if distance is None:
+                report.missing += 1
+                _example(report, "missing", (signal.key, t), value, None)
+            elif distance > signal.epsilon * (1 + 1e-9) + 1e-12 * max(1.0, abs(value)):
+                report.mismatched += 1
+                _example(report, "mismatched", (signal.key, t), value,
+                         f"{distance:g} from the lines, epsilon {signal.epsilon:g}")
+            else:
+                report.compared += 1
+        seen = {(t, _canonical(value)) for t, value in physical}
+        for t, value in points:
+            if (t, _canonical(value)) not in seen:
+                report.extra += 1
+                _example(report, "extra", (signal.key, t), None, value)
 
 
 def _selects(message: Message, signal: Any, values: Mapping[str, Any]) -> bool:
@@ -331,6 +439,11 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _canonical(value: Any) -> float | str:
+    """A value as `_same` compares it, hashable: NaN equals NaN, -0.0 equals 0, 5 equals 5.0."""
+    return "nan" if value != value else float(value) + 0.0
+
+
 def _example(report: SignalReport, kind: str, key: tuple[str, int], expected: Any,
              got: Any) -> None:
     if len(report.examples) < 3:
@@ -347,9 +460,16 @@ def verify(log_path: Path, *, config_path: Path | None = None, dbcs: Sequence[Pa
                                workdir=workdir)
         loaded, _, plan = load_plan(config)
         envelopes = run_agent(config)
-        got, batches = agent_samples(envelopes, workdir / "vehicle.pub")
+        points: Points = {}
+        got, batches = agent_samples(envelopes, workdir / "vehicle.pub", points)
     frames = {source.name: frames_of(log_path, source.channel) for source in config.sources}
-    expected = expected_samples(frames, {name: loaded[name].database for name in loaded}, plan)
-    return VerifyReport(signals=compare(expected, got, plan),
+    databases = {name: loaded[name].database for name in loaded}
+    expected = expected_samples(frames, databases, plan)
+    frame_time = {key for key, signal in ((s.key, s) for s in plan.signals)
+                  if signal.mode in FRAME_TIME_MODES}
+    reports = compare({k: v for k, v in expected.items() if k[0] not in frame_time},
+                      {k: v for k, v in got.items() if k[0] not in frame_time}, plan)
+    check_frame_time(plan, databases, frame_values(frames, databases, plan), points, reports)
+    return VerifyReport(signals=reports,
                         frames=sum(len(f) for f in frames.values()), batches=batches,
                         speed=speed)

@@ -5,6 +5,10 @@ their DBC) or `<source>.<quantity>` (gpsd and serial sources, from their catalog
 rule that matches a signal decides its period and mode, and `exclude = true` drops it. With no
 rules at all every signal of every source is sampled at the default period. Multiplexer
 selector signals are structure, not data, and are never sampled.
+
+Modes `change` and `bounded` sample at frame time (docs/sampling.md). An enum (a value table)
+or a flag (one bit) has no meaningful in-between: its deadband is always 0, and `bounded` on
+it means `change` (a line between gear 2 and gear 4 would invent gear 3).
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ class PlannedSignal:
     choices: Mapping[int, str] | None
     # A 64-bit unsigned signal: raw values above int64's range travel as their bit pattern.
     is_unsigned64: bool = False
+    # An enum or a one-bit flag: sampled by change with no deadband, never interpolated.
+    is_discrete: bool = False
+    # `change`: the deadband, physical units; `bounded`: ε, physical units; both: the longest
+    # time without a sample while frames come (docs/sampling.md).
+    deadband: float = 0.0
+    epsilon: float = 0.0
+    heartbeat_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,8 +84,11 @@ def build_plan(config: SamplingConfig,
             if rule is None or rule.exclude:
                 continue
             period = rule.period if rule.period is not None else config.period
-            signals.append(dataclasses.replace(candidate, index=len(signals),
-                                               period_ms=_to_ms(period), mode=rule.mode))
+            mode = "change" if rule.mode == "bounded" and candidate.is_discrete else rule.mode
+            signals.append(dataclasses.replace(
+                candidate, index=len(signals), period_ms=_to_ms(period), mode=mode,
+                deadband=0.0 if candidate.is_discrete else rule.deadband,
+                epsilon=rule.epsilon or 0.0, heartbeat_ms=_to_ms(rule.heartbeat)))
     unmatched = tuple(rule.match for rule, was_used in zip(rules, used, strict=True)
                       if not was_used)
     if not signals:
@@ -106,7 +120,8 @@ def _dbc_signals(source: str, database: Database) -> Iterator[PlannedSignal]:
                 choices=({int(v): str(n) for v, n in signal.choices.items()}
                          if signal.choices else None),
                 is_unsigned64=not signal.is_float and not signal.is_signed
-                and signal.length >= 64)
+                and signal.length >= 64,
+                is_discrete=bool(signal.choices) or signal.length == 1)
 
 
 def _catalogue_signals(source: str, catalogue: Catalogue) -> Iterator[PlannedSignal]:
@@ -114,7 +129,8 @@ def _catalogue_signals(source: str, catalogue: Catalogue) -> Iterator[PlannedSig
         yield PlannedSignal(
             index=0, key=f"{source}.{entry.quantity}", source=source, frame_id=0, message="",
             signal=entry.quantity, period_ms=0, mode="last", is_float=entry.is_float,
-            scale=entry.scale, offset=entry.offset, unit=entry.unit, choices=entry.choices)
+            scale=entry.scale, offset=entry.offset, unit=entry.unit, choices=entry.choices,
+            is_discrete=bool(entry.choices))
 
 
 def _decisive_rule(key: str, rules: Sequence[SignalRule], used: list[bool]) -> SignalRule | None:

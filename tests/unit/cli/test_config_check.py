@@ -171,3 +171,52 @@ def test_an_invalid_config_has_no_plan_summary(tmp_path, capsys):
     path = write_config(tmp_path, PLANNED + '\n[[sampling.signals]]\nmatch = "x"\nmode = "nope"\n')
     code, verdict = check(path, capsys)
     assert code == 1 and verdict["plan"] is None
+
+
+def test_expression_triggers_are_type_checked_with_did_you_mean(tmp_path, capsys):
+    path = write_config(tmp_path, """
+[events]
+enabled = true
+ignition = "can0.Engine.Gear"
+speed = "can0.Engine.Speed"
+
+[[events.triggers]]
+name = "hot in drive"
+when = 'can0.Engine.Tmp > 100 and can0.Engine.Gear == "D"'
+
+[[events.triggers]]
+name = "fine"
+when = 'rising(can0.Engine.Gear == "D") or (can0.Engine.Temp > 100 for 2 s)'
+
+[[events.triggers]]
+name = "typed"
+when = "can0.Engine.Speed + 1"
+""")
+    code, verdict = check(path, capsys)
+    assert code == 1 and not verdict["valid"]
+    hot, typed = verdict["problems"]
+    assert hot.startswith("events.triggers 'hot in drive': when: unknown signal "
+                          "'can0.Engine.Tmp'; did you mean can0.Engine.Temp")
+    assert "at column 1 of" in hot
+    assert typed.startswith("events.triggers 'typed': when: the expression is a number, not a "
+                            "condition")
+
+
+def test_an_expression_that_does_not_parse_or_a_trigger_with_both_is_invalid(tmp_path, capsys):
+    path = write_config(tmp_path, """
+[[events.triggers]]
+name = "broken"
+when = "can0.Engine.Speed > > 1"
+""")
+    code, verdict = check(path, capsys)
+    assert code == 1
+    assert "expected a value, a signal or a function, found '>' at column 21" in \
+        verdict["problems"][0]
+    path = write_config(tmp_path, """
+[[events.triggers]]
+name = "both"
+signal = "can0.Engine.Speed"
+when = "can0.Engine.Speed > 1"
+""")
+    code, verdict = check(path, capsys)
+    assert code == 1 and "either `signal`" in verdict["problems"][0]

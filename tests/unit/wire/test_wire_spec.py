@@ -660,3 +660,44 @@ def test_the_code_publishes_the_doc_dictionary_document_signed(tmp_path):
     assert decompress(payload) == doc_bytes("dictionary-document")
     assert dictionary_leaf(batcher.dictionary_id) == "dictionary/1d696d192ccad35d"
     assert "`{prefix}/{vehicle}/dictionary/{did}`" in DOC.read_text(encoding="utf-8")
+
+
+def test_the_code_produces_the_doc_frame_time_example(tmp_path):
+    """§7.1: `change` and `bounded` samples at their frames' times, through the agent's own
+    frame-time sampler and batcher, give the document's body; read back by the document's
+    rules (hold for change, lines for bounded) they give every frame's value (within ε)."""
+    from agent.config.schema import SignalRule
+    from agent.sampling.frame_time import FrameTimeSampler
+
+    plan, ring, batcher, keys, *_ = make_batcher(tmp_path, (
+        SignalRule("can0.Engine.Gear", mode="change"),
+        SignalRule("can0.Engine.Temp", mode="bounded", epsilon=1.0)))
+    assert [(s.key, s.mode) for s in plan.signals] == [("can0.Engine.Temp", "bounded"),
+                                                        ("can0.Engine.Gear", "change")]
+    sampler = FrameTimeSampler(plan, ring)
+    temp = [(100, 60), (600, 62), (1100, 64), (1600, 66), (2100, 65)]
+    gear = [(100, 0), (600, 0), (1100, 0), (1250, 3), (1600, 3), (2010, 3), (2100, 3)]
+    for t, raw in sorted([(t, (0, raw)) for t, raw in temp] + [(t, (1, raw)) for t, raw in gear]):
+        sampler.observe(raw[0], T0 + t, raw[1])
+    sampler.flush()
+    envelope = batcher.seal(T0, T0 + 3000).envelope
+    assert decompress(open_envelope(envelope, keys)[1]) == doc_bytes("body-frame-time")
+
+    body = decode_body(doc_bytes("body-frame-time"))
+    assert [entry[5] for entry in body["dict"]] == ["bounded", "change"]
+    gear_series, temp_series = body["series"][1], body["series"][0]
+    assert gear_series["times"] == [T0 + 100, T0 + 1250]
+    assert [label(body["dict"][1], raw) for raw in gear_series["columns"][0]] == ["P", "D"]
+    for t, raw in gear:  # hold: the newest sample at or before the frame
+        held = [v for at, v in zip(gear_series["times"], gear_series["columns"][0], strict=True)
+                if at <= T0 + t][-1]
+        assert held == raw
+    times = temp_series["times"]
+    values = [physical(body["dict"][0], raw) for raw in temp_series["columns"][0]]
+    assert values == [20, 26, 25]
+    for t, raw in temp:  # lines between the points, within ε = 1 degC of every frame
+        at = T0 + t
+        i = max(n for n, point in enumerate(times) if point <= at)
+        line = values[i] if times[i] == at else values[i] + (values[i + 1] - values[i]) * (
+            (at - times[i]) / (times[i + 1] - times[i]))
+        assert abs(line - physical(body["dict"][0], raw)) <= 1.0
