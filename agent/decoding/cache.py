@@ -64,8 +64,9 @@ class DbcCache:
         """The cache of an agent whose state folder is `state_directory`: its `cache` folder."""
         return cls(state_directory / "cache")
 
-    def get(self, key: str) -> tuple[Database, tuple[CachedWarning, ...]] | None:
-        """The database and warnings cached under `key`, or None (missing or unusable)."""
+    def get(self, key: str, files: int) -> tuple[Database, tuple[CachedWarning, ...]] | None:
+        """The database and warnings of `files` DBC files cached under `key`, or None (missing
+        or unusable)."""
         if self.folder is None:
             return None
         path = self.folder / f"{key}{SUFFIX}"
@@ -77,7 +78,7 @@ class DbcCache:
             log.debug("DBC cache: cannot read %s (%s): parsing instead", path, exc)
             return None
         try:
-            return decode(data, key)
+            return decode(data, key, files)
         except Exception as exc:  # anything a damaged entry makes json or cantools raise
             log.debug("DBC cache: ignoring %s (%s): parsing instead", path, exc)
             return None
@@ -110,9 +111,9 @@ def encode(key: str, database: Database, warnings: Sequence[CachedWarning]) -> b
     }, separators=(",", ":")).encode()
 
 
-def decode(data: bytes, key: str) -> tuple[Database, tuple[CachedWarning, ...]]:
-    """The database and warnings of an entry; ValueError (or whatever a malformed table makes
-    cantools raise) when it is not an entry for `key`."""
+def decode(data: bytes, key: str, files: int) -> tuple[Database, tuple[CachedWarning, ...]]:
+    """The database and warnings of an entry of `files` DBC files; ValueError (or whatever a
+    malformed table makes cantools raise) when it is not an entry for `key`."""
     document = json.loads(data)
     if not isinstance(document, dict) or document.get("key") != key \
             or document.get("format") != FORMAT:
@@ -122,9 +123,11 @@ def decode(data: bytes, key: str) -> tuple[Database, tuple[CachedWarning, ...]]:
     # them (Database(messages) would build every message's codec a second time: +20 ms).
     database = Database(strict=False, sort_signals=None)
     database._add_messages([_message(table) for table in document["messages"]])
-    warnings = tuple((int(index), str(message), int(frame_id), tuple(map(str, signals)),
-                      int(length))
+    warnings = tuple((_int(index), _of(message, str), _int(frame_id),
+                      tuple(_of(name, str) for name in _of(signals, list)), _int(length))
                      for index, message, frame_id, signals, length in document["warnings"])
+    if any(not 0 <= warning[0] < files for warning in warnings):
+        raise ValueError("a warning about a file the entry does not have")
     return database, warnings
 
 

@@ -144,7 +144,7 @@ def _load(contents: Sequence[tuple[Path, bytes]], digest: bytes, formats: tuple[
     if cache is None or any(form != _DBC.name for form in formats):
         return _parse(contents)
     key = cache_key(digest, formats)
-    cached = cache.get(key)
+    cached = cache.get(key, len(formats))
     if cached is not None:
         return cached
     parsed = _parse(contents)

@@ -24,6 +24,7 @@ from agent.decoding.frames import message_decoder
 from agent.errors import DbcError
 from agent.sampling.plan import source_signals
 from tests.helpers.dbc_fixtures import write_small_dbc
+from tests.unit.decoding.test_dbc import write_overlapping_dbc
 from tests.unit.decoding.test_real_dbcs import _check_warnings, opendbc_folder
 
 PAYLOADS = 8  # random payloads decoded per message, besides all-zero and all-ones
@@ -137,13 +138,15 @@ def test_the_key_covers_content_formats_and_cantools_version(tmp_path):
     lambda data: data.replace(b'"signals":[', b'"signals":[1,', 1),
     lambda data: data.replace(b'"length":', b'"length":"8","was":', 1),  # parses, wrong type
     lambda data: data.replace(b'"format":1', b'"format":0', 1),
+    lambda data: data.replace(b'"warnings":[[0,', b'"warnings":[[7,', 1),  # a 2nd file's?
 ])
 def test_a_damaged_entry_is_ignored_logged_and_written_anew(tmp_path, caplog, damage):
-    path = write_small_dbc(tmp_path)
+    path = write_overlapping_dbc(tmp_path)  # with warnings, which the entry keeps too
     cache = DbcCache(tmp_path / "cache")
     parsed, _ = cold_and_warm([path], cache)
     [entry] = entries(cache)
     good = entry.read_bytes()
+    assert parsed.warnings and damage(good) != good
     entry.write_bytes(damage(good))
     with caplog.at_level(logging.DEBUG, logger="agent.decoding.cache"):
         again = load_dbc([path], cache=cache)
