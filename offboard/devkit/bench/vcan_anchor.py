@@ -90,7 +90,7 @@ def make_buses() -> None:
         name = f"vcan{bus}"
         if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode:
             sh("ip", "link", "add", "dev", name, "type", "vcan")
-        sh("ip", "link", "set", name, "mtu", "72")
+            sh("ip", "link", "set", name, "mtu", "72")  # vcan refuses it once up
         sh("ip", "link", "set", "up", name)
 
 
