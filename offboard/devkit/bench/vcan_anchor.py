@@ -36,9 +36,12 @@ from pathlib import Path
 from devkit.bench.common import REPO, agent_config_text, drive_frames
 
 BUSES = 4
-SHARED_RATE = 250  # frames/s per bus: 1,000 frames/s in all, which Python keeps up with in TCG
+# Under TCG on a loaded host candump lost frames at 4 x 250 frames/s and the agent at 4 x 125
+# (first run, 2026-12-03): the shared rate and the ladder start far lower.
+SHARED_RATE = 10  # frames/s per bus
 SHARED_SECONDS = 8.0
-LADDER = (125, 250, 500, 1000, 2000, 4100)  # frames/s per bus
+LADDER = (5, 10, 25, 50, 100, 250, 500, 1000)  # frames/s per bus
+IDLE_SECONDS = 8.0  # the agent's CPU with no frames: its 1 Hz ticks, apart from the frames
 LADDER_SECONDS = 4.0
 LAG_LIMIT = 1.0  # s after canplayer's last frame by which a reader that keeps up is done
 QUIET = 1.5  # s of no progress that ends a step
@@ -87,7 +90,7 @@ def make_buses() -> None:
         name = f"vcan{bus}"
         if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode:
             sh("ip", "link", "add", "dev", name, "type", "vcan")
-        sh("ip", "link", "set", name, "mtu", "72")
+            sh("ip", "link", "set", name, "mtu", "72")  # vcan refuses it once up
         sh("ip", "link", "set", "up", name)
 
 
@@ -136,7 +139,7 @@ def candump_step(log_file: Path, frames: int, scratch: Path) -> dict[str, float 
     with dump.open("rb") as read:
         received = sum(1 for _ in read)
     dump.unlink()
-    return {"frames": frames, "received": received, "drops": frames - received,
+    return {"frames": frames, "received": received, "lost": frames - received, "overflow": None,
             "cpu_s": round(spent, 4), "play_wall_s": round(wall, 3), "lag_s": round(lag, 2)}
 
 
@@ -173,14 +176,17 @@ def agent_step(agent, log_file: Path, frames: int) -> dict[str, float | int]:  #
     lag = settle(lambda: sum(h.frames for h in health), time.monotonic())
     spent = time.process_time() - before
     received = sum(h.frames for h in health) - read_before
+    # A reader that falls behind reports the kernel's drops only when it reads again: `lost`
+    # (planned frames sent and not read) is the count; `overflow` what it saw of them.
     return {"frames": frames, "planned_frames": expected, "received": received,
-            "drops": sum(h.overflow for h in health) - drops_before + expected - received,
+            "lost": expected - received,
+            "overflow": sum(h.overflow for h in health) - drops_before,
             "cpu_s": round(spent, 4), "play_wall_s": round(wall, 3), "lag_s": round(lag, 2)}
 
 
 def summary(step: dict[str, float | int], rate: int, seconds: float) -> dict[str, float | int]:
     offered = step["frames"] / step["play_wall_s"]
-    kept_up = step["drops"] == 0 and step["lag_s"] <= LAG_LIMIT
+    kept_up = step["lost"] == 0 and not step["overflow"] and step["lag_s"] <= LAG_LIMIT
     return {**step, "rate_per_bus": rate, "seconds": seconds,
             "offered_frames_per_s": round(offered), "kept_up": kept_up,
             "cpu_us_per_frame": round(step["cpu_s"] / max(1, step["received"]) * 1e6, 2)}
@@ -227,6 +233,11 @@ def guest(out: Path, counts: dict[str, int]) -> dict[str, object]:
                 time.sleep(0.1)
             result["agent_start_s"] = round(time.monotonic() - began, 1)
             log.info("agent bound its sockets after %.1f s", result["agent_start_s"])
+            before = time.process_time()
+            time.sleep(IDLE_SECONDS)
+            result["agent_idle_cpu_per_s"] = round(
+                (time.process_time() - before) / IDLE_SECONDS, 4)
+            log.info("agent idle: %.3f s of CPU a second", result["agent_idle_cpu_per_s"])
             ladder("agent", lambda path, frames: agent_step(agent, path, frames))
         finally:
             agent.stop()
