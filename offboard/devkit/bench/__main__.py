@@ -24,6 +24,7 @@ from devkit.bench import (
     fleet,
     ingest,
     memory,
+    modes,
     paced,
     payload,
     seal,
@@ -41,9 +42,11 @@ FIGURES: dict[str, Callable[[bool], Figure]] = {
     "drain": drain.run,
     "startup": startup.run,
 }
-# Measured only when asked for (`--only fleet`): a few minutes with a broker and 7 workers.
+# Measured only when asked for (`--only fleet`: a few minutes with a broker and 7 workers;
+# `--only modes`: the whole bundled drive under each sampling profile).
 OPTIONAL_FIGURES: dict[str, Callable[[bool], Figure]] = {
     "fleet": fleet.run,
+    "modes": modes.run,  # bytes of the change and bounded modes against last (#23)
 }
 DEFAULT_RESULTS = REPO / "bench" / "RESULTS.md"
 
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append",
                         choices=sorted({**FIGURES, **OPTIONAL_FIGURES}),
                         help="measure only this figure (repeatable); `fleet` (the backend's "
-                             "scale-out over 1, 2 and 4 workers) runs only when named")
+                             "scale-out over 1, 2 and 4 workers) and `modes` (bytes of the change and "
+                             "bounded sampling modes) run only when named")
     parser.add_argument("--results", type=Path, default=None,
                         help=f"where to write the Markdown results (default: {DEFAULT_RESULTS} "
                              f"for a full run of every figure, nowhere for --quick/--only)")
