@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append",
                         choices=sorted({**FIGURES, **OPTIONAL_FIGURES}),
                         help="measure only this figure (repeatable); `fleet` (the backend's "
-                             "scale-out over 1, 2 and 4 workers) and `modes` (bytes of the change and "
-                             "bounded sampling modes) run only when named")
+                             "scale-out over 1, 2 and 4 workers) and `modes` (bytes of the "
+                             "change and bounded sampling modes) run only when named")
     parser.add_argument("--results", type=Path, default=None,
                         help=f"where to write the Markdown results (default: {DEFAULT_RESULTS} "
                              f"for a full run of every figure, nowhere for --quick/--only)")
