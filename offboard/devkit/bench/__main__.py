@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         results = DEFAULT_RESULTS
     if results is not None:
         results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(markdown(report, figures), encoding="utf-8")
+        results.write_text(markdown(report, figures) + _kept_sections(results),
+                           encoding="utf-8")
         if not args.json:
             print(f"wrote {results}", file=sys.stderr)
     return 1 if errors else 0
@@ -143,6 +144,20 @@ def table(figures: list[Figure], errors: dict[str, str]) -> str:
     for name, error in errors.items():
         lines.append(f"{name}: COULD NOT RUN: {error}")
     return "\n".join(lines)
+
+
+# Below this line RESULTS.md holds the figures of the benchmarks a full run leaves out (fleet,
+# modes, the vcan anchor, the long soak): a full run rewrites what is above it only.
+KEPT_MARKER = "<!-- tools/bench rewrites what is above this line; the sections below are kept -->"
+
+
+def _kept_sections(results: Path) -> str:
+    try:
+        text = results.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return "\n" + KEPT_MARKER + "\n"
+    _, marker, kept = text.partition(KEPT_MARKER)
+    return "\n" + KEPT_MARKER + (kept if marker else "\n")
 
 
 def markdown(report: dict[str, object], figures: list[Figure]) -> str:
