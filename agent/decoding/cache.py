@@ -118,6 +118,8 @@ def decode(data: bytes, key: str, files: int) -> tuple[Database, tuple[CachedWar
     if not isinstance(document, dict) or document.get("key") != key \
             or document.get("format") != FORMAT:
         raise ValueError("an entry for another key or format")
+    if not document["messages"]:  # the loader refuses a DBC without messages: never cached
+        raise ValueError("an entry without messages")
     # As Database.add_dbc_string leaves it: strict=False (overlaps are our warnings), the
     # signals already in the order the loader sorted them into, the messages added as it adds
     # them (Database(messages) would build every message's codec a second time: +20 ms).
