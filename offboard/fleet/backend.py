@@ -34,6 +34,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ from agent.wire.keys import key_id, load_public_key
 from fleet.dictionaries import DictionaryStore, GivenUp, HeldBatches
 
 log = logging.getLogger("fleet.backend")
+
+# Set by SIGTERM or SIGINT: the worker stops after the message in hand (main()).
+STOPPING = threading.Event()
 
 ROW_FIELDS = ("vehicle", "boot", "seq", "time", "signal", "value", "unit", "min", "max", "mean",
               "count", "label")
@@ -449,19 +453,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s backend: %(message)s")
-    # SIGTERM (systemd, Kubernetes, a supervisor) ends a worker as Ctrl-C does: what it decoded
-    # since the last flush is written before it exits. Its broker has acknowledged those
-    # batches already; killed without the flush, they would be lost (gaps in the data set).
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (systemd, Kubernetes, a supervisor) and SIGINT (Ctrl-C) end a worker between two
+    # messages, never inside one: the batch in hand is finished (its samples and its row in
+    # `batches` both written, or neither), then what it decoded since the last flush is
+    # written. Its broker has acknowledged those batches already; killed without the flush,
+    # or interrupted halfway through one, they would be lost or half stored.
+    signal.signal(signal.SIGTERM, lambda signum, frame: STOPPING.set())
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored: a background `&`
+        signal.signal(signal.SIGINT, lambda signum, frame: STOPPING.set())
     try:
         return _serve(args)
     except AgentError as exc:
         print(f"backend: error: {exc}", file=sys.stderr)
         return 2
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -533,7 +537,7 @@ def _serve(args: argparse.Namespace) -> int:
     # throughput over a group of workers: tools/bench --only fleet), and its CPU time.
     first_batch_at = last_batch_at = first_batch_cpu = last_batch_cpu = 0.0
     try:
-        while args.count is None or received < args.count:
+        while (args.count is None or received < args.count) and not STOPPING.is_set():
             wait = 0.5 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 break
@@ -636,7 +640,7 @@ def _await_held(backend: Backend, arrivals: queue.Queue[tuple[str, bytes]],
                 prefix: str) -> None:
     """After the last batch (--count, --idle): the batches on hold may still get their
     dictionary, within the hold bound (and --timeout)."""
-    while len(backend.held):
+    while len(backend.held) and not STOPPING.is_set():
         now = time.monotonic()
         backend.expire(now)
         wait = backend.held.bound if deadline is None else min(backend.held.bound,
