@@ -140,6 +140,12 @@ class Batcher:
         return BatcherStats(sealed=sealed, quiet=quiet, signals=len(self._dictionary),
                             ring_lost=lost, clock=self.clock())
 
+    def resume(self, next_seq: int) -> None:
+        """Continue a boot from `next_seq`, its dictionary already sent (a simulated vehicle
+        observed in its steady state, devkit/fleet_sim.py)."""
+        with self._lock:
+            self.next_seq, self._dictionary_due = next_seq, False
+
     def take_over(self, previous: Batcher) -> None:
         """Continue after `previous` sealed its last window (a config reload): same sequence,
         records from now on, the quiet stretch under way, and the dictionary in the next batch

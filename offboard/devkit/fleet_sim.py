@@ -7,8 +7,8 @@ per run, and the agent's own Batcher (agent/output/batch.py)
 sealing its windows, so every batch is byte for byte what a car with that sampling plan
 sends. It publishes what a vehicle publishes, on a vehicle's topics, at QoS 1: its signed
 signal dictionary retained on `{prefix}/{vehicle}/dictionary/{did}` once, then one batch per
-window on `{prefix}/{vehicle}/telemetry` (the first carries its dictionary in band, as a
-vehicle's does).
+window on `{prefix}/{vehicle}/telemetry` (with `--from-boot` the first carries its dictionary
+in band, as a vehicle's first batch after it starts does).
 
 The plan is the first `--signals` signals (default 800) of dbc/vehicle.dbc, sampled every
 `--period` seconds (default 60: 800 samples per vehicle and minute, the sizing of the
@@ -134,10 +134,10 @@ def make_vehicles(count: int, shared: FleetPlan, keys_dir: Path, name_prefix: st
     """`count` vehicles, each with its own key (vehicle_keys) and a new boot id.
 
     A fleet is observed in its steady state: each vehicle's sequence starts somewhere in its
-    boot (seq 1 to 59, spread over the fleet), so that its batches carry the dictionary in
-    band as often as a running agent's do (the first after boot, then every
-    `dictionary_every` = 60th), not in every vehicle's first batch of the run. `from_boot`:
-    every vehicle starts at seq 0, as just booted.
+    boot (seq 1 to 59, spread over the fleet) and, as a running agent's, its batches carry no
+    dictionary in band (it did with the first batch of its boot; workers read the retained
+    copy, wire-format §4.9). `from_boot`: every vehicle starts at seq 0, as just booted, and
+    its first batch carries the dictionary.
     """
     floats = frozenset(s.index for s in shared.plan.signals if s.is_float)
     vehicles = []
@@ -150,7 +150,7 @@ def make_vehicles(count: int, shared: FleetPlan, keys_dir: Path, name_prefix: st
         batcher = Batcher(shared.plan, ring, identity, Signer(key, CONTENT_TYPE),
                           lambda: {"can0.frames": 0})
         if not from_boot:
-            batcher.next_seq = 1 + len(vehicles) * 37 % 59
+            batcher.resume(1 + len(vehicles) * 37 % 59)
         vehicles.append(SimVehicle(name, boot, ring, batcher))
     return vehicles
 
