@@ -295,8 +295,14 @@ class Agent:
     def flush(self) -> str:
         """Seal the open window now (a tech wants to see data arrive, or before a power-off)."""
         with self.lock:
-            sealed = self.sampler.seal_now()
-        return "sealed the open window" if sealed else "nothing to seal yet"
+            before = self.batcher.stats().sealed
+            closed = self.sampler.seal_now()
+            sealed = self.batcher.stats().sealed > before
+        if sealed:
+            return "sealed the open window"
+        # A window in which nothing was sampled is left out (a parked car; wire-format §7).
+        return "nothing was sampled in the open window: no batch" if closed \
+            else "nothing to seal yet"
 
     def erase(self) -> dict[str, object]:
         return self._downgrades.erase()

@@ -52,8 +52,10 @@ def render(document: dict[str, Any]) -> int:
     out.print(f"spool   {spool['depth']} batches, {size(spool['bytes'])} of "
               f"{size(spool['max_bytes'])}, oldest {age(spool['oldest_age_s'])}, "
               f"{spool['evicted']} evicted")
-    out.print(f"ring    {_ring(ring)}; {document['batches']['sealed']} batches sealed of "
-              f"{document['batches']['signals']} signals")
+    batches = document["batches"]
+    quiet = (f" ({batches['quiet']} quiet windows left out)" if batches.get("quiet") else "")
+    out.print(f"ring    {_ring(ring)}; {batches['sealed']} batches sealed of "
+              f"{batches['signals']} signals{quiet}")
     if document["warnings"]:
         out.print("[bold yellow]warnings[/]")
         for warning in document["warnings"]:

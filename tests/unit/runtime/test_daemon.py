@@ -169,3 +169,12 @@ def test_the_signed_dictionary_is_kept_retained_at_start_and_after_a_plan_change
             second, agent.pipeline.batcher.dictionary)
     finally:
         agent.parts.spool.close()
+
+
+def test_flush_says_when_a_quiet_window_was_left_out(agent):
+    agent.sampler.advance(1000.0)
+    assert agent.flush() == "sealed the open window"  # a boot's first window is always sent
+    agent.sampler.advance(1010.0)  # nothing sampled since: a parked car
+    assert agent.flush() == "nothing was sampled in the open window: no batch"
+    stats = agent.batcher.stats()
+    assert (stats.sealed, stats.quiet) == (1, 1)

@@ -31,7 +31,8 @@ def test_a_healthy_agent_is_documented_without_warnings(snapshot):
                                                                              12.3)
     assert document["ring"] == {"capacity": 1000, "written": 250, "fill": 0.25,
                                 "lookback_s": 0.0, "lost": 0}
-    assert document["batches"] == {"sealed": 3, "window_s": 60.0, "signals": 40}
+    assert document["batches"] == {"sealed": 3, "quiet": 0, "window_s": 60.0,
+                                    "signals": 40}
     bus = document["sources"][0]
     assert (bus["name"], bus["channel"], bus["frames_per_s"], bus["frames"]) == (
         "can0", "can0", 50.0, 500)
