@@ -290,6 +290,10 @@ def _warnings(source: Mapping[str, Any]) -> list[str]:
         codes = ", ".join(f"{key.split('.', 1)[1]}: {count}" for key, count in source.items()
                           if key.startswith("negative."))
         found.append(f"diagnostics {name}: {source['negative']} negative responses ({codes})")
+    if source.get("writes_negative") or source.get("writes_timeouts"):
+        found.append(f"diagnostics {name}: clears/writes of the signed config: "
+                     f"{source.get('writes_positive', 0)} done, {source['writes_negative']} "
+                     f"refused by the ECU, {source['writes_timeouts']} unanswered (see the log)")
     return found
 
 

@@ -26,7 +26,7 @@ from agent.diagnostics.transport import BusAddress, Connector
 from agent.diagnostics.writes import WriteLedger
 from agent.errors import AgentError, ConfigError
 from agent.ota.update import CONTENT_TYPE, Reason, Trust, UpdateRejected, check_update, sign_update
-from agent.sources.diagnostics import DiagnosticsSourceConfig, planned_requests
+from agent.sources.diagnostics import SOURCE_TYPE, DiagnosticsSourceConfig, planned_requests
 from agent.sources.health import SourceHealth
 from agent.wire.cose import Signer
 from agent.wire.keys import key_id
@@ -192,6 +192,9 @@ def test_an_enabled_clear_is_sent_once_per_version_and_reported_cleared(
         counters = health.counters()
         assert (counters["writes_positive"], counters["writes_negative"]) == (2, 1)
         assert counters["negative.0x31"] == 1  # the VIN is not writable: refused, counted
+        warnings = SOURCE_TYPE.warnings({"name": "can0.diag", "last_failure": "",
+                                         **counters})
+        assert any("2 done, 1 refused by the ECU, 0 unanswered" in w for w in warnings)
         assert ("P0301", "new") in changes  # the read before the clear saw them
 
         # Restarted on the same version (a reload, a restart): read, never cleared again.
