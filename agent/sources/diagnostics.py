@@ -142,7 +142,11 @@ def diagnostics_sources(sources: Sequence[SourceConfig], settings: DiagnosticsCo
             interface=source.type, channel=getattr(source, "channel", ""),
             bitrate=getattr(source, "bitrate", 500_000),
             settings=DiagnosticsConfig(**{**settings.__dict__, "requests": requests}),
-            items=items, version=version, state_directory=state_directory,
+            # The version only where it matters: a source whose config is unchanged goes on
+            # across an update (agent/runtime/daemon.py), so a read-only bus keeps polling,
+            # and one with a clear or a write starts again and sends it for the new version.
+            items=items, version=version if any(r.writes for r in requests) else 0,
+            state_directory=state_directory,
             **_ignition(source, ignition, ignition_on)))
     return tuple(made)
 

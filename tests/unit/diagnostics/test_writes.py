@@ -124,6 +124,11 @@ def test_a_signed_update_enables_exactly_its_named_requests(backend_key, trust, 
     assert [name for name, r in requests.items() if r.writes] == ["clear_engine", "shop_code"]
     assert requests["clear_engine"].allow_write and not requests["engine"].allow_write
 
+    # A read-only bus's source is the same across versions (it goes on through an update).
+    reads_only = diag_source(applied(backend_key, trust, local, READ_DTCS, version=5))
+    assert reads_only.version == 0
+    assert reads_only == diag_source(applied(backend_key, trust, local, READ_DTCS, version=6))
+
     without_opt_in = WRITE_SHOP.replace("allow_write = true\n", "")
     with pytest.raises(UpdateRejected, match="unless the request sets allow_write") as caught:
         applied(backend_key, trust, local, READ_DTCS + CLEAR + without_opt_in)
