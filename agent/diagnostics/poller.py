@@ -230,7 +230,10 @@ class Poller:
             return  # _reschedule set the back-off
         schedule.due[config.name] = NEVER  # answered: done for this config version
         if self._ledger is not None:
-            self._ledger.record(config.name)
+            try:
+                self._ledger.record(config.name)
+            except OSError as exc:  # done in this run all the same; a restart may resend it
+                log.error("%s: cannot remember that it was sent (%s)", what, exc)
         if answer.error:
             state["writes_negative"] += 1
             log.warning("%s: %s; not sent again for this version", what, answer.error)
