@@ -322,12 +322,17 @@ def parse_config(text: str, path: Path) -> AgentConfig:
     return _from_document(_parse_toml(text, str(path)), _Builder(path, text))
 
 
-def merge_update(path: Path, update_text: str, version: int, label: str) -> AgentConfig:
+def merge_update(path: Path, update_text: str, version: int, label: str, *,
+                 signed: bool = False) -> AgentConfig:
     """The local config file at `path` with a config update laid over it.
 
     Tables merge key by key; arrays (`[[sources]]`, `[[sampling.signals]]`) and values replace.
     Relative paths in the update are relative to the local file's folder. The update's own
     `version`, if it has one, must be `version`. Errors name `label` and the update's lines.
+
+    `signed`: the update's signature verified (agent/ota/update.py says so, nothing else
+    does). Only then may its own [[diagnostics.requests]] enable a clear or a write
+    (`allow_write`); requests the local file keeps (the update does not set the array) never.
     """
     local = _parse_toml(_read_text(path), str(path))
     update = _parse_toml(update_text, label)
@@ -340,7 +345,11 @@ def merge_update(path: Path, update_text: str, version: int, label: str) -> Agen
                           f"update's version {version}")
     merged = _merge(local, update)
     merged["version"] = version
-    return _from_document(merged, _Builder(path.resolve(), update_text, label=label))
+    diagnostics = update.get("diagnostics")
+    # Arrays replace: when the signed text sets the requests, every one of them is its own.
+    writes = signed and isinstance(diagnostics, dict) and "requests" in diagnostics
+    return _from_document(merged, _Builder(path.resolve(), update_text, label=label),
+                          writes_allowed=writes)
 
 
 def _parse_toml(text: str, label: str) -> dict[str, Any]:
@@ -365,19 +374,24 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _from_document(document: dict[str, Any], builder: _Builder) -> AgentConfig:
+def _from_document(document: dict[str, Any], builder: _Builder, *,
+                   writes_allowed: bool = False) -> AgentConfig:
     document.setdefault("state", {"directory": "state"})
     config = builder.build(AgentConfig, {**document, "path": builder.path.name}, "")
     _check_consistency(config, builder)
-    return _with_diagnostics(config, builder)
+    return _with_diagnostics(config, builder, writes_allowed)
 
 
-def _with_diagnostics(config: AgentConfig, builder: _Builder) -> AgentConfig:
-    """The sources [[diagnostics.requests]] make: one `<bus>.diag` per bus they name."""
+def _with_diagnostics(config: AgentConfig, builder: _Builder,
+                      writes_allowed: bool) -> AgentConfig:
+    """The sources [[diagnostics.requests]] make: one `<bus>.diag` per bus they name.
+    `writes_allowed`: the requests come from a verified signed update (merge_update)."""
     from agent.sources.diagnostics import diagnostics_sources
 
     made = diagnostics_sources(config.sources, config.diagnostics, builder.error,
-                               config.events.ignition, config.events.ignition_on)
+                               config.events.ignition, config.events.ignition_on,
+                               writes_allowed=writes_allowed, version=config.version,
+                               state_directory=config.state.directory)
     return dataclasses.replace(config, sources=config.sources + made) if made else config
 
 

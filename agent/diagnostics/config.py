@@ -1,9 +1,12 @@
 """[diagnostics] and [[diagnostics.requests]]: what to ask which ECU, how often, how to read it.
 
-Read-only by design: a request names a service, and only reading services exist here. The
-services that write, clear or act (0x2E, 0x14, 0x31, 0x2F, 0x11) are recognised by name so
-that the refusal says why; enabling them needs a signed OTA config that names the requests
-(docs/diagnostics.md), which this agent does not implement yet, so they are always refused.
+Read-only by default: a request names a service, and the reading services are what a config
+may ask for. The services that write, clear or act (0x2E, 0x14, 0x31, 0x2F, 0x11) are
+recognised by name so that a refusal says why. Two of them, `clear_dtc` (0x14) and
+`write_did` (0x2E), can be enabled for one request by `allow_write = true`, and only in the
+requests of a verified signed OTA update (agent/config/schema.py's merge_update); such a
+request is sent once per config version (agent/diagnostics/writes.py). The others are refused
+always.
 Light to import: the config loader uses it without loading python-can or udsoncan.
 """
 
@@ -20,9 +23,14 @@ OBD_PID = "obd_pid"  # OBD-II mode 01, current data
 READ_DID = "read_did"  # UDS 0x22 ReadDataByIdentifier
 READ_DTC = "read_dtc"  # UDS 0x19 ReadDTCInformation, reportDTCByStatusMask
 READ_SERVICES = (OBD_PID, READ_DID, READ_DTC)
-# Services that change the vehicle: refused (the name is known so the error can say why).
-WRITE_SERVICES = {"write_did": 0x2E, "clear_dtc": 0x14, "routine": 0x31, "io_control": 0x2F,
+CLEAR_DTC = "clear_dtc"  # UDS 0x14 ClearDiagnosticInformation
+WRITE_DID = "write_did"  # UDS 0x2E WriteDataByIdentifier
+# Services that change the vehicle: refused (the name is known so the error can say why),
+# except the enableable ones in a signed update's request with allow_write = true.
+WRITE_SERVICES = {WRITE_DID: 0x2E, CLEAR_DTC: 0x14, "routine": 0x31, "io_control": 0x2F,
                   "ecu_reset": 0x11}
+ENABLEABLE_WRITES = (CLEAR_DTC, WRITE_DID)
+ALL_GROUPS = 0xFFFFFF  # clear_dtc's group: every DTC (ISO 14229-1)
 FUNCTIONAL_ID = 0x7DF  # OBD-II functional (broadcast) request ID, 11-bit
 TRANSPORTS = ("auto", "python", "kernel")
 
@@ -44,6 +52,15 @@ class RequestConfig:
     # Poll while the ignition is off too (a parked EV's battery); off by default: an ECU
     # woken by a request keeps the car's networks awake and drains the 12 V battery.
     when_ignition_off: bool = False
+    # clear_dtc / write_did only: the explicit opt-in, honoured only in a signed update.
+    allow_write: bool = False
+    data: str = ""  # write_did: the record to write, hexadecimal ("0A1B")
+    group: int = ALL_GROUPS  # clear_dtc: the group of DTCs to clear
+
+    @property
+    def writes(self) -> bool:
+        """Whether this request changes the ECU (sent once per config version)."""
+        return self.service in WRITE_SERVICES
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,16 @@ health: requests, responses, negative (and negative.0xNN by code), busy, respons
 timeouts; an answer that does not decode counts in decode_errors. Nothing here raises into
 the source's thread for an ECU's behaviour.
 
+A request that clears or writes (only a signed update's, agent/diagnostics/config.py) is
+sent once per config version, when the ledger (agent/diagnostics/writes.py) says it is due,
+never on its period. An answer, positive or negative, ends it for this version; a timeout or
+a busy ECU is retried with the back-off above (the ECU said nothing definite; a clear or a
+write of the same record is harmless twice). Each outcome is logged and counted in writes,
+writes_positive, writes_negative, writes_timeouts. After a positive clear the same ECU's
+trouble codes are read at once, so the cleared codes become `dtc` events; a clear waits for
+a first read of the same ECU's codes when the config reads them, so that what it erases is on
+record. One-off reads (`submit`) are never a clear or a write.
+
 The poller runs on its diagnostics source's own thread and its own socket: the listening
 sources never wait for it.
 """
@@ -38,10 +48,12 @@ from udsoncan.exceptions import (
 from agent.diagnostics import items as data_items
 from agent.diagnostics.board import BOARD, DtcBoard, DtcReport
 from agent.diagnostics.config import (
+    CLEAR_DTC,
     FUNCTIONAL_ID,
     OBD_PID,
     READ_DID,
     READ_DTC,
+    WRITE_DID,
     DiagnosticsConfig,
     RequestConfig,
 )
@@ -49,6 +61,8 @@ from agent.diagnostics.dtcs import code_name
 from agent.diagnostics.items import DataItem
 from agent.diagnostics.obd import ObdCurrentData
 from agent.diagnostics.transport import Connector
+from agent.diagnostics.writes import WriteLedger
+from agent.errors import AgentError
 from agent.sources.base import Reading
 from agent.sources.health import SourceHealth
 
@@ -63,6 +77,7 @@ BUSY_BACKOFF = 0.5  # s before asking a busy ECU again, doubled each time it is 
 IDLE_EVERY = 0.25  # s: the source reports its time at least this often (event time moves on)
 NRC_BUSY = 0x21
 NRC_PENDING = 0x78
+NEVER = float("inf")  # the due time of a clear or write that is done (or not allowed)
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,8 @@ class PlannedRequest:
     item: DataItem | None
 
     def quantities(self) -> list[str]:
+        if self.config.writes:  # a clear or a write delivers no value
+            return []
         if self.item is None:
             return [dtc_count_quantity(self.config.name)]
         return list(self.item.quantities())
@@ -96,8 +113,18 @@ class Answer:
 class _Schedule:
     """When each request is due, and its failures in a row (back-off)."""
 
-    def __init__(self, requests: Sequence[PlannedRequest], now: float) -> None:
-        self.due = {r.config.name: now for r in requests}
+    def __init__(self, requests: Sequence[PlannedRequest], now: float,
+                 ledger: WriteLedger | None) -> None:
+        self.due = {r.config.name: now if not r.config.writes
+                    or (ledger is not None and ledger.due(r.config.name)) else NEVER
+                    for r in requests}
+        # Clears held until the same ECU's codes were read once: the codes they erase are
+        # on record first, and the read after the clear reports each of them `cleared`.
+        readers = {_ids(r.config) for r in requests if r.config.service == READ_DTC}
+        self.held = {r.config.name for r in requests if r.config.service == CLEAR_DTC
+                     and self.due[r.config.name] != NEVER and _ids(r.config) in readers}
+        for name in self.held:
+            self.due[name] = NEVER
         self.failures = {r.config.name: 0 for r in requests}
         self.busy = {r.config.name: 0 for r in requests}
 
@@ -106,8 +133,9 @@ class Poller:
     def __init__(self, bus: str, requests: Sequence[PlannedRequest], config: DiagnosticsConfig,
                  connector: Connector, health: SourceHealth,
                  ignition_on: Callable[[], bool] | None = None,
-                 board: DtcBoard = BOARD) -> None:
+                 board: DtcBoard = BOARD, ledger: WriteLedger | None = None) -> None:
         self.bus = bus
+        self._ledger = ledger  # None: no clear or write is ever sent
         self._board = board
         self._requests = {r.config.name: r for r in requests}
         self._config = config
@@ -120,7 +148,8 @@ class Poller:
         self._tokens = max(1.0, config.budget)
         self._refilled = time.monotonic()
         for name in ("requests", "responses", "negative", "busy", "response_pending",
-                     "timeouts", "deferred"):
+                     "timeouts", "deferred", "writes", "writes_positive", "writes_negative",
+                     "writes_timeouts"):
             health.state.setdefault(name, 0)
         # A gauge: 1 when the kernel's ISO-TP sockets carry the requests, 0 for can-isotp.
         health.state["kernel_isotp"] = int(connector.kernel)
@@ -130,14 +159,16 @@ class Poller:
 
     def submit(self, request: PlannedRequest) -> Future[Answer]:
         """A one-off read (`diag request`), asked within this bus's budget, before the next
-        periodic one."""
+        periodic one. Never a clear or a write: those come only from a signed config."""
+        if request.config.writes:
+            raise AgentError(f"{request.config.service}: a one-off request only reads")
         future: Future[Answer] = Future()
         self._one_off.put((request, future))
         return future
 
     def run(self, emit: Callable[[list[Reading]], None], on_idle: Callable[[float], None],
             stop: threading.Event) -> None:
-        schedule = _Schedule(list(self._requests.values()), time.monotonic())
+        schedule = _Schedule(list(self._requests.values()), time.monotonic(), self._ledger)
         self._board.add_poller(self.bus, self)
         log.info("diagnostics on %s: %d requests", self._connector.description,
                  len(self._requests))
@@ -157,7 +188,12 @@ class Poller:
                     future.set_result(answer)
                     continue
                 self._reschedule(schedule, request, answer)
+                if request.config.writes:
+                    self._after_write(schedule, request, answer)
+                    continue
                 self._log_change(request.config.name, answer.error)
+                if answer.codes is not None:
+                    self._release_clears(schedule, request)
                 if answer.values:
                     now = time.time()
                     emit([Reading(now, name, value) for name, value in answer.values.items()])
@@ -173,6 +209,41 @@ class Poller:
         elif previous and not error:
             log.info("%s: request %s answers again", self.bus, name)
         self._errors[name] = error
+
+    def _release_clears(self, schedule: _Schedule, read: PlannedRequest) -> None:
+        for name in list(schedule.held):
+            if _ids(self._requests[name].config) == _ids(read.config):
+                schedule.held.discard(name)
+                schedule.due[name] = time.monotonic()
+
+    def _after_write(self, schedule: _Schedule, request: PlannedRequest,
+                     answer: Answer) -> None:
+        config, state = request.config, self._health.state
+        what = (f"{self.bus}: request {config.name} ({config.service}, config version "
+                f"{self._ledger.version if self._ledger else '?'})")
+        state["writes"] += 1
+        if answer.error == "busy" or answer.error == "timeout" \
+                or answer.error.startswith("bus failed"):
+            if answer.error != "busy":  # busy is counted in `busy`; no answer is here
+                state["writes_timeouts"] += 1
+            log.warning("%s: %s; asked again after a back-off", what, answer.error)
+            return  # _reschedule set the back-off
+        schedule.due[config.name] = NEVER  # answered: done for this config version
+        if self._ledger is not None:
+            try:
+                self._ledger.record(config.name)
+            except OSError as exc:  # done in this run all the same; a restart may resend it
+                log.error("%s: cannot remember that it was sent (%s)", what, exc)
+        if answer.error:
+            state["writes_negative"] += 1
+            log.warning("%s: %s; not sent again for this version", what, answer.error)
+            return
+        state["writes_positive"] += 1
+        log.warning("%s: done (positive response)", what)
+        if config.service == CLEAR_DTC:  # the cleared codes become events at once
+            for other in self._requests.values():
+                if other.config.service == READ_DTC and _ids(other.config) == _ids(config):
+                    schedule.due[other.config.name] = time.monotonic()
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -263,6 +334,14 @@ class Poller:
             self._board.report(DtcReport(config.name, self.bus, time.time(), codes))
             return Answer(config.name, {dtc_count_quantity(config.name): len(codes)},
                           codes=codes)
+        if config.service == CLEAR_DTC:
+            client.clear_dtc(config.group)
+            return Answer(config.name, {})
+        if config.service == WRITE_DID:
+            assert config.did is not None
+            client.config["data_identifiers"].setdefault(config.did, _RawCodec())
+            client.write_data_by_identifier(config.did, bytes.fromhex(config.data))
+            return Answer(config.name, {})
         if config.service == OBD_PID:
             assert config.pid is not None
             response = client.send_request(ObdCurrentData.make_request(config.pid))
@@ -276,7 +355,7 @@ class Poller:
             assert response is not None
             data = response.service_data.values[config.did]
         else:
-            raise AssertionError(f"not a read service: {config.service}")
+            raise AssertionError(f"not a known service: {config.service}")
         if request.item is None:  # a one-off read of something no catalogue describes
             return Answer(config.name, {}, raw=data)
         return Answer(config.name, data_items.decode(request.item, data), raw=data)
@@ -322,10 +401,11 @@ def _ids(config: RequestConfig) -> tuple[int, int]:
 
 
 class _RawCodec(DidCodec):
-    """A udsoncan DID codec that hands the whole record over as it is."""
+    """A udsoncan DID codec that hands the whole record over as it is, both ways (a write's
+    record is the request's `data`, checked by the loader)."""
 
     def encode(self, *values: Any) -> bytes:
-        raise NotImplementedError("diagnostics never writes a DID")
+        return bytes(values[0])
 
     def decode(self, payload: bytes) -> bytes:
         return bytes(payload)

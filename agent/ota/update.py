@@ -204,8 +204,9 @@ def _check_target(update: ConfigUpdate, trust: Trust) -> None:
 
 def config_of(update: ConfigUpdate, local_config: Path) -> AgentConfig:
     try:
+        # Only reached with an update whose signature open_update verified.
         return merge_update(local_config, update.config_text, update.version,
-                            f"update v{update.version}")
+                            f"update v{update.version}", signed=True)
     except ConfigError as exc:
         raise UpdateRejected(Reason.INVALID_CONFIG, str(exc), update.version) from exc
 

@@ -5,7 +5,8 @@ Not written as a [[sources]] entry: the config loader makes one for every bus th
 `<bus>.diag.<quantity>` (`can0.diag.engine_speed`, `can0.diag.cell_voltage_3`) and its health
 counters `<bus>.diag.requests`, `.timeouts`, ... It is a value source: its catalogue is what
 its requests' items deliver, and they flow through sampling, privacy, batches and events as
-gpsd's readings do. Read-only: only reading services get this far (agent/diagnostics/config.py).
+gpsd's readings do. Read-only, except a clear or a write that a signed update's own request
+enables (`allow_write`, checked here with `writes_allowed`; agent/diagnostics/config.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config.source import SourceConfig
 from agent.diagnostics.config import (
+    ALL_GROUPS,
+    ENABLEABLE_WRITES,
     OBD_PID,
     READ_DID,
     READ_SERVICES,
     TRANSPORTS,
+    WRITE_DID,
     WRITE_SERVICES,
     DiagnosticsConfig,
     RequestConfig,
@@ -59,6 +63,10 @@ class DiagnosticsSourceConfig(SourceConfig):
     ignition: str = ""
     ignition_dbc: tuple[Path, ...] = ()
     ignition_on: tuple[str, ...] = ()
+    # For the requests that clear or write: the config version they belong to, and the
+    # state folder that remembers which were sent (agent/diagnostics/writes.py).
+    version: int = 0
+    state_directory: Path | None = None
 
 
 class DiagnosticsSource(Source):
@@ -70,6 +78,7 @@ class DiagnosticsSource(Source):
         from agent.diagnostics.ignition import IgnitionWatch
         from agent.diagnostics.poller import Poller
         from agent.diagnostics.transport import BusAddress, Connector
+        from agent.diagnostics.writes import WriteLedger
 
         config = self._config
         address = BusAddress(config.interface, config.channel, config.bitrate)
@@ -79,9 +88,12 @@ class DiagnosticsSource(Source):
             watch = IgnitionWatch(address, config.ignition_dbc, message, signal,
                                   config.ignition_on)
         try:
+            ledger = (WriteLedger(config.state_directory, config.version)
+                      if config.state_directory is not None else None)
             poller = Poller(config.bus, planned_requests(config), config.settings,
                             Connector(address, config.settings.transport), self.health,
-                            ignition_on=watch.on if watch is not None else None)
+                            ignition_on=watch.on if watch is not None else None,
+                            ledger=ledger)
             poller.run(on_frames, on_idle, stop)
         finally:
             if watch is not None:
@@ -97,10 +109,13 @@ def planned_requests(config: DiagnosticsSourceConfig) -> list[PlannedRequest]:
 
 def diagnostics_sources(sources: Sequence[SourceConfig], settings: DiagnosticsConfig,
                         error: SectionError, ignition: str = "",
-                        ignition_on: tuple[str, ...] = ()
+                        ignition_on: tuple[str, ...] = (), *, writes_allowed: bool = False,
+                        version: int = 0, state_directory: Path | None = None
                         ) -> tuple[DiagnosticsSourceConfig, ...]:
     """One source per bus that [[diagnostics.requests]] name, checked; `ignition` is [events]
-    ignition (`<bus>.<Message>.<Signal>`), watched on the bus that carries it."""
+    ignition (`<bus>.<Message>.<Signal>`), watched on the bus that carries it.
+    `writes_allowed`: the requests are a verified signed update's own (merge_update), so
+    `allow_write` may enable a clear or a write."""
     if not settings.requests:
         return ()
     _check_settings(settings, error)
@@ -119,14 +134,20 @@ def diagnostics_sources(sources: Sequence[SourceConfig], settings: DiagnosticsCo
             raise error(_where(requests[0]), "bus", f"{bus!r} is not a CAN bus of "
                         "[[sources]] (a python-can interface such as socketcan or virtual; "
                         "a replay cannot answer requests)")
-        items = tuple(_item(request, catalogue, error) for request in requests)
+        items = tuple(_item(request, catalogue, error, writes_allowed)
+                      for request in requests)
         _check_quantities(requests, items, error)
         made.append(DiagnosticsSourceConfig(
             name=f"{bus}{SUFFIX}", type="diagnostics", bus=bus,
             interface=source.type, channel=getattr(source, "channel", ""),
             bitrate=getattr(source, "bitrate", 500_000),
             settings=DiagnosticsConfig(**{**settings.__dict__, "requests": requests}),
-            items=items, **_ignition(source, ignition, ignition_on)))
+            # The version only where it matters: a source whose config is unchanged goes on
+            # across an update (agent/runtime/daemon.py), so a read-only bus keeps polling,
+            # and one with a clear or a write starts again and sends it for the new version.
+            items=items, version=version if any(r.writes for r in requests) else 0,
+            state_directory=state_directory,
+            **_ignition(source, ignition, ignition_on)))
     return tuple(made)
 
 
@@ -151,14 +172,15 @@ def _check_settings(settings: DiagnosticsConfig, error: SectionError) -> None:
                     f"{', '.join(TRANSPORTS)}")
 
 
-def _item(request: RequestConfig, catalogue: Mapping[int, DataItem],
-          error: SectionError) -> DataItem | None:
+def _item(request: RequestConfig, catalogue: Mapping[int, DataItem], error: SectionError,
+          writes_allowed: bool) -> DataItem | None:
     where = _where(request)
     if request.service in WRITE_SERVICES:
-        raise error(where, "service", f"refused: {request.service} (service "
-                    f"0x{WRITE_SERVICES[request.service]:02X}) changes the vehicle; "
-                    "diagnostics is read-only (docs/diagnostics.md, safety rules)")
-    if request.service not in READ_SERVICES:
+        _check_write(request, error, writes_allowed)
+    elif request.allow_write or request.data:
+        raise error(where, "allow_write" if request.allow_write else "data",
+                    f"only for {' and '.join(ENABLEABLE_WRITES)} requests")
+    elif request.service not in READ_SERVICES:
         raise error(where, "service", f"{request.service!r} is not one of "
                     f"{', '.join(READ_SERVICES)}")
     if request.addressing not in ("physical", "functional"):
@@ -186,6 +208,38 @@ def _item(request: RequestConfig, catalogue: Mapping[int, DataItem],
     return None
 
 
+def _check_write(request: RequestConfig, error: SectionError, writes_allowed: bool) -> None:
+    """A clear or a write: refused unless enabled, by the request's own allow_write, in a
+    signed update's requests (docs/diagnostics.md, safety rules)."""
+    where, service = _where(request), request.service
+    refused = (f"refused: {service} (service 0x{WRITE_SERVICES[service]:02X}) changes the "
+               "vehicle; diagnostics is read-only (docs/diagnostics.md, safety rules)")
+    if service not in ENABLEABLE_WRITES:
+        raise error(where, "service", f"{refused}, and only {' and '.join(ENABLEABLE_WRITES)} "
+                    "can be enabled")
+    if not request.allow_write:
+        raise error(where, "allow_write", f"{refused} unless the request sets allow_write = "
+                    "true in a signed OTA config")
+    if not writes_allowed:
+        raise error(where, "allow_write", f"{refused}: allow_write needs a signed OTA config "
+                    "(an update whose own [[diagnostics.requests]] name this request); the "
+                    "local config file never enables a clear or a write")
+    if request.addressing != "physical":
+        raise error(where, "addressing", f"{service} goes to one ECU (physical addressing)")
+    if service == WRITE_DID:
+        if request.did is None or not 0 <= request.did <= 0xFFFF:
+            raise error(where, "did", "give the data identifier to write (0x0000..0xFFFF)")
+        try:
+            record = bytes.fromhex(request.data)
+        except ValueError:
+            record = b""
+        if not record:
+            raise error(where, "data", "give the record to write as hexadecimal bytes "
+                        "(\"0A1B\")")
+    elif not 0 <= request.group <= ALL_GROUPS:
+        raise error(where, "group", "must be a 3-byte DTC group (0x000000..0xFFFFFF)")
+
+
 def _check_quantities(requests: Sequence[RequestConfig], items: Sequence[DataItem | None],
                       error: SectionError) -> None:
     seen: dict[str, str] = {}
@@ -202,6 +256,8 @@ def _check_quantities(requests: Sequence[RequestConfig], items: Sequence[DataIte
 def _catalogue(config: DiagnosticsSourceConfig) -> Catalogue:
     signals = []
     for request, item in zip(config.settings.requests, config.items, strict=True):
+        if request.writes:  # a clear or a write delivers no value
+            continue
         if item is None:
             from agent.diagnostics.poller import dtc_count_quantity
 
@@ -216,9 +272,11 @@ def _catalogue(config: DiagnosticsSourceConfig) -> Catalogue:
 
 
 def _check(config: DiagnosticsSourceConfig, error: ErrorAt) -> None:
-    if not config.bus:
-        raise error("type", "diagnostics sources are made from [[diagnostics.requests]] "
-                    "(docs/diagnostics.md), not written as [[sources]]")
+    # Called for [[sources]] entries only (the loader makes its own after these checks):
+    # one written by hand would carry requests past every check of [[diagnostics.requests]],
+    # the refusal of writes included.
+    raise error("type", "diagnostics sources are made from [[diagnostics.requests]] "
+                "(docs/diagnostics.md), not written as [[sources]]")
 
 
 def _open(config: DiagnosticsSourceConfig, can_filters: Sequence[dict[str, Any]],
@@ -236,6 +294,10 @@ def _warnings(source: Mapping[str, Any]) -> list[str]:
         codes = ", ".join(f"{key.split('.', 1)[1]}: {count}" for key, count in source.items()
                           if key.startswith("negative."))
         found.append(f"diagnostics {name}: {source['negative']} negative responses ({codes})")
+    if source.get("writes_negative") or source.get("writes_timeouts"):
+        found.append(f"diagnostics {name}: clears/writes of the signed config: "
+                     f"{source.get('writes_positive', 0)} done, {source['writes_negative']} "
+                     f"refused by the ECU, {source['writes_timeouts']} unanswered (see the log)")
     return found
 
 

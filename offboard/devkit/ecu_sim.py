@@ -5,6 +5,9 @@ answers out (a NotifierBasedCanStack per address, on any python-can bus: a virtu
 the tests, vcan0 in the VM), and udsoncan's Response objects encode the answers. Two ECUs
 make the example vehicle: an engine ECU with OBD-II PIDs and trouble codes, and a battery
 controller with cell voltages, temperatures and state of health by data identifier.
+Like a real ECU it also takes ClearDiagnosticInformation (0x14: its trouble codes are gone)
+and WriteDataByIdentifier (0x2E) for the DIDs it lists as writable, so that the agent's
+signed-config clears and writes can be tested against it.
 
 Each ECU can be told to misbehave, for the tests of bus etiquette: answer "busy" (NRC 0x21)
 some times, send "response pending" (NRC 0x78) before each answer, or stay silent.
@@ -20,7 +23,12 @@ from dataclasses import dataclass, field
 import can
 import isotp
 from udsoncan import Response
-from udsoncan.services import ReadDataByIdentifier, ReadDTCInformation
+from udsoncan.services import (
+    ClearDiagnosticInformation,
+    ReadDataByIdentifier,
+    ReadDTCInformation,
+    WriteDataByIdentifier,
+)
 
 from agent.diagnostics.obd import ObdCurrentData
 
@@ -46,6 +54,7 @@ class EcuData:
     pids: dict[int, bytes] = field(default_factory=dict)  # OBD-II mode 01: PID → data
     dids: dict[int, bytes] = field(default_factory=dict)  # UDS 0x22: DID → data
     dtcs: dict[int, int] = field(default_factory=dict)  # UDS 0x19: 3-byte DTC → status
+    writable: set[int] = field(default_factory=set)  # DIDs that 0x2E may write
 
 
 class SimulatedEcu:
@@ -127,8 +136,23 @@ class SimulatedEcu:
                                if status & mask)
             return Response(ReadDTCInformation, Response.Code.PositiveResponse,
                             data=bytes([0x02, DTC_AVAILABILITY_MASK]) + records).get_payload()
+        if sid == ClearDiagnosticInformation.request_id() and len(data) in (3, 4):
+            group = int.from_bytes(data[:3], "big")
+            # 0xFFFFFF is every code; any other group names one code here.
+            self.data.dtcs = {} if group == 0xFFFFFF else {
+                dtc: status for dtc, status in self.data.dtcs.items() if dtc != group}
+            return Response(ClearDiagnosticInformation,
+                            Response.Code.PositiveResponse).get_payload()
+        if sid == WriteDataByIdentifier.request_id() and len(data) > 2:
+            did = int.from_bytes(data[:2], "big")
+            if did not in self.data.writable:
+                return _negative(sid, Response.Code.RequestOutOfRange)
+            self.data.dids[did] = bytes(data[2:])
+            return Response(WriteDataByIdentifier, Response.Code.PositiveResponse,
+                            data=data[:2]).get_payload()
         if sid in (ObdCurrentData.request_id(), ReadDataByIdentifier.request_id(),
-                   ReadDTCInformation.request_id()):
+                   ReadDTCInformation.request_id(), ClearDiagnosticInformation.request_id(),
+                   WriteDataByIdentifier.request_id()):
             return _negative(sid, Response.Code.RequestOutOfRange)
         return _negative(sid, Response.Code.ServiceNotSupported)
 
@@ -165,15 +189,17 @@ class EcuBench:
 ENGINE_IDS = (0x7E0, 0x7E8)
 BATTERY_IDS = (0x7E4, 0x7EC)
 P0301, P0420 = 0x030100, 0x042000
+REPAIR_SHOP_DID = 0xF198  # repairShopCodeOrTesterSerialNumber (ISO 14229-1): writable
 CELLS = 8
 
 
 def engine_ecu() -> SimulatedEcu:
-    """3000 rpm, 88 km/h, coolant 90 °C, fuel 50 %; P0301 confirmed, P0420 pending."""
+    """3000 rpm, 88 km/h, coolant 90 °C, fuel 50 %; P0301 confirmed, P0420 pending; the
+    repair shop code (DID 0xF198) writable."""
     data = EcuData(pids={0x0C: (12000).to_bytes(2, "big"), 0x0D: bytes([88]),
                          0x05: bytes([130]), 0x2F: bytes([128])},
-                   dids={0xF190: b"WDEMO000000000001"},
-                   dtcs={P0301: 0x09, P0420: 0x04})
+                   dids={0xF190: b"WDEMO000000000001", REPAIR_SHOP_DID: bytes(4)},
+                   dtcs={P0301: 0x09, P0420: 0x04}, writable={REPAIR_SHOP_DID})
     return SimulatedEcu("engine", *ENGINE_IDS, data, functional=True)
 
 
