@@ -119,13 +119,23 @@ def settle(progress: callable, played_at: float) -> float:
     return max(0.0, changed - played_at)
 
 
+def has_socket(pid: int) -> bool:
+    """Whether process `pid` has a socket open (an fd may close while we look: run 4 died)."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def candump_step(log_file: Path, frames: int, scratch: Path) -> dict[str, float | int]:
     dump = scratch / "candump.log"
     with dump.open("wb") as out:
         process = subprocess.Popen(["candump", "-L", "any"], stdout=out)
         deadline = time.monotonic() + 30
-        while not any(os.readlink(f"/proc/{process.pid}/fd/{fd}").startswith("socket:")
-                      for fd in os.listdir(f"/proc/{process.pid}/fd")):
+        while not has_socket(process.pid):
             if time.monotonic() > deadline:
                 raise RuntimeError("candump opened no socket")
             time.sleep(0.05)
