@@ -119,13 +119,23 @@ def settle(progress: callable, played_at: float) -> float:
     return max(0.0, changed - played_at)
 
 
+def has_socket(pid: int) -> bool:
+    """Whether process `pid` has a socket open (an fd may close while we look: run 4 died)."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def candump_step(log_file: Path, frames: int, scratch: Path) -> dict[str, float | int]:
     dump = scratch / "candump.log"
     with dump.open("wb") as out:
         process = subprocess.Popen(["candump", "-L", "any"], stdout=out)
         deadline = time.monotonic() + 30
-        while not any(os.readlink(f"/proc/{process.pid}/fd/{fd}").startswith("socket:")
-                      for fd in os.listdir(f"/proc/{process.pid}/fd")):
+        while not has_socket(process.pid):
             if time.monotonic() > deadline:
                 raise RuntimeError("candump opened no socket")
             time.sleep(0.05)
@@ -164,18 +174,34 @@ def build_agent(scratch: Path, receive_buffer_kb: int):  # noqa: ANN201
     return build(parse_config(text, scratch / "agent.toml"))
 
 
-def agent_step(agent, log_file: Path, frames: int) -> dict[str, float | int]:  # noqa: ANN001
+def count_reads(agent) -> list[int]:  # noqa: ANN001
+    """Frames each source's reader takes off its socket, counted before the event-time gate
+    (which holds a slow bus's frames up to max_lateness, so the stores count them late)."""
+    counts = [0] * len(agent.sources)
+    for number, source in enumerate(agent.sources):
+        def receive(bus, on_frames, on_idle, stop, inner=source.receive,  # noqa: ANN001
+                    number: int = number) -> None:
+            def counted(frames) -> None:  # noqa: ANN001
+                counts[number] += len(frames)
+                on_frames(frames)
+            inner(bus, counted, on_idle, stop)
+        source.receive = receive
+    return counts
+
+
+def agent_step(agent, reads: list[int], log_file: Path,  # noqa: ANN001
+               frames: int) -> dict[str, float | int]:
     health = [source.health for source in agent.sources]
     planned = set().union(*(agent.stores[s.name].frame_ids for s in agent.sources))
     expected = sum(1 for line in log_file.read_text().splitlines()
                    if int(line.split()[2].split("#")[0], 16) in planned)
-    read_before = sum(h.frames for h in health)
+    read_before = sum(reads)
     drops_before = sum(h.overflow for h in health)
     before = time.process_time()
     wall = play(log_file)
-    lag = settle(lambda: sum(h.frames for h in health), time.monotonic())
+    lag = settle(lambda: sum(reads), time.monotonic())
     spent = time.process_time() - before
-    received = sum(h.frames for h in health) - read_before
+    received = sum(reads) - read_before
     # A reader that falls behind reports the kernel's drops only when it reads again: `lost`
     # (planned frames sent and not read) is the count; `overflow` what it saw of them.
     return {"frames": frames, "planned_frames": expected, "received": received,
@@ -225,6 +251,7 @@ def guest(out: Path, counts: dict[str, int]) -> dict[str, object]:
         began = time.monotonic()
         # The agent gets the same receive queue as candump: setsockopt doubles what it asks.
         agent = build_agent(Path(scratch), max(1, rmem_default // 2 // 1024))
+        reads = count_reads(agent)
         agent.start()
         try:
             while not all(error_receivers(f"vcan{bus}") for bus in range(BUSES)):
@@ -238,7 +265,7 @@ def guest(out: Path, counts: dict[str, int]) -> dict[str, object]:
             result["agent_idle_cpu_per_s"] = round(
                 (time.process_time() - before) / IDLE_SECONDS, 4)
             log.info("agent idle: %.3f s of CPU a second", result["agent_idle_cpu_per_s"])
-            ladder("agent", lambda path, frames: agent_step(agent, path, frames))
+            ladder("agent", lambda path, frames: agent_step(agent, reads, path, frames))
         finally:
             agent.stop()
     save()
