@@ -186,7 +186,7 @@ def build_pipeline(config: AgentConfig, parts: SharedParts,
     window_ms = round(config.batch.window * 1000)
     check_ring_size(parts.ring, plan, window_ms)
     sampler = Sampler(plan, parts.ring, stores, window_ms,
-                      partial(_seal_window, batcher, consent, parts, frame_time),
+                      partial(_seal_window, batcher, consent, parts, frame_time, window_ms),
                       on_tick=events.on_tick)
     gate = EventTimeGate(sampler, stores, parts.healths, config.sampling.max_lateness,
                          window_ms)
@@ -199,10 +199,12 @@ def _is_location(classify: privacy.Classifier, key: str) -> bool:
 
 
 def _seal_window(batcher: Batcher, consent: privacy.Consent, parts: SharedParts,
-                 frame_time: FrameTimeSampler, t0_ms: int, t1_ms: int) -> None:
+                 frame_time: FrameTimeSampler, window_ms: int, t0_ms: int, t1_ms: int) -> None:
     """A window closed: seal it, commit it to the spool, then offer it to the uplink
     (unless nothing was sampled in it and no heartbeat is due)."""
-    frame_time.flush()  # the points `bounded` held back belong to this window
+    # The points `bounded` held back belong to this window; a whole window's end is the next
+    # one's start (a partial one, at shutdown or a time jump, is followed by none).
+    frame_time.flush(t1_ms if t1_ms % window_ms == 0 else None)
     sealed = batcher.seal_window(t0_ms, t1_ms)
     if sealed is None:
         return

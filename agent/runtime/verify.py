@@ -12,9 +12,13 @@ alone (agent/sampling/sampler.py) reads the same log with cantools:
 - ticks run at whole multiples of each period from the log's first frame to its last;
 - `change` (agent/sampling/change.py states the rule): the oracle applies the rule to cantools'
   raw values of every frame carrying the signal, and every sample it gives must be present at
-  its frame time, with nothing else;
+  its frame time, with nothing else; that includes the value held at each window start t0
+  (after the first window), stamped t0: the last frame before t0, if it came at most a
+  heartbeat before;
 - `bounded`: every frame carrying the signal must lie within ε of the agent's lines
-  (agent/sampling/curve.py), and every point must be a frame (its time and exact value).
+  (agent/sampling/curve.py), and every point must be a frame (its time and exact value) or the
+  value held at a window bound: at a window start t0, the value of the last frame before t0;
+  at a window's last ms (t1 - 1), the value of the last frame at or before it.
 
 The two must agree exactly (floats bit for bit, NaN included); stats means to 1e-9; a
 `bounded` reconstruction to ε (plus 1e-9 of it, and 1e-12 of the value, for float rounding).
@@ -22,6 +26,7 @@ The two must agree exactly (floats bit for bit, NaN included); stats means to 1e
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -293,17 +298,23 @@ def frame_values(sources: Mapping[str, list[can.Message]], databases: Mapping[st
     return values
 
 
-def expected_changes(signal: PlannedSignal, frames: Sequence[tuple[int, Any]]
-                     ) -> list[tuple[int, Any]]:
+def expected_changes(signal: PlannedSignal, frames: Sequence[tuple[int, Any]],
+                     window_ms: int) -> list[tuple[int, Any]]:
     """The `change` rule over (time ms, raw value) frames, written out again from its
     statement: the first frame; a frame more than the deadband from the last sample; a frame
-    a heartbeat or more after the last sample; a frame older than the one before is ignored."""
+    a heartbeat or more after the last sample; a frame older than the one before is ignored;
+    before the first frame of a later window, the value of the previous frame stamped at the
+    window start t0, if that frame came at most a heartbeat before t0."""
     samples: list[tuple[int, Any]] = []
     previous_ms = None
+    previous_raw: Any = None
     for time_ms, raw in frames:
         if previous_ms is not None and time_ms < previous_ms:
             continue
-        previous_ms = time_ms
+        start = time_ms - time_ms % window_ms
+        if previous_ms is not None and 0 < start - previous_ms <= signal.heartbeat_ms:
+            samples.append((start, previous_raw))
+        previous_ms, previous_raw = time_ms, raw
         if samples:
             last_ms, last = samples[-1]
             both_nan = _same(last, raw) and raw != raw
@@ -317,7 +328,7 @@ def expected_changes(signal: PlannedSignal, frames: Sequence[tuple[int, Any]]
 
 
 def check_frame_time(plan: SamplingPlan, databases: Mapping[str, Database], frames: Points,
-                     got: Points, reports: dict[str, SignalReport]) -> None:
+                     got: Points, reports: dict[str, SignalReport], window_ms: int) -> None:
     """Hold the agent's `change` and `bounded` samples against the frames (module docstring)."""
     for signal in plan.signals:
         if signal.mode not in FRAME_TIME_MODES:
@@ -331,7 +342,7 @@ def check_frame_time(plan: SamplingPlan, databases: Mapping[str, Database], fram
         if signal.mode == "change":
             expected = Counter((t, _canonical(definition.conversion.raw_to_scaled(raw, False)))
                                for t, raw in expected_changes(
-                                   signal, frames.get(signal.key, [])))
+                                   signal, frames.get(signal.key, []), window_ms))
             agent = Counter((t, _canonical(value)) for t, value in points)
             report.compared += sum((expected & agent).values())
             for (t, value), n in (expected - agent).items():
@@ -354,10 +365,30 @@ def check_frame_time(plan: SamplingPlan, databases: Mapping[str, Database], fram
             else:
                 report.compared += 1
         seen = {(t, _canonical(value)) for t, value in physical}
+        held = _held_at_window_bounds(physical, [t for t, _ in points], window_ms)
         for t, value in points:
-            if (t, _canonical(value)) not in seen:
+            if (t, _canonical(value)) not in seen | held:
                 report.extra += 1
                 _example(report, "extra", (signal.key, t), None, value)
+
+
+def _held_at_window_bounds(frames: Sequence[tuple[int, Any]], times: Sequence[int],
+                           window_ms: int) -> set[tuple[int, float | str]]:
+    """The points at window bounds that hold a frame's value: (t0, the last frame before t0)
+    at a window start (a frame stamped t0 comes after it, as a point of its own), and
+    (t1 - 1, the last frame at or before it) at a window's last ms."""
+    frame_times = [t for t, _ in frames]
+    held = set()
+    for t in times:
+        if t % window_ms == 0:
+            at = bisect.bisect_left(frame_times, t)
+        elif t % window_ms == window_ms - 1:
+            at = bisect.bisect_right(frame_times, t)
+        else:
+            continue
+        if at:
+            held.add((t, _canonical(frames[at - 1][1])))
+    return held
 
 
 def _selects(message: Message, signal: Any, values: Mapping[str, Any]) -> bool:
@@ -469,7 +500,8 @@ def verify(log_path: Path, *, config_path: Path | None = None, dbcs: Sequence[Pa
                   if signal.mode in FRAME_TIME_MODES}
     reports = compare({k: v for k, v in expected.items() if k[0] not in frame_time},
                       {k: v for k, v in got.items() if k[0] not in frame_time}, plan)
-    check_frame_time(plan, databases, frame_values(frames, databases, plan), points, reports)
+    check_frame_time(plan, databases, frame_values(frames, databases, plan), points, reports,
+                     round(config.batch.window * 1000))
     return VerifyReport(signals=reports,
                         frames=sum(len(f) for f in frames.values()), batches=batches,
                         speed=speed)

@@ -16,7 +16,10 @@ frames keep coming: a frame more than `max_interval` after A first archives the 
 a frame that follows a silence longer than that is archived itself, so two consecutive points
 further apart than `max_interval` bound a stretch without frames (not to be interpolated).
 At every window seal `flush` archives the candidate end, so each batch is complete up to its
-last frame. O(1) time and memory per frame; docs/sampling.md says why not Douglas-Peucker.
+last frame (moved to the window's last ms when the bound allows); `window_start` then adds the
+value held at the next window's start as a point at t0 (docs/sampling.md: quiet signals share
+one time column). O(1) time and memory per frame; docs/sampling.md says why not
+Douglas-Peucker.
 
 Frames of the same millisecond as A with another value (the wire's resolution) archive a
 vertical step: both points at that time. A frame stamped before the previous one is late and
@@ -98,9 +101,34 @@ class SwingingDoor:
         self._low, self._high = low, high
         self._held_t, self._held_v = t, v
 
-    def flush(self, emit: Emit) -> None:
-        """Archive the candidate end (a window seals: its batch holds every point so far)."""
+    def window_start(self, t0_ms: int, emit: Emit) -> None:
+        """A point at window start `t0_ms` with the value held there (the last frame's), which
+        becomes the anchor. No frame lies between the last frame and t0, so the bound holds;
+        no point before the first frame, or after a silence longer than `max_interval`."""
         if self._held_t is not None:
+            self._archive_held(emit)
+        anchor = self._anchor_t
+        if anchor is not None and 0 < t0_ms - anchor <= self._max:
+            self._archive(t0_ms, self._anchor_v, emit)
+
+    def flush(self, emit: Emit, last_ms: int | None = None) -> None:
+        """Archive the candidate end (a window seals: its batch holds every point so far).
+
+        With `last_ms` (the window's last millisecond), the end is moved there with the same
+        value when the line from A still lies in the cone: it is then within ε of every frame
+        since A, and a flat signal's points fall on the same two times in every window (its
+        start and its last ms), one time column shared by all of them on the wire.
+        """
+        held = self._held_t
+        if held is None:
+            return
+        anchor = self._anchor_t
+        assert anchor is not None
+        if last_ms is not None and held < last_ms and last_ms - anchor <= self._max \
+                and self._low <= (self._held_v - self._anchor_v) / (last_ms - anchor) \
+                <= self._high:
+            self._archive(last_ms, self._held_v, emit)
+        else:
             self._archive_held(emit)
 
     def _archive_held(self, emit: Emit) -> None:

@@ -7,6 +7,10 @@ decides whether it is a sample. Before a window is sealed, `flush` writes the po
 `bounded` rule still holds back, so that each batch is complete up to its last frame. The event
 time gate (agent/sampling/event_time.py) hands a store only frames before the next window end,
 so a sample always lands in the window its time belongs to.
+
+Each window after the first opens with the value every signal holds at its start t0, stamped
+t0 (`flush(next_t0_ms)`; docs/sampling.md "Window start"): written when the signal's first
+frame at or after t0 arrives, so that it travels in the new window's batch, before that frame.
 """
 
 from __future__ import annotations
@@ -45,9 +49,15 @@ class FrameTimeSampler:
                     raw_epsilon(signal), signal.heartbeat_ms)
                 self._emits[signal.index] = partial(self._append, signal.index)
         self.samples = 0
+        # Signals whose window-start sample is still due, and that window's start.
+        self._due: set[int] = set()
+        self._window_start = 0
 
     def observe(self, index: int, time_ms: int, value: int | float) -> None:
         """A frame of signal `index` stamped `time_ms` carried raw `value`."""
+        if index in self._due and time_ms >= self._window_start:
+            self._due.discard(index)
+            self._open(index)
         change = self._changes.get(index)
         if change is not None:
             if change.observe(time_ms, value):
@@ -57,10 +67,25 @@ class FrameTimeSampler:
         if door is not None:
             door.observe(time_ms, value, self._emits[index])
 
-    def flush(self) -> None:
-        """Write every point held back (a window is about to be sealed)."""
+    def flush(self, next_t0_ms: int | None = None) -> None:
+        """Write every point held back (a window is about to be sealed); with `next_t0_ms`,
+        the next window starts there and each signal's value held at that time is due."""
+        last_ms = None if next_t0_ms is None else next_t0_ms - 1
         for index, door in self._doors.items():
-            door.flush(self._emits[index])
+            door.flush(self._emits[index], last_ms)
+        if next_t0_ms is not None:
+            self._window_start = next_t0_ms
+            self._due = set(self._changes) | set(self._doors)
+
+    def _open(self, index: int) -> None:
+        t0 = self._window_start
+        change = self._changes.get(index)
+        if change is None:
+            self._doors[index].window_start(t0, self._emits[index])
+            return
+        value = change.window_start(t0)
+        if value is not None:
+            self._append(index, t0, value)
 
     def stats(self) -> FrameTimeStats:
         late = sum(c.late for c in self._changes.values()) + sum(

@@ -112,7 +112,7 @@ def test_a_lost_change_and_a_line_too_far_are_reported(tmp_path):
               pedal: [(0, 0), (10, 5), (20, 10)]}  # raw; pedal scale 0.4
     got = {gear: [(0, 1), (40, 4)], pedal: [(0, 0.0), (10, 3.5), (20, 4.0)]}
     reports: dict[str, SignalReport] = {}
-    check_frame_time(plan, {"can0": database}, frames, got, reports)
+    check_frame_time(plan, {"can0": database}, frames, got, reports, 60_000)
     assert (reports[gear].compared, reports[gear].missing, reports[gear].extra) == (2, 1, 0)
     assert reports[gear].examples[0]["time_ms"] == 20
     assert reports[pedal].mismatched == 1 and reports[pedal].extra == 1  # (10, 3.5) is no frame

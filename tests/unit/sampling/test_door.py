@@ -99,3 +99,48 @@ def test_late_frames_are_ignored_and_counted():
     for t, v in [(0, 0.0), (100, 5.0), (50, 99.0), (200, 10.0)]:
         door.observe(t, v, lambda t, v: points.append((t, v)))
     assert door.late == 1
+
+
+def run_windows(frames: list[tuple[int, float]], epsilon: float, max_ms: int,
+                window_ms: int) -> list[tuple[int, float]]:
+    """As the FrameTimeSampler drives a door: at each window end a flush to the window's last
+    ms, and the next window's start point before its first frame."""
+    door = SwingingDoor(epsilon, max_ms)
+    points: list[tuple[int, float]] = []
+
+    def emit(t: int, v: int | float) -> None:
+        points.append((t, v))
+
+    window_end = window_ms
+    for t, v in frames:
+        if t >= window_end:
+            while t >= window_end:
+                door.flush(emit, window_end - 1)
+                window_end += window_ms
+            door.window_start(window_end - window_ms, emit)
+        door.observe(t, v, emit)
+    door.flush(emit)
+    return points
+
+
+@settings(max_examples=300, deadline=None)
+@given(traces(st.integers(-100, 100).map(float)), st.sampled_from([0.5, 3.0, 50.0]),
+       st.sampled_from([100, 1000, 60000]), st.sampled_from([50, 1000, 7000]))
+def test_window_start_and_end_points_keep_every_frame_within_epsilon(frames, epsilon, max_ms,
+                                                                     window_ms):
+    points = run_windows(frames, epsilon, max_ms, window_ms)
+    assert_within(frames, points, epsilon)
+    assert [t for t, _ in points] == sorted(t for t, _ in points)
+    for t, v in set(points) - set(frames):  # a point that is no frame holds a frame's value
+        held = [value for stamp, value in frames if stamp <= t]
+        if t % window_ms == 0:
+            held = [value for stamp, value in frames if stamp < t]
+        else:
+            assert t % window_ms == window_ms - 1
+        assert held and held[-1] == v, (t, v)
+
+
+def test_a_flat_signal_has_points_at_the_same_two_times_in_every_window():
+    frames = [(t, 7.0) for t in range(3, 3000, 10)]
+    points = run_windows(frames, 1.0, 60000, 1000)
+    assert points[1:-1] == [(999, 7.0), (1000, 7.0), (1999, 7.0), (2000, 7.0)]
