@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ from agent.events.fetch import CONTENT_TYPE, sign_fetch
 from agent.runtime.control import request
 from agent.wire.cose import Signer
 from agent.wire.keys import generate_key_pair, load_private_key
-from tests.helpers.agent_setup import write_agent_config
+from tests.helpers.agent_setup import REPO, start_backend, write_agent_config
 from tests.helpers.support import wait_until
 from tests.integration.test_ota import VEHICLE, spawn, stop
 
@@ -97,7 +100,8 @@ def test_a_fetch_request_round_trips_and_replays_are_refused(tmp_path, mosquitto
               # does not let it out.
               "\n[events]\nenabled = true\n")
     config.write_text(config.read_text().replace("rebase = false", "rebase = true\nloop = true"))
-    backend = Backend(mosquitto.port, dev_pki.client("backend"))
+    backend_tls = dev_pki.client("backend")
+    backend = Backend(mosquitto.port, backend_tls)
     log = tmp_path / "agent.log"
     agent = spawn(config, log)
     try:
@@ -107,13 +111,36 @@ def test_a_fetch_request_round_trips_and_replays_are_refused(tmp_path, mosquitto
         # The bundled drive's BMS wakes 13 s in: wait until the ring holds that much.
         socket = tmp_path / "state" / "control.sock"
         assert wait_until(lambda: request(socket, "status")["ring"]["lookback_s"] >= 20, 60)
-        good = fetch(tmp_path, [CELLS, SPEED])
-        backend.publish(good)
-        ack = backend.next_ack(0)
+        # The backend's own tools: tools/fetch-request signs, publishes and prints the ack;
+        # tools/backend verifies the fetch event and writes it as a row.
+        rows = tmp_path / "rows.jsonl"
+        fleet_backend = start_backend(mosquitto.port, backend_tls,
+                                      f"{VEHICLE}={tmp_path / 'vehicle.pub'}",
+                                      "--format", "jsonl", "--output", str(rows))
+        good = tmp_path / "request.cose"
+        sent = subprocess.run(
+            [sys.executable, "-m", "fleet.fetch_request", "--signing-key",
+             str(tmp_path / "backend.key"), "--vehicle", VEHICLE, "--signals", CELLS, SPEED,
+             "--last", "5s", "--output", str(good), "--host", "127.0.0.1", "--port",
+             str(mosquitto.port), "--ca-cert", str(backend_tls.ca_cert), "--cert",
+             str(backend_tls.cert), "--key", str(backend_tls.key), "--wait-ack", "40"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert sent.returncode == 0, sent.stderr
+        ack = json.loads(sent.stdout)
         assert ack["outcome"] == "accepted" and ack["reason"] is None, ack
+        assert backend.next_ack(0) == {key: ack[key] for key in ack if key != "vehicle"}
         assert wait_until(lambda: backend.fetch_events(tmp_path / "vehicle.pub"), 30), \
             log.read_text()[-2000:]
         event = backend.fetch_events(tmp_path / "vehicle.pub")[0]
+
+        def fetch_rows() -> list[dict]:
+            return [row for line in rows.read_text().splitlines() if line.endswith("}")
+                    and (row := json.loads(line)).get("event") == "fetch"]
+
+        assert wait_until(lambda: rows.exists() and fetch_rows(), 30)
+        assert fetch_rows()[0]["data"] == event.data
+        fleet_backend.send_signal(signal.SIGINT)
+        assert fleet_backend.wait(60) == 0
         assert event.vehicle == VEHICLE
         assert event.data["request"] == ack["request"]
         assert event.privacy["consent"] == "vehicle-health"
@@ -128,6 +155,7 @@ def test_a_fetch_request_round_trips_and_replays_are_refused(tmp_path, mosquitto
                                 for t, _ in rows)
             assert [t for t, _ in rows] == sorted(t for t, _ in rows)
 
+        good = good.read_bytes()
         backend.publish(good)  # captured off the broker and played again
         replayed = backend.next_ack(1)
         assert (replayed["outcome"], replayed["reason"]) == ("rejected", "replayed")
