@@ -229,18 +229,21 @@ Capture = Callable[[Sequence[str], int, int], Mapping[str, list[tuple[int, float
 @dataclass(frozen=True)
 class FetchSource:
     """What the running pipeline lends a fetch: its signal keys, the newest sample time in
-    the ring, a capture over the ring, and the event sink."""
+    the ring, a capture over the ring, the event sink, and whether the consent lets a key
+    out (the sink filters again: this only keeps withheld samples out of the cap and count)."""
 
     keys: Sequence[str]
     newest_ms: int | None
     capture: Capture
     emit: Callable[[Event], None]
+    allowed: Callable[[str], bool] = lambda key: True
 
 
 def fetch_event(request: FetchRequest, source: FetchSource, now_ms: int) -> Event:
     """The `fetch` event of an accepted request: every sample of the matching signals in the
     range, newest kept when there are more than max_samples (then `truncated` is true)."""
-    keys = [k for k in source.keys if any(fnmatch.fnmatchcase(k, p) for p in request.signals)]
+    keys = [k for k in source.keys if source.allowed(k)
+            and any(fnmatch.fnmatchcase(k, p) for p in request.signals)]
     if request.last_ms is not None:
         # Relative to the newest sample held: on a replayed or a late clock, "the last
         # minute" is still the minute the vehicle recorded last.

@@ -411,9 +411,12 @@ class Agent:
         """Run a fetch on the pipeline in service, under the lock the sampler holds while it
         writes the ring and the detectors send events."""
         with self.lock:
-            events = self.pipeline.events
+            pipeline = self.pipeline
+            events = pipeline.events
+            classify = privacy.classifier_for(pipeline.config.privacy)
             work(FetchSource(tuple(events.signals), events.newest_ms(), events.capture,
-                             events.emit))
+                             events.emit,
+                             lambda key: classify(key) in pipeline.consent.allowed))
 
     def replay_finished(self) -> bool:
         finite = [s for s in self.sources if s.is_finite]

@@ -150,6 +150,7 @@ def test_a_fetch_request_round_trips_and_replays_are_refused(tmp_path, mosquitto
         assert "can0.BMS_CellStats.MaxCellVoltage" in samples
         assert event.data["to_ms"] - event.data["from_ms"] == 5000
         assert event.data["truncated"] is False
+        assert event.data["total"] == sum(len(rows) for rows in samples.values())
         for rows in samples.values():
             assert rows and all(event.data["from_ms"] <= t <= event.data["to_ms"]
                                 for t, _ in rows)

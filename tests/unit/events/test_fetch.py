@@ -5,6 +5,7 @@ event goes through."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from agent.config.schema import LocationConfig, PrivacyConfig
 from agent.events.fetch import (
     CONTENT_TYPE,
     DOCUMENT_TYPE,
+    MAX_SAMPLES,
     MAX_VALIDITY_S,
     FetchHandler,
     FetchMemory,
@@ -26,6 +28,7 @@ from agent.events.fetch import (
     Reason,
     check_fetch,
     fetch_event,
+    parse_document,
     sign_fetch,
 )
 from agent.events.model import Event
@@ -35,7 +38,7 @@ from agent.ota.update import Trust
 from agent.output.spool import Spool
 from agent.privacy.consent import Classifier, Consent
 from agent.privacy.location import LocationPolicy
-from agent.wire.cose import Signer
+from agent.wire.cose import Signer, verify
 from agent.wire.keys import generate_key_pair, key_id, load_private_key
 
 NOW = 1_800_000_000
@@ -250,3 +253,26 @@ def test_the_handler_acks_counts_and_never_raises(tmp_path):
                             lambda leaf, payload: acks.append((leaf, json.loads(payload))))
     disabled.handle(good)
     assert acks[-1][1]["reason"] == "disabled"
+
+
+def test_the_doc_vector_is_what_sign_fetch_signs_and_it_parses():
+    text = (Path(__file__).resolve().parents[3] / "docs" / "fetch.md").read_text()
+    vector = re.search(r"<!-- vector: fetch-request -->\s*```text\n(.*?)```", text, re.S)
+    assert vector is not None
+    body = bytes.fromhex("".join(vector.group(1).split()))
+    envelope = sign_fetch(Signer(KEY, CONTENT_TYPE), vehicle="demo-0001",
+                          signals=["can0.BMS_CellStats.*"], request_id=bytes(range(16)),
+                          issued_at=1767225600, expires_at=1767225900, last_ms=60_000)
+    assert verify(envelope, TRUST.keys).payload == body
+    parsed = parse_document(body, b"kid")
+    assert (parsed.id, parsed.vehicle, parsed.signals, parsed.last_ms, parsed.max_samples) == (
+        bytes(range(16)), "demo-0001", ("can0.BMS_CellStats.*",), 60_000, MAX_SAMPLES)
+    assert f"CBOR, {len(body)} bytes" in text
+
+
+def test_the_consent_keeps_withheld_signals_out_of_the_cap_and_the_count(memory):
+    accepted = check_fetch(request(), TRUST, memory, now=NOW)
+    lent = source({CELLS: [(9000, 1.0)], SPEED: [(9000, 50.0)]}, [])
+    event = fetch_event(accepted, FetchSource(lent.keys, lent.newest_ms, lent.capture,
+                                              lent.emit, lambda key: key != SPEED), now_ms=1)
+    assert event.data["samples"] == {CELLS: [[9000, 1.0]]} and event.data["total"] == 1
