@@ -259,6 +259,19 @@ class EventEngine:
                     log.exception("events: detector %s failed at %d", detector.name, time_ms)
                 start = end
 
+    def emit(self, event: Event) -> None:
+        """An event found outside the detectors (a fetch on demand, agent/events/fetch.py):
+        through the same sink, so the same consent and location policy apply."""
+        self.found[event.type] = self.found.get(event.type, 0) + 1
+        self._on_event(event)
+
+    def newest_ms(self) -> int | None:
+        """The time of the newest record in the ring (None before the first)."""
+        ring = self._ring
+        if not ring.written:
+            return None
+        return int(ring.columns(ring.written - 1, ring.written).time_ms[0])
+
     def capture(self, keys: Sequence[str], from_ms: int,
                 to_ms: int) -> Mapping[str, list[tuple[int, float]]]:
         """Every sample of `keys` the ring still holds with from_ms <= time <= to_ms."""

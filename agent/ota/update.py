@@ -30,7 +30,7 @@ from agent.config.schema import MAX_CONFIG_VERSION, AgentConfig, merge_update
 from agent.decoding.dbc import FORMATS
 from agent.errors import AgentError, ConfigError, WireFormatError
 from agent.wire.body import shown
-from agent.wire.cose import BadSignatureError, Signer, UnknownKeyError, verify
+from agent.wire.cose import BadSignatureError, Signer, UnknownKeyError, Verified, verify
 from agent.wire.keys import key_id, load_public_key
 
 CONTENT_TYPE = "application/vnd.edge-agent.config+cbor"
@@ -143,9 +143,17 @@ def sign_update(signer: Signer, *, version: int, config_text: str, expires_at: i
 
 def open_update(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> ConfigUpdate:
     """Signature, key id and document shape (the first checks, also used at start-up)."""
-    if len(envelope) > TRANSPORT_CEILING:
+    verified = open_signed(envelope, keys, CONTENT_TYPE, TRANSPORT_CEILING)
+    return _parse_document(verified.payload, verified.kid, envelope)
+
+
+def open_signed(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey], content_type: str,
+                ceiling: int) -> Verified:
+    """The checks every signed backend command shares (config updates, fetch requests:
+    agent/events/fetch.py): size ceiling, pinned key, signature, content type."""
+    if len(envelope) > ceiling:
         raise UpdateRejected(Reason.TOO_LARGE, f"{len(envelope)} bytes is above the "
-                             f"{TRANSPORT_CEILING}-byte ceiling for any update")
+                             f"{ceiling}-byte ceiling")
     try:
         verified = verify(envelope, keys)
     except UnknownKeyError as exc:
@@ -155,10 +163,10 @@ def open_update(envelope: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Conf
         raise UpdateRejected(Reason.BAD_SIGNATURE, str(exc)) from exc
     except WireFormatError as exc:
         raise UpdateRejected(Reason.MALFORMED, str(exc)) from exc
-    if verified.content_type != CONTENT_TYPE:
+    if verified.content_type != content_type:
         raise UpdateRejected(Reason.BAD_DOCUMENT, f"content type {verified.content_type!r} "
-                             f"is not {CONTENT_TYPE!r}")
-    return _parse_document(verified.payload, verified.kid, envelope)
+                             f"is not {content_type!r}")
+    return verified
 
 
 def check_update(envelope: bytes, trust: Trust, *, floor: int, local_config: Path,
@@ -267,7 +275,7 @@ def _parse_document(payload: bytes, kid: bytes, envelope: bytes) -> ConfigUpdate
         raise UpdateRejected(Reason.BAD_DOCUMENT, f"payload is not an {DOCUMENT_TYPE} "
                              "document")
     version = document.get("version")
-    if not _is_int(version) or version < 1:
+    if not is_int(version) or version < 1:
         raise UpdateRejected(Reason.BAD_DOCUMENT, "version must be a positive integer")
     if version > MAX_CONFIG_VERSION:
         # Before the floor is compared: applied, it would make every later update not-newer.
@@ -277,8 +285,8 @@ def _parse_document(payload: bytes, kid: bytes, envelope: bytes) -> ConfigUpdate
     target = document.get("target")
     dbc = document.get("dbc", {})
     problems = [name for name, ok in (
-        ("issued_at", _is_int64(document.get("issued_at"))),
-        ("expires_at", _is_int64(document.get("expires_at"))),
+        ("issued_at", is_int64(document.get("issued_at"))),
+        ("expires_at", is_int64(document.get("expires_at"))),
         ("config", isinstance(document.get("config"), str)),
         ("target", isinstance(target, Mapping) and len(target) == 1
          and set(target) <= {"vehicle", "group"}
@@ -299,12 +307,12 @@ def _parse_document(payload: bytes, kid: bytes, envelope: bytes) -> ConfigUpdate
         kid=kid, envelope=envelope)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_int64(value: Any) -> bool:
-    return _is_int(value) and INT64_MIN <= value <= INT64_MAX
+def is_int64(value: Any) -> bool:
+    return is_int(value) and INT64_MIN <= value <= INT64_MAX
 
 
 def _is_dbc_entry(value: Any) -> bool:

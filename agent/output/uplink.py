@@ -15,7 +15,8 @@ and batches wait out a back-off before the next try, so a fleet-side ACL mistake
 once it is fixed.
 
 Besides batches: with `on_config`, the retained `{prefix}/{vehicle}/config` topic is subscribed
-on every connect and its documents handed over as they arrive (agent/ota/updater.py), and
+on every connect and its documents handed over as they arrive (agent/ota/updater.py), so are
+fetch requests on `{prefix}/{vehicle}/fetch` with `on_fetch` (agent/events/fetch.py), and
 `publish` sends small messages such as the config acks, keeping a few while offline.
 `retain` sends a retained message now and again on every connect (the signed signal
 dictionary, docs/wire-format.md §4.9): whatever the broker lost, it has it again.
@@ -101,11 +102,14 @@ def backoff_delays(minimum: float, maximum: float, rng: random.Random) -> Any:
 class Uplink:
     def __init__(self, config: UplinkConfig, vehicle: str, boot: bytes, spool: Spool,
                  beat: Callable[[], None] = lambda: None,
-                 on_config: Callable[[bytes], None] | None = None) -> None:
+                 on_config: Callable[[bytes], None] | None = None,
+                 on_fetch: Callable[[bytes], None] | None = None) -> None:
         self._config = config
         self._beat = beat
         self._on_config = on_config
         self._config_topic = topic(config.prefix, vehicle, "config")
+        self._on_fetch = on_fetch  # fetch requests (agent/events/fetch.py), not retained
+        self._fetch_topic = topic(config.prefix, vehicle, "fetch")
         self._messages: deque[tuple[str, bytes, bool]] = deque(maxlen=MAX_PENDING_MESSAGES)
         self._retained: dict[str, tuple[str, bytes]] = {}  # by kind: topic and payload
         self._vehicle = vehicle
@@ -250,11 +254,15 @@ class Uplink:
         self._events.put(("refused" if reason.is_failure else "connected", reason))
         if not reason.is_failure and self._on_config is not None:
             client.subscribe(self._config_topic, qos=1)
+        if not reason.is_failure and self._on_fetch is not None:
+            client.subscribe(self._fetch_topic, qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any,
                     message: mqtt.MQTTMessage) -> None:
         if self._on_config is not None and message.topic == self._config_topic:
             self._on_config(bytes(message.payload))
+        elif self._on_fetch is not None and message.topic == self._fetch_topic:
+            self._on_fetch(bytes(message.payload))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:

@@ -25,8 +25,10 @@ from agent.config.schema import AgentConfig, control_socket_path
 from agent.decoding.frames import FrameStore
 from agent.decoding.values import ValueStore
 from agent.errors import AgentError
+from agent.events.fetch import FetchHandler, FetchMemory, FetchSource
 from agent.events.sink import EventCounters, EventSequence
-from agent.ota.updater import ConfigUpdater
+from agent.ota.update import Trust, load_trust
+from agent.ota.updater import ConfigUpdater, ota_active
 from agent.ota.verdict import HealthSnapshot, SourceCounters
 from agent.output.batch import CONTENT_TYPE, Batcher
 from agent.output.spool import SPOOL_FILE, Spool, SpooledBatch
@@ -119,6 +121,8 @@ class Agent:
         self._control: ControlServer | None = None
         self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.updater = ConfigUpdater(self, config.path, config.state.directory)
+        self.fetcher = FetchHandler(self._fetch_trust, FetchMemory(config.state.directory),
+                                    self._on_pipeline, self.publish)
         uplinks.put(self._make_uplink(config))
         self._publish_dictionary()
         parts.ring.set_float_signals(pipeline.float_signals())
@@ -153,6 +157,7 @@ class Agent:
         for source in self.sources:
             self._start_source(source)
         self.updater.start()
+        self.fetcher.start()
         log.info("agent running: vehicle %s, boot %s, config version %d, %d sources, "
                  "%d signals", self.config.vehicle.id, self.parts.boot.hex(),
                  self.config.version, len(self.sources), len(self.batcher.dictionary))
@@ -273,7 +278,8 @@ class Agent:
                 consent=pipeline.consent, signals_sent=len(pipeline.wire_plan.signals),
                 signals_planned=len(pipeline.plan.signals),
                 dropped_on_downgrade=self._downgrades.dropped, events=pipeline.events.stats(),
-                delivery=self.parts.event_counters.stats()))
+                delivery=self.parts.event_counters.stats()),
+            fetch=self.fetcher.counters.snapshot())
 
     def readings(self) -> dict[str, list[LatestValue]]:
         """The latest value of every planned signal, by source (copied under the lock the
@@ -393,7 +399,30 @@ class Agent:
 
     def _make_uplink(self, config: AgentConfig) -> Uplink:
         return Uplink(config.uplink, config.vehicle.id, self.parts.boot, self.parts.spool,
-                      beat=partial(self.liveness.beat, "uplink"), on_config=self.updater.offer)
+                      beat=partial(self.liveness.beat, "uplink"), on_config=self.updater.offer,
+                      on_fetch=self.fetcher.offer)
+
+    def _fetch_trust(self) -> Trust | None:
+        """Fetch requests are trusted like config updates, or not at all."""
+        config = self.config
+        if not ota_active(config):
+            return None
+        try:
+            return load_trust(config)
+        except AgentError as exc:
+            log.error("fetch: cannot read [ota] trusted_keys: %s", exc)
+            return None
+
+    def _on_pipeline(self, work: Callable[[FetchSource], None]) -> None:
+        """Run a fetch on the pipeline in service, under the lock the sampler holds while it
+        writes the ring and the detectors send events."""
+        with self.lock:
+            pipeline = self.pipeline
+            events = pipeline.events
+            classify = privacy.classifier_for(pipeline.config.privacy)
+            work(FetchSource(tuple(events.signals), events.newest_ms(), events.capture,
+                             events.emit,
+                             lambda key: classify(key) in pipeline.consent.allowed))
 
     def replay_finished(self) -> bool:
         finite = [s for s in self.sources if s.is_finite]
@@ -402,6 +431,7 @@ class Agent:
     def stop(self) -> None:
         """Seal the open window, deliver what can be delivered in a few seconds, stop."""
         self.updater.stop()
+        self.fetcher.stop()
         for name in list(self._running):
             self._running[name][1].set()
             self._pacer.leave(name)

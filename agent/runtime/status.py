@@ -71,6 +71,7 @@ class AgentSnapshot:
     spool_max_bytes: int
     uplink: UplinkStats
     privacy: PrivacyStats
+    fetch: Mapping[str, Any] | None = None  # fetch requests accepted, rejected by reason
 
 
 def status(snapshot: AgentSnapshot) -> dict[str, Any]:
@@ -82,6 +83,7 @@ def status(snapshot: AgentSnapshot) -> dict[str, Any]:
         "uptime_s": round(snapshot.uptime_s, 1),
         "config": {"path": str(config.path), "version": config.version,
                    "last_update": snapshot.last_update},
+        "fetch": snapshot.fetch,
         "clock": snapshot.batches.clock,
         "sources": [_source_status(snapshot, source) for source in snapshot.sources],
         "ring": {"capacity": ring.capacity, "written": ring.written,

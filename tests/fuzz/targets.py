@@ -68,10 +68,20 @@ from hypothesis import strategies as st
 from agent.config import schema as agent_config
 from agent.config.schema import load_config
 from agent.errors import AgentError
-from agent.events.codec import EVENT_CONTENT_TYPE, EventBody, encode_event
+from agent.events.codec import EVENT_CONTENT_TYPE, EventBody, encode_event, json_like
+from agent.events.fetch import CONTENT_TYPE as FETCH_CONTENT_TYPE
+from agent.events.fetch import (
+    FetchMemory,
+    FetchRejected,
+    FetchSource,
+    check_fetch,
+    fetch_event,
+    sign_fetch,
+)
 from agent.ota.update import CONTENT_TYPE as OTA_CONTENT_TYPE
 from agent.ota.update import (
     DbcEntry,
+    Trust,
     UpdateRejected,
     check_update,
     load_trust,
@@ -97,6 +107,7 @@ from agent.sources.sensor_protocols import (
 from agent.wire.body import BatchBody, Series, SeriesKind, SignalDef, dictionary_id, encode_body
 from agent.wire.cose import Signer
 from agent.wire.dictionary import DICTIONARY_CONTENT_TYPE, encode_dictionary
+from agent.wire.keys import key_id
 from tests.helpers.ota_fixtures import LOCAL_CONFIG
 
 # pyarrow's default allocator (jemalloc or mimalloc) reserves address space in large regions,
@@ -954,6 +965,75 @@ def _ota_session(folder: Path) -> Iterator[Check]:
     yield check
 
 
+# --- fetch-on-demand requests ------------------------------------------------------------------
+
+FETCH_FOCUS = ("id", "issued_at", "expires_at", "signals", "last_ms", "from_ms", "to_ms",
+               "max_samples")
+FETCH_KEYS = st.sampled_from(["type", "id", "issued_at", "expires_at", "target", "vehicle",
+                              "signals", "last_ms", "from_ms", "to_ms", "max_samples", "",
+                              "x" * 300])
+
+
+@functools.cache
+def fetch_seeds() -> tuple[bytes, ...]:
+    """CBOR documents of requests this vehicle accepts: a look-back, and a range."""
+    signer = Signer(BACKEND_KEY, FETCH_CONTENT_TYPE)
+    envelopes = (
+        sign_fetch(signer, vehicle="car-1", signals=["can0.*", "gps.lat"], last_ms=60_000,
+                   max_samples=2, issued_at=NOW, expires_at=NOW + 300, request_id=bytes(16)),
+        sign_fetch(signer, vehicle="car-1", signals=["*"], from_ms=NOW * 1000 - 5000,
+                   to_ms=NOW * 1000, max_samples=3, issued_at=NOW, expires_at=NOW + 60,
+                   request_id=bytes(range(16))))
+    return tuple(cbor2.loads(envelope).value[2] for envelope in envelopes)
+
+
+def _fetch_inputs() -> st.SearchStrategy[bytes]:
+    def signed(document: bytes) -> bytes:
+        return _sign(BACKEND_KEY, FETCH_CONTENT_TYPE, document)
+
+    def edited(focus: Sequence[str]) -> st.SearchStrategy[bytes]:
+        return st.deferred(lambda: st.sampled_from(fetch_seeds()).flatmap(
+            lambda seed: edited_tree(cbor2.loads(seed), hostile_values(True), FETCH_KEYS,
+                                     CBOR_TOKENS, focus=focus)).map(cbor2.dumps))
+
+    return st.one_of(edited(()).map(signed), edited(FETCH_FOCUS).map(signed),
+                     st.deferred(lambda: mutated(fetch_seeds(), CBOR_TOKENS)).map(signed),
+                     st.deferred(lambda: mutated([signed(seed) for seed in fetch_seeds()],
+                                                 CBOR_TOKENS)),
+                     st.binary(max_size=400))
+
+
+@contextlib.contextmanager
+def _fetch_session(folder: Path) -> Iterator[Check]:
+    public = BACKEND_KEY.public_key()
+    trust = Trust({key_id(public): public}, "car-1", frozenset({"eu-west"}), 1 << 20)
+    samples = {"can0.A.x": [(NOW * 1000 - t, 1.0) for t in range(0, 9000, 700)],
+               "gps.lat": [(NOW * 1000 - 100, 48.1)]}
+
+    def capture(keys: Sequence[str], from_ms: int, to_ms: int) -> dict[str, Any]:
+        return {k: [(t, v) for t, v in samples[k] if from_ms <= t <= to_ms]
+                for k in keys if k in samples}
+
+    source = FetchSource(tuple(samples), NOW * 1000, capture, lambda event: None)
+
+    def check(data: bytes) -> None:
+        """A request from MQTT: accepted (then its event is built), or FetchRejected with a
+        reason and a message; nothing else. A fresh memory each time: no seed is a replay."""
+        try:
+            request = check_fetch(data, trust, FetchMemory(folder), now=NOW)
+        except FetchRejected as exc:
+            require(exc.reason and exc.message, "a rejection without reason or message")
+            return
+        finally:
+            (folder / "ota" / "fetch-seen.json").unlink(missing_ok=True)
+        event = fetch_event(request, source, NOW * 1000)
+        require(sum(map(len, event.data["samples"].values())) <= request.max_samples,
+                "more samples than max_samples")
+        json_like(event.data, "data")
+
+    yield check
+
+
 # --- config.toml -------------------------------------------------------------------------------
 
 TOML_TOKENS = (b"0", b"-1", b"1.5", b"nan", b"inf", b"-inf", b"9223372036854775807",
@@ -1166,6 +1246,8 @@ TARGETS = (
            st.deferred(_backend_inputs), _backend_session, 300),
     Target("ota-update", "agent/ota/update.py check_update and stored_config on an update envelope",
            st.deferred(_ota_inputs), _ota_session, 200),
+    Target("fetch-request", "agent/events/fetch.py check_fetch and fetch_event on a request",
+           st.deferred(_fetch_inputs), _fetch_session, 200),
     Target("config-toml", "agent/config/schema.py load_config on a config file",
            st.deferred(_config_inputs), _config_session, 300),
 )

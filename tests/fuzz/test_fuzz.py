@@ -79,6 +79,7 @@ PLANTED = {
     "control-socket": ("agent.runtime.control.peer_of", _planted, RAISES, 150),
     "backend": ("agent.wire.body.decode_varints", _planted, RAISES, 150),
     "ota-update": ("agent.ota.update.config_of", _planted, RAISES, 60),
+    "fetch-request": ("agent.events.fetch.FetchMemory.remember", _planted, RAISES, 250),
     "config-toml": ("agent.config.schema._check_privacy", _planted, RAISES, 150),
 }
 
