@@ -16,23 +16,18 @@ import hashlib
 import json
 import logging
 import re
-import ssl
 import sys
-import threading
 import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from agent.errors import AgentError
 from agent.ota.update import CONTENT_TYPE, DbcEntry, sign_update
-from agent.output.uplink import topic
 from agent.wire.cose import Signer
 from agent.wire.keys import load_private_key
+from fleet.vehicle_commands import publish_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -96,53 +91,17 @@ def _do_sign(args: argparse.Namespace) -> int:
 
 def _do_publish(args: argparse.Namespace) -> int:
     payload = b"" if args.clear else args.update.read_bytes()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                         client_id=f"config-publish-{time.monotonic_ns()}")
-    if not args.plaintext:
-        client.tls_set(ca_certs=str(args.ca_cert), certfile=str(args.cert),
-                       keyfile=str(args.key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    acks: list[dict[str, Any]] = []
-    expected = set(args.vehicle)
-    subscribed = threading.Event()
-    all_acked = threading.Event()
 
-    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        vehicle = message.topic.split("/")[-3]
-        try:
-            ack = {"vehicle": vehicle, **json.loads(message.payload)}
-        except ValueError:
-            return
-        acks.append(ack)
+    def show(ack: dict[str, Any]) -> None:
         print(json.dumps(ack), flush=True)
-        expected.discard(vehicle)
-        if not expected:
-            all_acked.set()
 
-    client.on_message = on_message
-    client.on_subscribe = lambda *unused: subscribed.set()
-    client.connect(args.host, args.port, keepalive=30)
-    client.loop_start()
-    try:
-        if args.wait_ack:
-            client.subscribe([(topic(args.prefix, v, "config/ack"), 1) for v in args.vehicle])
-            if not subscribed.wait(10):
-                raise AgentError("the broker did not confirm the ack subscription")
-        for vehicle in args.vehicle:
-            info = client.publish(topic(args.prefix, vehicle, "config"), payload, qos=1,
-                                  retain=True)
-            info.wait_for_publish(timeout=10)
-            if not info.is_published():
-                raise AgentError(f"the broker did not acknowledge the update for {vehicle}")
-            log.info("published %d bytes retained to %s", len(payload),
-                     topic(args.prefix, vehicle, "config"))
-        if args.wait_ack and not all_acked.wait(args.wait_ack):
-            print(f"config-publish: no ack from {sorted(expected)} within {args.wait_ack:g} s",
-                  file=sys.stderr)
-            return 1
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    return 0 if all(ack.get("outcome") == "applied" for ack in acks) else 1
+    delivery = publish_and_wait(args, "config-publish", "config",
+                                dict.fromkeys(args.vehicle, payload), retain=True, on_ack=show)
+    if delivery.missing:
+        print(f"config-publish: no ack from {sorted(delivery.missing)} within "
+              f"{args.wait_ack:g} s", file=sys.stderr)
+        return 1
+    return 0 if all(ack.get("outcome") == "applied" for ack in delivery.acks) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

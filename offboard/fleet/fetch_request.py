@@ -15,64 +15,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import ssl
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from agent.errors import AgentError
 from agent.events.fetch import CONTENT_TYPE, MAX_SAMPLES, sign_fetch
-from agent.output.uplink import topic
 from agent.wire.cose import Signer
 from agent.wire.keys import load_private_key
 from fleet.config_signing import parse_duration
+from fleet.vehicle_commands import publish_and_wait
 
 
 def publish_request(args: argparse.Namespace, envelope: bytes) -> dict[str, Any] | None:
     """Publish at QoS 1, not retained (a request is for now: a vehicle that connects later
     must not act on it); with --wait-ack, the vehicle's ack."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                         client_id=f"fetch-request-{time.monotonic_ns()}")
-    if not args.plaintext:
-        client.tls_set(ca_certs=str(args.ca_cert), certfile=str(args.cert),
-                       keyfile=str(args.key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    acks: list[dict[str, Any]] = []
-    acked = threading.Event()
-    subscribed = threading.Event()
-
-    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            acks.append({"vehicle": args.vehicle, **json.loads(message.payload)})
-        except ValueError:
-            return
-        acked.set()
-
-    client.on_message = on_message
-    client.on_subscribe = lambda *unused: subscribed.set()
-    client.connect(args.host, args.port, keepalive=30)
-    client.loop_start()
-    try:
-        if args.wait_ack:
-            client.subscribe(topic(args.prefix, args.vehicle, "fetch/ack"), 1)
-            if not subscribed.wait(10):
-                raise AgentError("the broker did not confirm the ack subscription")
-        info = client.publish(topic(args.prefix, args.vehicle, "fetch"), envelope, qos=1)
-        info.wait_for_publish(timeout=10)
-        if not info.is_published():
-            raise AgentError("the broker did not acknowledge the request")
-        if args.wait_ack and not acked.wait(args.wait_ack):
-            raise AgentError(f"no ack from {args.vehicle} within {args.wait_ack:g} s (is it "
-                             "online? a request is not kept for vehicles offline)")
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    return acks[0] if acks else None
+    delivery = publish_and_wait(args, "fetch-request", "fetch", {args.vehicle: envelope},
+                                retain=False)
+    if delivery.missing:
+        raise AgentError(f"no ack from {args.vehicle} within {args.wait_ack:g} s (is it "
+                         "online? a request is not kept for vehicles offline)")
+    return delivery.acks[0] if delivery.acks else None
 
 
 def _do_fetch(args: argparse.Namespace) -> int:
