@@ -206,11 +206,11 @@ def decode_body(data: bytes) -> BatchBody:
         t0 = time_ms(document["t0"], "t0")
         bases = [tuple(t0 + t for t in decode_varints(byte_string(base, "tb entry")))
                  for base in document["tb"]]
-        rows = _series_rows(document["sig"]) if schema == 2 else document["sig"]
         if schema == 2:
-            _decode_integer_columns(rows)
-        series = tuple(_series(signal, bases, base, SeriesKind(kind_code), columns)
-                       for signal, base, kind_code, *columns in rows)
+            series = _flat_series(document["sig"], bases)
+        else:
+            series = tuple(_series(signal, bases, base, SeriesKind(kind_code), columns)
+                           for signal, base, kind_code, *columns in document["sig"])
         if len({item.signal for item in series}) != len(series):
             raise WireFormatError("a signal has more than one series")
         dictionary = document.get("dict")
@@ -242,50 +242,80 @@ def decode_body(data: bytes) -> BatchBody:
                               f"{type(exc).__name__}: {exc}") from exc
 
 
-def _series_rows(columns: Any) -> list[list[Any]]:
-    """Schema 2 `sig` → schema 1 style rows [signal, tb index, kind, column…]."""
+# Kind codes and what they mean, looked up once per series instead of through the enum: a
+# backend decodes hundreds of series per batch (a fleet's minute is 800 one-sample series).
+_KINDS = {kind.value: kind for kind in SeriesKind}
+_COLUMN_COUNT = {kind.value: 4 if kind.is_stats else 1 for kind in SeriesKind}
+# Columns that travel as float64 bytes: a float kind's values, or its min, max and sum.
+_FLOAT_COLUMNS = {kind.value: (kind.is_float,) if not kind.is_stats
+                  else (kind.is_float,) * 3 + (False,) for kind in SeriesKind}
+
+
+def _flat_series(columns: Any, bases: Sequence[tuple[int, ...]]) -> tuple[Series, ...]:
+    """Schema 2 `sig` (five flat columns, §5.2) → the series, their integer columns decoded in
+    one vectorised pass (one by one, exactly, when that pass declines)."""
     if not isinstance(columns, list) or len(columns) != 5 or not all(
             isinstance(column, bytes) for column in columns):
         raise WireFormatError("sig must be an array of 5 byte strings")
-    signals, bases, kinds, lengths = (decode_varints(column) for column in columns[:4])
+    meta = decode_varint_columns(columns[:4]) or [decode_varints(c) for c in columns[:4]]
+    signals, base_indexes, kinds, lengths = meta
     data = columns[4]
-    if not len(signals) == len(bases) == len(kinds):
-        raise WireFormatError(f"sig has {len(signals)} signals, {len(bases)} time bases and "
-                              f"{len(kinds)} kinds")
+    if not len(signals) == len(base_indexes) == len(kinds):
+        raise WireFormatError(f"sig has {len(signals)} signals, {len(base_indexes)} time bases "
+                              f"and {len(kinds)} kinds")
     if len(signals) > MAX_SIGNALS:
         raise WireFormatError(f"sig has {len(signals)} series; signals are numbered "
                               f"0..{MAX_SIGNALS - 1}")
+    if signals and not (min(signals) >= 0 and max(signals) < MAX_SIGNALS):
+        bad = next(s for s in signals if not 0 <= s < MAX_SIGNALS)
+        raise WireFormatError(f"signal index {bad!r} is not in 0..{MAX_SIGNALS - 1}")
+    if base_indexes and not (min(base_indexes) >= 0 and max(base_indexes) < len(bases)):
+        signal, base = next((s, b) for s, b in zip(signals, base_indexes, strict=True)
+                            if not 0 <= b < len(bases))
+        raise WireFormatError(f"series of signal {signal} names time base {base!r} of "
+                              f"{len(bases)}")
+    unknown = set(kinds) - _KINDS.keys()
+    if unknown:
+        raise WireFormatError(f"sig names series kind {min(unknown)}, not one of "
+                              f"{sorted(_KINDS)}")
     if min(lengths, default=0) < 0:
         raise WireFormatError("sig has a negative column length")
     if sum(lengths) != len(data):
         raise WireFormatError(f"sig column lengths add up to {sum(lengths)} bytes, "
                               f"not the {len(data)} given")
+    needed = sum(_COLUMN_COUNT[kind] for kind in kinds)
+    if needed > len(lengths):
+        raise WireFormatError("sig has fewer column lengths than its series need")
+    if needed != len(lengths):
+        raise WireFormatError(f"sig has {len(lengths) - needed} column lengths left over")
     bounds = list(itertools.accumulate(lengths, initial=0))
-    rows = []
-    used = 0
-    for signal, base, kind_code in zip(signals, bases, kinds, strict=True):
-        count = 4 if SeriesKind(kind_code).is_stats else 1
-        if used + count > len(lengths):
-            raise WireFormatError("sig has fewer column lengths than its series need")
-        rows.append([signal, base, kind_code,
-                     *(data[bounds[n]:bounds[n + 1]] for n in range(used, used + count))])
-        used += count
-    if used != len(lengths):
-        raise WireFormatError(f"sig has {len(lengths) - used} column lengths left over")
-    return rows
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    is_float = [flag for kind in kinds for flag in _FLOAT_COLUMNS[kind]]
+    integers = decode_varint_columns([c for c, f in zip(chunks, is_float, strict=True) if not f])
+    if integers is None:
+        integers = [tuple(decode_varints(c))
+                    for c, f in zip(chunks, is_float, strict=True) if not f]
+    next_integer = iter(integers).__next__
+    decoded = [_float_column(chunk) if flag else next_integer()
+               for chunk, flag in zip(chunks, is_float, strict=True)]
+    series = []
+    position = 0
+    for signal, base, kind in zip(signals, base_indexes, kinds, strict=True):
+        times = bases[base]
+        count = _COLUMN_COUNT[kind]
+        own = tuple(decoded[position:position + count])
+        position += count
+        for column in own:
+            if len(column) != len(times):
+                raise WireFormatError(f"series of signal {signal} has inconsistent columns")
+        series.append(Series(signal, _KINDS[kind], times, own))
+    return tuple(series)
 
 
-def _decode_integer_columns(rows: list[list[Any]]) -> None:
-    """Replace the integer columns of schema 2 rows by their values, all in one vectorised
-    pass; left as bytes (decoded one by one, exactly) when that pass declines."""
-    places = [(row, position) for row in rows
-              for position in range(3, len(row))
-              if not (SeriesKind(row[2]).is_float and position < 6)]
-    decoded = decode_varint_columns([row[position] for row, position in places])
-    if decoded is None:
-        return
-    for (row, position), values in zip(places, decoded, strict=True):
-        row[position] = values
+def _float_column(data: bytes) -> tuple[float, ...]:
+    if len(data) % 8:
+        raise WireFormatError("float column length is not a multiple of 8 bytes")
+    return struct.unpack(f"<{len(data) // 8}d", data)
 
 
 def _series(signal: int, bases: Sequence[tuple[int, ...]], base: int, kind: SeriesKind,
@@ -517,11 +547,7 @@ def decode_varint_columns(columns: Sequence[bytes]) -> list[tuple[int, ...]] | N
 def _decode_column(data: bytes | tuple[int, ...], is_float: bool) -> tuple[int | float, ...]:
     if isinstance(data, tuple):  # already decoded with its batch (decode_varint_columns)
         return data
-    if is_float:
-        if len(data) % 8:
-            raise WireFormatError("float column length is not a multiple of 8 bytes")
-        return struct.unpack(f"<{len(data) // 8}d", data)
-    return tuple(decode_varints(data))
+    return _float_column(data) if is_float else tuple(decode_varints(data))
 
 
 def dictionary_to_cbor(dictionary: Sequence[SignalDef]) -> list[list[Any]]:

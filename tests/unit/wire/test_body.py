@@ -199,7 +199,7 @@ def test_series_beyond_the_batch_dictionary_are_rejected():
     (lambda sig: [encode_varints([0, 65535]), *sig[1:]], "signal index 65535 is not"),
     (lambda sig: [encode_varints([0, 0]), *sig[1:]], "more than one series"),
     (lambda sig: [*sig[:4], sig[4][:0]], "add up to 27 bytes, not the 0"),
-    (lambda sig: [sig[0], sig[1], encode_varints([0, 7]), *sig[3:]], "not a valid SeriesKind"),
+    (lambda sig: [sig[0], sig[1], encode_varints([0, 7]), *sig[3:]], "series kind 7, not one of"),
 ])
 def test_malformed_schema_2_series_are_rejected_with_a_reason(change, message):
     document = small_body(2, SPEED, TORQUE)
