@@ -60,8 +60,11 @@ def sensor_agent(tmp_path, plain_mosquitto, dev_pki, looping_gpsd):
 
 def test_diag_gps_and_sensors_show_state_and_exit_non_zero_on_problems(sensor_agent):
     socket_path, emulator, fake, config = sensor_agent
+    # A 3D fix can come before gpsd knows the date (from an RMC) and so before its TPVs carry
+    # a time: wait for both.
     assert wait_until(lambda: diag_json("gps", "--socket", socket_path)[1]["sources"][0]
-                      .get("fix_mode") == 3, timeout=60), agent_log(config)
+                      .get("fix_mode") == 3 and diag_json("gps", "--socket", socket_path)[1]
+                      ["gps_minus_system_s"] is not None, timeout=60), agent_log(config)
     code, gps = diag_json("gps", "--socket", socket_path)
     source = gps["sources"][0]
     assert source["connected"] == 1 and source["fix"] == "3D"
@@ -110,8 +113,11 @@ def test_a_reload_keeps_unchanged_sensor_sources_open(sensor_agent):
     socket_path, emulator, _, config = sensor_agent
     assert wait_until(lambda: diag_json("sensors", "--socket", socket_path)[1]["sources"][0]
                       .get("connected") == 1), agent_log(config)
+    # A 3D fix can come before gpsd knows the date (from an RMC) and so before its TPVs carry
+    # a time: wait for both.
     assert wait_until(lambda: diag_json("gps", "--socket", socket_path)[1]["sources"][0]
-                      .get("fix_mode") == 3, timeout=60), agent_log(config)
+                      .get("fix_mode") == 3 and diag_json("gps", "--socket", socket_path)[1]
+                      ["gps_minus_system_s"] is not None, timeout=60), agent_log(config)
     before = {name: diag_json(name, "--socket", socket_path)[1]["sources"][0]["reconnects"]
               for name in ("gps", "sensors")}
     config.write_text("version = 2\n" + config.read_text()
