@@ -299,16 +299,20 @@ def _flat_series(columns: Any, bases: Sequence[tuple[int, ...]]) -> tuple[Series
     decoded = [_float_column(chunk) if flag else next_integer()
                for chunk, flag in zip(chunks, is_float, strict=True)]
     series = []
+    append = series.append
     position = 0
     for signal, base, kind in zip(signals, base_indexes, kinds, strict=True):
         times = bases[base]
-        count = _COLUMN_COUNT[kind]
-        own = tuple(decoded[position:position + count])
-        position += count
+        if _COLUMN_COUNT[kind] == 1:  # a `last` kind (the usual case, kept short)
+            own: tuple[tuple[int | float, ...], ...] = (decoded[position],)
+            position += 1
+        else:
+            own = tuple(decoded[position:position + 4])
+            position += 4
         for column in own:
             if len(column) != len(times):
                 raise WireFormatError(f"series of signal {signal} has inconsistent columns")
-        series.append(Series(signal, _KINDS[kind], times, own))
+        append(Series(signal, _KINDS[kind], times, own))
     return tuple(series)
 
 

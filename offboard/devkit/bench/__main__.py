@@ -22,6 +22,7 @@ from pathlib import Path
 from devkit.bench import (
     drain,
     fleet,
+    fleet_worker,
     ingest,
     memory,
     modes,
@@ -46,6 +47,7 @@ FIGURES: dict[str, Callable[[bool], Figure]] = {
 # `--only modes`: the whole bundled drive under each sampling profile).
 OPTIONAL_FIGURES: dict[str, Callable[[bool], Figure]] = {
     "fleet": fleet.run,
+    "fleet-worker": fleet_worker.run,  # one worker's CPU per batch, in process (#27)
     "modes": modes.run,  # bytes of the change and bounded modes against last (#23)
 }
 DEFAULT_RESULTS = REPO / "bench" / "RESULTS.md"
