@@ -15,6 +15,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import cbor2
@@ -104,7 +105,12 @@ class BatchBody:
 
     @property
     def sample_count(self) -> int:
-        return sum(len(s.times_ms) for s in self.series)
+        return sum(map(len, map(attrgetter("times_ms"), self.series)))
+
+    @property
+    def highest_signal(self) -> int:
+        """The highest signal index of the series (-1 without any): within the dictionary?"""
+        return max(map(attrgetter("signal"), self.series), default=-1)
 
 
 def dictionary_id(dictionary: Sequence[SignalDef]) -> bytes:
@@ -211,11 +217,12 @@ def decode_body(data: bytes) -> BatchBody:
         else:
             series = tuple(_series(signal, bases, base, SeriesKind(kind_code), columns)
                            for signal, base, kind_code, *columns in document["sig"])
-        if len({item.signal for item in series}) != len(series):
+        if len(set(map(attrgetter("signal"), series))) != len(series):
             raise WireFormatError("a signal has more than one series")
         dictionary = document.get("dict")
         dictionary = None if dictionary is None else dictionary_from_cbor(dictionary)
-        if dictionary is not None and series and max(s.signal for s in series) >= len(dictionary):
+        if dictionary is not None and max(map(attrgetter("signal"), series), default=-1) \
+                >= len(dictionary):
             raise WireFormatError(f"a series names a signal beyond the {len(dictionary)} "
                                   "entries of the batch's dictionary")
         return BatchBody(

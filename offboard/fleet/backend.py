@@ -246,7 +246,7 @@ class Backend:
     def rows(self, body: BatchBody) -> Iterator[dict[str, Any]] | None:
         """The batch's sample rows; None (counted undecodable) without its dictionary."""
         dictionary = self.dictionaries.lookup(body.dictionary_id)
-        if dictionary is None or any(s.signal >= len(dictionary) for s in body.series):
+        if dictionary is None or body.highest_signal >= len(dictionary):
             self.undecodable += 1
             return None
         return sample_rows(body, dictionary)
@@ -277,7 +277,7 @@ class Backend:
         for body in bodies:
             dictionary = self.dictionaries.lookup(body.dictionary_id)
             assert dictionary is not None  # only batches whose dictionary is known come here
-            if any(s.signal >= len(dictionary) for s in body.series):
+            if body.highest_signal >= len(dictionary):
                 self._give_up(GivenUp(body, "a series names a signal beyond the "
                                             f"{len(dictionary)} entries of dictionary "
                                             f"{body.dictionary_id.hex()}"))
