@@ -33,6 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import can
 import cantools
@@ -161,15 +162,7 @@ def _agent_raw(scratch: Path) -> Receiver:
             handler = agent.frame_handler(source, f"source {source.name}")
             threads.append(threading.Thread(target=reader.receive, args=(
                 RawCanSocket(end, None), handler, lambda now: None, stop)))
-        for thread in threads:
-            thread.start()
-
-        def finish() -> None:
-            stop.set()
-            for thread in threads:
-                thread.join()
-            agent.parts.spool.close()
-
+        finish = _start_readers(threads, stop, agent)
         return finish, lambda: sum(source.health.frames for source in agent.sources)
 
     return start
@@ -268,15 +261,7 @@ def _agent_virtual(scratch: Path) -> Callable[
         threads = [threading.Thread(target=source.receive, args=(
             bus, agent.frame_handler(source, f"source {source.name}"), lambda now: None, stop))
             for source, bus in zip(agent.sources, buses, strict=True)]
-        for thread in threads:
-            thread.start()
-
-        def finish() -> None:
-            stop.set()
-            for thread in threads:
-                thread.join()
-            agent.parts.spool.close()
-
+        finish = _start_readers(threads, stop, agent)
         return finish, lambda: sum(s.health.frames for s in agent.sources), buses
 
     return start
@@ -309,3 +294,18 @@ def _recv_baseline() -> Callable[
         return finish, taken, buses
 
     return start
+
+
+def _start_readers(threads: list[threading.Thread], stop: threading.Event,
+                   agent: Any) -> Callable[[], None]:
+    """Start the agent's reader threads; the function that stops them and closes its spool."""
+    for thread in threads:
+        thread.start()
+
+    def finish() -> None:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        agent.parts.spool.close()
+
+    return finish
