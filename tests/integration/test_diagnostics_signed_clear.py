@@ -105,7 +105,7 @@ def test_a_signed_update_clears_the_codes_once_and_they_arrive_cleared(tmp_path,
         assert ack["outcome"] == "applied" and ack["version"] == 2, (ack, agent_log())
         cleared = {("P0301", "cleared"), ("P0420", "cleared")}
         assert wait_until(lambda: cleared <= dtc_events(), 120), agent_log()
-        counters = wait_until(lambda: (c := diag_counters()) and c["writes"] >= 1 and c, 60)
+        counters = wait_until(lambda: (c := diag_counters()) and c.get("writes", 0) >= 1 and c, 60)
         assert counters["writes_positive"] == 1 and counters["writes"] == 1, counters
         codes = json.loads(diag(config, "dtc", "--json").stdout)
         assert all(not ecu["codes"] for ecu in codes["ecus"]), codes
