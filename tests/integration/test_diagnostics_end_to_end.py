@@ -139,7 +139,7 @@ def test_pids_dids_and_dtc_events_arrive_verified_with_etiquette_counted(tmp_pat
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=60)
         log.close()
-    backend.send_signal(signal.SIGINT)
+    backend.send_signal(signal.SIGTERM)
     out, err = backend.communicate(timeout=60)
     assert backend.returncode == 0, err[-3000:]
 

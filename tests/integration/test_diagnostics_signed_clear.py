@@ -116,7 +116,7 @@ def test_a_signed_update_clears_the_codes_once_and_they_arrive_cleared(tmp_path,
         agent.wait(timeout=60)
         log.close()
         publisher.close()
-        fleet.send_signal(signal.SIGINT)
+        fleet.send_signal(signal.SIGTERM)
         fleet.communicate(timeout=60)
     assert "clear_engine (clear_dtc, config version 2): done (positive response)" in \
         (tmp_path / "agent.log").read_text()

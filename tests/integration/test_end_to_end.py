@@ -88,7 +88,7 @@ def test_bundled_drive_arrives_verified_and_equal_to_cantools(tmp_path, mosquitt
                 and sum("event" in row for row in rows) == len(BUNDLED_EVENTS))
 
     assert wait_until(arrived, timeout=120), rows_path.read_text()[-2000:]
-    backend.send_signal(signal.SIGINT)
+    backend.send_signal(signal.SIGTERM)
     out, err = backend.communicate(timeout=60)
     assert backend.returncode == 0, err[-3000:]
 

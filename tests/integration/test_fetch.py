@@ -139,7 +139,7 @@ def test_a_fetch_request_round_trips_and_replays_are_refused(tmp_path, mosquitto
 
         assert wait_until(lambda: rows.exists() and fetch_rows(), 30)
         assert fetch_rows()[0]["data"] == event.data
-        fleet_backend.send_signal(signal.SIGINT)
+        fleet_backend.send_signal(signal.SIGTERM)
         assert fleet_backend.wait(60) == 0
         assert event.vehicle == VEHICLE
         assert event.data["request"] == ack["request"]

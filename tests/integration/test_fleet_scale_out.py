@@ -43,7 +43,7 @@ class Worker:
     def batches_taken(self) -> int:
         return sum(line.startswith("verified ") for line in list(self.out))
 
-    def stop(self, how: signal.Signals = signal.SIGINT) -> dict:
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> dict:
         self.process.send_signal(how)
         self.process.wait(timeout=60)
         for thread in self._threads:

@@ -84,7 +84,7 @@ def vehicle(tmp_path, mosquitto, dev_pki):
 
 
 def _report(backend, path):
-    backend.send_signal(signal.SIGINT)
+    backend.send_signal(signal.SIGTERM)
     _, err = backend.communicate(timeout=60)
     assert backend.returncode == 0, err[-3000:]
     return json.loads(path.read_text())
