@@ -14,32 +14,20 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import can
 import pytest
 from fleet.backend import load_keyring
 
 from agent.config.schema import UplinkConfig
 from agent.output.batch import open_batch
-from tests.helpers.agent_setup import BUNDLED_DRIVE, REPO, write_agent_config
+from tests.helpers.agent_setup import REPO, write_agent_config
 from tests.helpers.capture import Capture
+from tests.helpers.drive_replay import short_drive
 from tests.helpers.support import wait_until
 
 SEALED = re.compile(r"sealed batch (\d+): .* (spooled|in memory only)")
 BOOT = re.compile(r"boot ([0-9a-f]{32})")
 ACKED = re.compile(r"agent stopped: \d+ batches sealed, (\d+) acknowledged")
 MAX_INFLIGHT = UplinkConfig().max_inflight
-
-
-def short_drive(directory: Path, seconds: float) -> Path:
-    path = directory / "short.log"
-    with can.LogReader(str(BUNDLED_DRIVE)) as reader, can.Logger(str(path)) as writer:
-        start = None
-        for frame in reader:
-            start = frame.timestamp if start is None else start
-            if frame.timestamp - start > seconds:
-                break
-            writer.on_message_received(frame)
-    return path
 
 
 def spawn_agent(config: Path, log: Path, *args: str) -> subprocess.Popen:

@@ -10,15 +10,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-import can
 import pytest
 
 from agent.decoding import frames as decode
 from agent.runtime.verify import compare, verify
+from tests.helpers.drive_replay import (
+    assert_exact,
+    replay_source,
+    short_drive,
+    write_verify_config,
+)
 from tests.helpers.traffic import Car, generate_log, group_cars, pick_opendbc
 
 REPO = Path(__file__).resolve().parents[3]
 CARS = group_cars(pick_opendbc(20))
+RULES = """
+[[sampling.signals]]
+match = "*"
+
+[[sampling.signals]]
+match = "can1.*"
+mode = "stats"
+"""
 
 
 def write_car(car: Car, folder: Path, *, duration: float, seed: int) -> tuple[Path, Path]:
@@ -26,41 +39,9 @@ def write_car(car: Car, folder: Path, *, duration: float, seed: int) -> tuple[Pa
     `last` each second, the second bus's also as `stats`, 10 s windows."""
     log = folder / "drive.log"
     generate_log(log, car.buses, duration=duration, seed=seed)
-    sources = "".join(
-        f'[[sources]]\nname = "can{i}"\ntype = "replay"\npath = "{log}"\n'
-        f'channel = "can{i}"\ndbc = ["{dbc.write(folder)}"]\n\n'
-        for i, dbc in enumerate(car.dbcs))
-    config = folder / "agent.toml"
-    config.write_text(f"""[vehicle]
-id = "verify-test"
-
-[keys]
-signing_key = "{folder / 'unused.key'}"
-
-[state]
-directory = "{folder / 'state'}"
-
-[uplink]
-tls = false
-
-[batch]
-window = 10.0
-
-{sources}
-[[sampling.signals]]
-match = "*"
-
-[[sampling.signals]]
-match = "can1.*"
-mode = "stats"
-""", encoding="utf-8")
-    return log, config
-
-
-def assert_exact(report) -> None:
-    different = {key: (r.mismatched, r.missing, r.extra, r.examples)
-                 for key, r in report.signals.items() if r.differences}
-    assert not different, f"{len(different)} signals differ: {list(different.items())[:5]}"
+    sources = "".join(replay_source(f"can{i}", log, dbc.write(folder))
+                      for i, dbc in enumerate(car.dbcs))
+    return log, write_verify_config(folder, window=10.0, sources=sources, rules=RULES)
 
 
 @pytest.mark.parametrize("car", CARS, ids=[car.name for car in CARS])
@@ -112,15 +93,7 @@ def test_compare_counts_missing_extra_and_nan_as_equal():
 
 def test_the_command_line_on_the_bundled_drive(tmp_path):
     """As an engineer runs it: the bundled drive's first 40 s through the example DBC."""
-    short = tmp_path / "short.log"
-    with can.LogReader(str(REPO / "dbc" / "drive.log.gz")) as reader, \
-            can.Logger(str(short)) as writer:
-        start = None
-        for frame in reader:
-            start = frame.timestamp if start is None else start
-            if frame.timestamp - start > 40:
-                break
-            writer.on_message_received(frame)
+    short = short_drive(tmp_path, 40)
     result = subprocess.run(
         [sys.executable, "-m", "agent", "--log-level", "ERROR", "verify", "--dbc",
          str(REPO / "dbc" / "vehicle.dbc"), "--json", str(short)],

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import can
-
 from agent.config.schema import SamplingConfig, SignalRule
 from agent.decoding.dbc import load_dbc
 from agent.runtime.verify import SignalReport, check_frame_time, verify
 from agent.sampling.plan import build_plan
+from tests.helpers.drive_replay import (
+    assert_exact,
+    replay_source,
+    short_drive,
+    write_verify_config,
+)
 from tests.helpers.traffic import generate_log, group_cars, pick_opendbc
-from tests.unit.runtime.test_verify import assert_exact
 
 REPO = Path(__file__).resolve().parents[3]
 RULES = """
@@ -41,46 +44,10 @@ deadband = 1.5
 """
 
 
-def short_drive(folder: Path, seconds: float) -> Path:
-    short = folder / "short.log"
-    with can.LogReader(str(REPO / "dbc" / "drive.log.gz")) as reader, \
-            can.Logger(str(short)) as writer:
-        start = None
-        for frame in reader:
-            start = frame.timestamp if start is None else start
-            if frame.timestamp - start > seconds:
-                break
-            writer.on_message_received(frame)
-    return short
-
-
-def write_config(folder: Path, sources: str) -> Path:
-    config = folder / "agent.toml"
-    config.write_text(f"""[vehicle]
-id = "verify-test"
-
-[keys]
-signing_key = "{folder / 'unused.key'}"
-
-[state]
-directory = "{folder / 'state'}"
-
-[uplink]
-tls = false
-
-[batch]
-window = 5.0
-
-{sources}
-{RULES}""", encoding="utf-8")
-    return config
-
-
 def test_bundled_drive_loses_no_change_and_stays_within_epsilon(tmp_path):
     log = short_drive(tmp_path, 20)
-    config = write_config(tmp_path, f'[[sources]]\nname = "can0"\ntype = "replay"\n'
-                                    f'path = "{log}"\nchannel = "can0"\n'
-                                    f'dbc = ["{REPO / "dbc" / "vehicle.dbc"}"]\n')
+    config = write_verify_config(tmp_path, window=5.0, rules=RULES,
+                                 sources=replay_source("can0", log, REPO / "dbc" / "vehicle.dbc"))
     report = verify(log, config_path=config, speed=0)
     assert_exact(report)
     bounded = [r for key, r in report.signals.items() if "Temp" in key or "Speed" in key]
@@ -93,9 +60,9 @@ def test_generated_traffic_of_real_dbcs(tmp_path):
     car = group_cars(pick_opendbc(20))[1]
     log = tmp_path / "drive.log"
     generate_log(log, car.buses[:1], duration=3.0, seed=23)
-    sources = (f'[[sources]]\nname = "can0"\ntype = "replay"\npath = "{log}"\n'
-               f'channel = "can0"\ndbc = ["{car.dbcs[0].write(tmp_path)}"]\n\n')
-    report = verify(log, config_path=write_config(tmp_path, sources), speed=0)
+    config = write_verify_config(tmp_path, window=5.0, rules=RULES,
+                                 sources=replay_source("can0", log, car.dbcs[0].write(tmp_path)))
+    report = verify(log, config_path=config, speed=0)
     assert_exact(report)
     assert report.totals()["compared"] > 1000
 
