@@ -24,6 +24,7 @@ from tests.helpers.agent_setup import (
     start_backend,
     write_agent_config,
 )
+from tests.helpers.drive_replay import short_drive
 from tests.helpers.support import wait_until
 
 STATS_SIGNAL = "can0.ESP_VehicleSpeed.VehicleSpeed"
@@ -126,17 +127,8 @@ def test_bundled_drive_arrives_verified_and_equal_to_cantools(tmp_path, mosquitt
 
 def test_tampered_batch_is_rejected_by_the_backend(tmp_path, mosquitto, dev_pki):
     vehicle_tls = dev_pki.client("demo-0001")
-    short_log = tmp_path / "short.log"
-    with can.LogReader(str(BUNDLED_DRIVE)) as reader:
-        lines = []
-        for frame in reader:
-            if frame.timestamp - (lines[0][0] if lines else frame.timestamp) > 5:
-                break
-            lines.append((frame.timestamp, frame))
-    with can.Logger(str(short_log)) as writer:
-        for _, frame in lines:
-            writer.on_message_received(frame)
-    config = write_agent_config(tmp_path, port=mosquitto.port, tls=vehicle_tls, log=short_log)
+    config = write_agent_config(tmp_path, port=mosquitto.port, tls=vehicle_tls,
+                                log=short_drive(tmp_path, 5))
     envelopes = []
     subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     backend_tls = dev_pki.client("backend")
