@@ -11,30 +11,14 @@ import can
 import pytest
 from fleet.backend import Backend
 
-from agent.config.schema import (
-    AgentConfig,
-    BatchConfig,
-    KeysConfig,
-    PrivacyConfig,
-    SamplingConfig,
-    SignalRule,
-    StateConfig,
-    UplinkConfig,
-    VehicleConfig,
-)
-from agent.events.sink import EventCounters, EventSequence
-from agent.output.batch import CONTENT_TYPE, open_batch
+from agent.config.schema import BatchConfig
+from agent.output.batch import open_batch
 from agent.output.spool import Spool, SpooledBatch
-from agent.output.uplink import UplinkStats
-from agent.runtime.pipeline import HealthCounters, SharedParts, build_pipeline
-from agent.sampling.ring import Ring
-from agent.sources.health import SourceHealth
-from agent.sources.replay import ReplayConfig
-from agent.wire.cose import Signer
-from agent.wire.keys import generate_key_pair, key_id, load_private_key, load_public_key
+from agent.runtime.pipeline import build_pipeline
+from agent.wire.keys import generate_key_pair, key_id, load_public_key
+from tests.helpers.agent_setup import BUNDLED_DRIVE
+from tests.helpers.pipeline_parts import agent_config, shared_parts
 
-REPO = Path(__file__).resolve().parents[3]
-DRIVE = REPO / "dbc" / "drive.log.gz"
 DRIVING_S = 120
 PARKED_S = 24 * 3600
 MONTH_DAYS = 30
@@ -43,33 +27,18 @@ MONTH_DAYS = 30
 def _run(tmp_path: Path, heartbeat: float,
          parked_s: int = PARKED_S) -> tuple[list[SpooledBatch], float]:
     """Drive, then park for `parked_s`; the batches submitted, and the drive's last frame time."""
-    key = tmp_path / "vehicle.key"
-    generate_key_pair(key)
-    config = AgentConfig(
-        path=tmp_path / "config.toml", vehicle=VehicleConfig("v1"),
-        sources=(ReplayConfig("can0", "replay", dbc=(REPO / "dbc" / "vehicle.dbc",),
-                              path=DRIVE),),
-        keys=KeysConfig(key), state=StateConfig(tmp_path),
-        # A few messages, not all 931 signals: a day of ticks stays quick, and what a parked
-        # window costs (its health counters) does not depend on the plan.
-        sampling=SamplingConfig(signals=(SignalRule("can0.BMS_Pack.*"),
-                                         SignalRule("can0.ESP_VehicleSpeed.*"))),
-        batch=BatchConfig(heartbeat=heartbeat), uplink=UplinkConfig(tls=False),
-        privacy=PrivacyConfig(consent="full"))
+    generate_key_pair(tmp_path / "vehicle.key")
+    # A few messages, not all 931 signals: a day of ticks stays quick, and what a parked
+    # window costs (its health counters) does not depend on the plan.
+    config = agent_config(tmp_path, signals=("can0.BMS_Pack.*", "can0.ESP_VehicleSpeed.*"),
+                          batch=BatchConfig(heartbeat=heartbeat))
     spool = Spool(tmp_path / "spool.sqlite", 2**30)
-    healths: dict[str, SourceHealth] = {}
     submitted: list[SpooledBatch] = []
-    idle = UplinkStats(connected=False, published=0, acked=0, dropped=0, connects=0,
-                       connect_failures=0, refused=0, last_puback=0.0)
-    parts = SharedParts(ring=Ring.for_memory(4.0), spool=spool,
-                        signer=Signer(load_private_key(key), CONTENT_TYPE), boot=bytes(16),
-                        healths=healths, health=HealthCounters(healths, lambda: idle, spool),
-                        event_counters=EventCounters(), event_seq=EventSequence(),
-                        submit=submitted.append)
+    parts = shared_parts(tmp_path, spool, submitted.append, ring_mb=4.0)
     pipeline = build_pipeline(config, parts, None)
     store, sampler = pipeline.stores["can0"], pipeline.sampler
     first = last = None
-    for frame in can.LogReader(str(DRIVE)):
+    for frame in can.LogReader(str(BUNDLED_DRIVE)):
         first = first or frame.timestamp
         if frame.timestamp - first >= DRIVING_S:
             break

@@ -5,46 +5,20 @@ snapshot diagnostics read."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
-from agent.config.schema import (
-    AgentConfig,
-    BatchConfig,
-    KeysConfig,
-    PrivacyConfig,
-    SamplingConfig,
-    SignalRule,
-    StateConfig,
-    UplinkConfig,
-    VehicleConfig,
-)
-from agent.events.sink import EventCounters, EventSequence
-from agent.output.batch import CONTENT_TYPE, decompress_payload
+from agent.config.schema import BatchConfig, SamplingConfig, SignalRule
+from agent.output.batch import decompress_payload
 from agent.output.spool import Spool, SpooledBatch
-from agent.output.uplink import Uplink, UplinkStats
+from agent.output.uplink import Uplink
 from agent.runtime.daemon import UplinkSlot, build_agent
-from agent.runtime.pipeline import HealthCounters, SharedParts, build_pipeline
-from agent.sampling.ring import Ring
-from agent.sources.health import SourceHealth
-from agent.sources.replay import ReplayConfig
-from agent.wire.cose import Signer, verify
+from agent.runtime.pipeline import build_pipeline
+from agent.wire.cose import verify
 from agent.wire.dictionary import DICTIONARY_CONTENT_TYPE, decode_dictionary
 from agent.wire.keys import generate_key_pair, key_id, load_private_key
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def agent_config(directory: Path, window: float = 60.0, consent: str = "full") -> AgentConfig:
-    return AgentConfig(
-        path=directory / "config.toml", vehicle=VehicleConfig("v1"),
-        sources=(ReplayConfig("can0", "replay", dbc=(REPO / "dbc" / "vehicle.dbc",),
-                              path=REPO / "dbc" / "drive.log.gz"),),
-        keys=KeysConfig(directory / "vehicle.key"), state=StateConfig(directory),
-        sampling=SamplingConfig(signals=(SignalRule("can0.ESP_VehicleSpeed.*"),)),
-        batch=BatchConfig(window=window), uplink=UplinkConfig(tls=False),
-        privacy=PrivacyConfig(consent=consent))
+from tests.helpers.agent_setup import BUNDLED_DRIVE
+from tests.helpers.pipeline_parts import agent_config, shared_parts
 
 
 @pytest.fixture
@@ -77,16 +51,8 @@ def test_a_closed_window_is_spooled_then_submitted(tmp_path):
     generate_key_pair(tmp_path / "vehicle.key")
     config = agent_config(tmp_path)
     spool = Spool(tmp_path / "spool.sqlite", 2**20)
-    healths: dict[str, SourceHealth] = {}
     submitted = RecordingUplink()
-    idle = UplinkStats(connected=False, published=0, acked=0, dropped=0, connects=0,
-                       connect_failures=0, refused=0, last_puback=0.0)
-    parts = SharedParts(ring=Ring.for_memory(1.0), spool=spool,
-                        signer=Signer(load_private_key(tmp_path / "vehicle.key"), CONTENT_TYPE),
-                        boot=bytes(16), healths=healths,
-                        health=HealthCounters(healths, lambda: idle, spool),
-                        event_counters=EventCounters(), event_seq=EventSequence(),
-                        submit=submitted.submit)
+    parts = shared_parts(tmp_path, spool, submitted.submit, ring_mb=1.0)
     pipeline = build_pipeline(config, parts, None)
 
     pipeline.sampler.advance(1000.0)
@@ -119,7 +85,7 @@ def test_a_config_change_keeps_an_unchanged_source_and_the_sequence(agent, tmp_p
     source = agent.sources[0]
     agent.pipeline.batcher.next_seq = 5
 
-    agent.switch(agent.prepare(agent_config(tmp_path, window=30.0)))
+    agent.switch(agent.prepare(agent_config(tmp_path, batch=BatchConfig(window=30.0))))
 
     assert agent.sources[0] is source
     assert agent.pipeline.batcher.next_seq == 5
@@ -141,7 +107,7 @@ def test_the_snapshot_describes_each_source_as_its_type_does(agent):
 
     (can0,) = snapshot.sources
     assert (can0.name, can0.type, can0.where, can0.value_source) == (
-        "can0", "replay", str(REPO / "dbc" / "drive.log.gz"), False)
+        "can0", "replay", str(BUNDLED_DRIVE), False)
     assert snapshot.batches.sealed == 0 and snapshot.ring.written == 0
     assert set(agent.readings()) == {"can0"}
 
