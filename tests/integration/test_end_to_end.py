@@ -6,14 +6,11 @@ import json
 import math
 import re
 import signal
-import threading
 from collections import defaultdict
 
 import can
 import cbor2
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.decoding.dbc import load_dbc
 from tests.helpers.agent_setup import (
@@ -24,6 +21,7 @@ from tests.helpers.agent_setup import (
     start_backend,
     write_agent_config,
 )
+from tests.helpers.capture import Capture
 from tests.helpers.drive_replay import short_drive
 from tests.helpers.support import wait_until
 
@@ -129,22 +127,13 @@ def test_tampered_batch_is_rejected_by_the_backend(tmp_path, mosquitto, dev_pki)
     vehicle_tls = dev_pki.client("demo-0001")
     config = write_agent_config(tmp_path, port=mosquitto.port, tls=vehicle_tls,
                                 log=short_drive(tmp_path, 5))
-    envelopes = []
-    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     backend_tls = dev_pki.client("backend")
-    subscriber.tls_set(ca_certs=str(backend_tls.ca_cert), certfile=str(backend_tls.cert),
-                       keyfile=str(backend_tls.key))
-    subscriber.on_message = lambda c, u, message: envelopes.append(message.payload)
-    subscriber.connect("127.0.0.1", mosquitto.port)
-    subscriber.subscribe("fleet/+/telemetry", qos=1)
-    subscribed = threading.Event()
-    subscriber.on_subscribe = lambda *args: subscribed.set()
-    subscriber.loop_start()
+    subscriber = Capture(mosquitto.port, backend_tls, "fleet/+/telemetry")
     try:
-        assert subscribed.wait(30), "the test's subscriber got no SUBACK"
         agent = run_agent(config, "--exit-after-replay")
         assert agent.returncode == 0, agent.stderr[-3000:]
-        assert wait_until(lambda: envelopes, timeout=30), "no batch reached the subscriber"
+        envelopes = wait_until(lambda: subscriber.envelopes, timeout=30)
+        assert envelopes, "no batch reached the subscriber"
         protected, unprotected, payload, signature = cbor2.loads(envelopes[0]).value
         tampered = cbor2.dumps(cbor2.CBORTag(18, [protected, dict(unprotected),
                                                   payload[:-1] + bytes([payload[-1] ^ 0x20]),
@@ -152,11 +141,10 @@ def test_tampered_batch_is_rejected_by_the_backend(tmp_path, mosquitto, dev_pki)
         backend = start_backend(mosquitto.port, backend_tls, tmp_path / "vehicle.pub",
                                 "--count", "2", "--timeout", "30")
         for envelope in (tampered, envelopes[0]):
-            subscriber.publish("fleet/demo-0001/telemetry", envelope, qos=1).wait_for_publish(5)
+            subscriber.publish("fleet/demo-0001/telemetry", envelope)
         out, err = backend.communicate(timeout=40)
     finally:
-        subscriber.loop_stop()
-        subscriber.disconnect()
+        subscriber.close()
     assert backend.returncode == 1
     lines = out.splitlines()
     assert lines[0].startswith("REJECTED") and "signature does not verify" in lines[0]

@@ -10,13 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
+from devkit.pki import TlsFiles
 from fleet.backend import load_keyring
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.events.codec import EventBody, open_event
 from agent.events.fetch import CONTENT_TYPE, sign_fetch
@@ -24,61 +22,41 @@ from agent.runtime.control import request
 from agent.wire.cose import Signer
 from agent.wire.keys import generate_key_pair, load_private_key
 from tests.helpers.agent_setup import REPO, start_backend, write_agent_config
+from tests.helpers.capture import Capture
 from tests.helpers.support import wait_until
 from tests.integration.test_ota import VEHICLE, spawn, stop
 
 CELLS = "can0.BMS_CellStats.*"                 # technical: sent at vehicle-health
 SPEED = "can0.ESP_VehicleSpeed.VehicleSpeed"   # driving: withheld at vehicle-health
+TELEMETRY = f"fleet/{VEHICLE}/telemetry"
+EVENTS = f"fleet/{VEHICLE}/events"
+REQUESTS = f"fleet/{VEHICLE}/fetch"
+ACKS = f"fleet/{VEHICLE}/fetch/ack"
 
 
 class Backend:
     """Collects telemetry, events and fetch acks; publishes fetch requests (QoS 1)."""
 
-    def __init__(self, port: int, tls) -> None:
-        self.telemetry = 0
-        self.events: list[bytes] = []
-        self.acks: list[dict] = []
-        self._lock = threading.Lock()
-        subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=f"fetch-backend-{os.getpid()}-{id(self)}")
-        self.client.tls_set(ca_certs=str(tls.ca_cert), certfile=str(tls.cert),
-                            keyfile=str(tls.key))
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *args: subscribed.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.client.subscribe([(f"fleet/{VEHICLE}/telemetry", 1),
-                               (f"fleet/{VEHICLE}/events", 1),
-                               (f"fleet/{VEHICLE}/fetch/ack", 1)])
-        assert subscribed.wait(10)
+    def __init__(self, port: int, tls: TlsFiles) -> None:
+        self.capture = Capture(port, tls, [TELEMETRY, EVENTS, ACKS])
 
-    def _on_message(self, client, userdata, message) -> None:
-        with self._lock:
-            if message.topic.endswith("/fetch/ack"):
-                self.acks.append(json.loads(message.payload))
-            elif message.topic.endswith("/events"):
-                self.events.append(bytes(message.payload))
-            else:
-                self.telemetry += 1
+    @property
+    def telemetry(self) -> int:
+        return self.capture.count(TELEMETRY)
 
     def publish(self, envelope: bytes) -> None:
-        self.client.publish(f"fleet/{VEHICLE}/fetch", envelope, qos=1).wait_for_publish(10)
+        self.capture.publish(REQUESTS, envelope)
 
     def next_ack(self, seen: int) -> dict:
-        assert wait_until(lambda: len(self.acks) > seen, 40), f"no ack after {seen}"
-        return self.acks[seen]
+        return json.loads(self.capture.wait_for(ACKS, seen))
 
     def fetch_events(self, vehicle_pub: Path) -> list[EventBody]:
         keyring = load_keyring([vehicle_pub])[0]
-        with self._lock:
-            envelopes = list(self.events)
-        bodies = [open_event(envelope, keyring) for envelope in envelopes]
+        bodies = [open_event(envelope, keyring) for envelope in self.capture.payloads(EVENTS)]
         return [body for body in bodies if body.type == "fetch"]
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.capture.close()
 
 
 def fetch(directory: Path, signals: list[str], *, expires_in: int = 300,

@@ -10,14 +10,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from devkit.pki import TlsFiles
 from fleet.backend import load_keyring
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.ota.update import CONTENT_TYPE, DbcEntry, sign_update
 from agent.output.batch import open_batch
@@ -26,6 +24,7 @@ from agent.wire.body import BatchBody
 from agent.wire.cose import Signer
 from agent.wire.keys import generate_key_pair, load_private_key
 from tests.helpers.agent_setup import BUNDLED_DBC, REPO, write_agent_config
+from tests.helpers.capture import Capture
 from tests.helpers.support import wait_until
 
 VEHICLE = "demo-0001"
@@ -33,50 +32,37 @@ RUNNING = re.compile(r"agent running: .* config version (\d+),")
 NARROW = '[[sampling.signals]]\nmatch = "can0.VCU_Status.*"\n'
 
 
+TELEMETRY = f"fleet/{VEHICLE}/telemetry"
+UPDATES = f"fleet/{VEHICLE}/config"
+UPDATE_ACKS = f"fleet/{VEHICLE}/config/ack"
+
+
 class Backend:
     """Publishes updates retained to the vehicle's config topic; collects batches and acks."""
 
-    def __init__(self, port: int, tls) -> None:
-        self.batches: list[bytes] = []
-        self.acks: list[dict] = []
-        self._lock = threading.Lock()
-        subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=f"ota-backend-{os.getpid()}-{id(self)}")
-        self.client.tls_set(ca_certs=str(tls.ca_cert), certfile=str(tls.cert),
-                            keyfile=str(tls.key))
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *args: subscribed.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.client.subscribe([(f"fleet/{VEHICLE}/telemetry", 1),
-                               (f"fleet/{VEHICLE}/config/ack", 1)])
-        assert subscribed.wait(10)
+    def __init__(self, port: int, tls: TlsFiles) -> None:
+        self.capture = Capture(port, tls, [TELEMETRY, UPDATE_ACKS])
 
-    def _on_message(self, client, userdata, message) -> None:
-        with self._lock:
-            if message.topic.endswith("/config/ack"):
-                self.acks.append(json.loads(message.payload))
-            else:
-                self.batches.append(bytes(message.payload))
+    @property
+    def batches(self) -> list[bytes]:
+        return self.capture.payloads(TELEMETRY)
+
+    @property
+    def acks(self) -> list[dict]:
+        return [json.loads(ack) for ack in self.capture.payloads(UPDATE_ACKS)]
 
     def publish(self, envelope: bytes) -> None:
-        info = self.client.publish(f"fleet/{VEHICLE}/config", envelope, qos=1, retain=True)
-        info.wait_for_publish(10)
+        self.capture.publish(UPDATES, envelope, retain=True)
 
     def next_ack(self, seen: int, timeout: float = 40) -> dict:
-        assert wait_until(lambda: len(self.acks) > seen, timeout), f"no ack after {seen}"
-        return self.acks[seen]
+        return json.loads(self.capture.wait_for(UPDATE_ACKS, seen, timeout))
 
     def bodies(self, vehicle_pub: Path) -> list[BatchBody]:
         keyring = load_keyring([vehicle_pub])[0]
-        with self._lock:
-            envelopes = list(self.batches)
-        return [open_batch(envelope, keyring) for envelope in envelopes]
+        return [open_batch(envelope, keyring) for envelope in self.batches]
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.capture.close()
 
 
 def agent_config(directory: Path, mosquitto, dev_pki, grace: float = 2.0,

@@ -107,7 +107,7 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
 def capture_run(tmp_path: Path, mosquitto: MosquittoBroker, dev_pki: DevPki,
                 level: str) -> tuple[Decoded, str, bytes]:
     config, secret = gps_agent(tmp_path, mosquitto, dev_pki, level)
-    capture = Capture(mosquitto.port, dev_pki.client("backend"), topic="#")
+    capture = Capture(mosquitto.port, dev_pki.client("backend"), topics="#")
     try:
         agent = run_agent(config, "--exit-after-replay")
         assert agent.returncode == 0, agent.stderr[-3000:]
@@ -250,7 +250,7 @@ def test_trip_summaries_only_send_positions_in_events_and_no_track(tmp_path, mos
     config, _ = gps_agent(tmp_path, mosquitto, dev_pki, "full")
     config.write_text(config.read_text().replace(f"precision_m = {PRECISION_M}",
                                                  f"precision_m = {PRECISION_M}\ntracks = false"))
-    capture = Capture(mosquitto.port, dev_pki.client("backend"), topic="#")
+    capture = Capture(mosquitto.port, dev_pki.client("backend"), topics="#")
     try:
         agent = run_agent(config, "--exit-after-replay")
         assert agent.returncode == 0, agent.stderr[-3000:]
