@@ -1,17 +1,25 @@
-"""Running a real source in its thread and collecting what it delivers (tests of sources)."""
+"""Running a real source in its thread and collecting what it delivers (tests of sources, and
+of the diagnostics poller, which runs as a source does)."""
 
 from __future__ import annotations
 
 import threading
 from types import TracebackType
+from typing import Protocol
 
-from agent.sources.base import Reading, Source
+from agent.sources.base import OnFrames, OnIdle, Reading
+
+
+class Runs(Protocol):
+    """What runs in its own thread until `stop` is set: a source, or the diagnostics poller."""
+
+    def run(self, on_frames: OnFrames, on_idle: OnIdle, stop: threading.Event) -> None: ...
 
 
 class RunningSource:
     """Runs `source` until the `with` block ends; `readings` are what it delivered."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Runs) -> None:
         self.source = source
         self.readings: list[Reading] = []
         self.idle_calls = 0

@@ -1,6 +1,5 @@
 """Requests wait while the ignition is off, but for those configured to ask anyway."""
 
-import threading
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from agent.diagnostics.pids import PIDS
 from agent.diagnostics.poller import PlannedRequest, Poller
 from agent.diagnostics.transport import BusAddress, Connector
 from agent.sources.health import SourceHealth
+from tests.helpers.source_harness import RunningSource
 from tests.helpers.support import wait_until
 
 DBC = Path(__file__).parents[3] / "dbc" / "vehicle.dbc"
@@ -49,19 +49,10 @@ def test_only_requests_allowed_while_off_are_asked_until_the_ignition_is_on():
             poller = Poller("can0", requests, DiagnosticsConfig(budget=100),
                             Connector(address, "python"), health, ignition_on=watch.on,
                             board=DtcBoard())
-            seen: list[str] = []
-            stop = threading.Event()
-            thread = threading.Thread(target=poller.run, args=(
-                lambda readings: seen.extend(r.quantity for r in readings),
-                lambda now: None, stop))
-            thread.start()
-            try:
-                assert wait_until(lambda: seen.count("state_of_health") >= 3, 20)
-                assert "engine_speed" not in seen
+            with RunningSource(poller) as running:
+                assert wait_until(lambda: len(running.values("state_of_health")) >= 3, 20)
+                assert not running.values("engine_speed")
                 vehicle.send(ignition_frame(2))
-                assert wait_until(lambda: "engine_speed" in seen, 20)
-            finally:
-                stop.set()
-                thread.join()
+                assert wait_until(lambda: running.values("engine_speed"), 20)
         finally:
             watch.close()

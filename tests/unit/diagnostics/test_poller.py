@@ -1,6 +1,5 @@
 """The poller against simulated ECUs (can-isotp and udsoncan on both sides, a virtual bus)."""
 
-import threading
 import uuid
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from agent.diagnostics.pids import PIDS
 from agent.diagnostics.poller import PlannedRequest, Poller
 from agent.diagnostics.transport import BusAddress, Connector
 from agent.sources.health import SourceHealth
+from tests.helpers.source_harness import RunningSource
+from tests.helpers.support import wait_until
 
 CATALOGUE = load_catalogue(Path(__file__).parents[3] / "dbc" / "example_dids.toml")
 RPM = PlannedRequest(RequestConfig("rpm", "can0", "obd_pid", pid=0x0C), PIDS[0x0C])
@@ -90,21 +91,10 @@ def test_the_poller_emits_readings_retries_a_busy_ecu_and_only_reads(bench):
     battery, engine = bench.ecus["battery"], bench.ecus["engine"]
     battery.behaviour.busy = 2
     poller, health = make_poller(bench, [RPM, CELLS, DTCS], budget=50.0)
-    seen: dict[str, float] = {}
-    done, stop = threading.Event(), threading.Event()
-
-    def emit(readings):
-        seen.update({r.quantity: r.value for r in readings})
-        if {"engine_speed", "cell_voltage_8", "engine_dtcs"} <= seen.keys():
-            done.set()
-
-    thread = threading.Thread(target=poller.run, args=(emit, lambda now: None, stop))
-    thread.start()
-    try:
-        assert done.wait(30)
-    finally:
-        stop.set()
-        thread.join()
+    with RunningSource(poller) as running:
+        assert wait_until(lambda: {"engine_speed", "cell_voltage_8", "engine_dtcs"}
+                          <= {r.quantity for r in list(running.readings)}, 30)
+    seen = {r.quantity: r.value for r in running.readings}
     assert seen["engine_speed"] == 3000 and seen["engine_dtcs"] == 2
     assert health.counters()["busy"] == 2
     assert set(battery.received) | set(engine.received) <= {0x01, 0x22, 0x19}
@@ -142,21 +132,8 @@ def test_requests_beyond_the_budget_wait_for_it(bench):
                                          pid=r.config.pid, period=0.01), r.item)
             for r in (RPM, SPEED)]
     poller, health = make_poller(bench, fast, budget=2.0)
-    answers: list[str] = []
-    done, stop = threading.Event(), threading.Event()
-
-    def emit(readings):
-        answers.extend(r.quantity for r in readings)
-        if len(answers) >= 6:
-            done.set()
-
-    thread = threading.Thread(target=poller.run, args=(emit, lambda now: None, stop))
-    thread.start()
-    try:
-        assert done.wait(30)
-    finally:
-        stop.set()
-        thread.join()
+    with RunningSource(poller) as running:
+        assert wait_until(lambda: len(running.readings) >= 6, 30)
     counters = health.counters()
     # Two a second with periods of 10 ms: after the first burst, every request waited.
     assert counters["deferred"] >= 4

@@ -9,7 +9,6 @@ simulated ECUs (can-isotp and udsoncan on both sides of a python-can virtual bus
 from __future__ import annotations
 
 import shutil
-import threading
 import uuid
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from agent.sources.health import SourceHealth
 from agent.wire.cose import Signer
 from agent.wire.keys import key_id
 from tests.helpers.ota_fixtures import LOCAL_CONFIG
+from tests.helpers.source_harness import RunningSource
 from tests.helpers.support import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
@@ -163,14 +163,8 @@ def run_poller(source: DiagnosticsSourceConfig, channel: str, board: DtcBoard,
     poller = Poller(source.bus, planned_requests(source), source.settings,
                     Connector(BusAddress("virtual", channel), "python"), health,
                     board=board, ledger=ledger)
-    stop = threading.Event()
-    thread = threading.Thread(target=poller.run, args=(lambda r: None, lambda t: None, stop))
-    thread.start()
-    try:
+    with RunningSource(poller):
         assert wait_until(lambda: until(board, health))
-    finally:
-        stop.set()
-        thread.join()
     return health
 
 
