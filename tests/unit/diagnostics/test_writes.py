@@ -8,7 +8,6 @@ simulated ECUs (can-isotp and udsoncan on both sides of a python-can virtual bus
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from pathlib import Path
 
@@ -28,12 +27,10 @@ from agent.ota.update import CONTENT_TYPE, Reason, Trust, UpdateRejected, check_
 from agent.sources.diagnostics import SOURCE_TYPE, DiagnosticsSourceConfig, planned_requests
 from agent.sources.health import SourceHealth
 from agent.wire.cose import Signer
-from agent.wire.keys import key_id
-from tests.helpers.ota_fixtures import LOCAL_CONFIG
+from tests.helpers.ota_fixtures import write_local_config
 from tests.helpers.source_harness import RunningSource
 from tests.helpers.support import wait_until
 
-REPO = Path(__file__).resolve().parents[3]
 NOW = 1_800_000_000
 SID_CLEAR, SID_WRITE = 0x14, 0x2E
 
@@ -78,22 +75,7 @@ def channel() -> str:
 
 @pytest.fixture
 def local(tmp_path, channel) -> Path:
-    shutil.copy(REPO / "dbc" / "vehicle.dbc", tmp_path / "vehicle.dbc")
-    path = tmp_path / "config.toml"
-    path.write_text(LOCAL_CONFIG.replace('channel = "bus0"', f'channel = "{channel}"'))
-    return path
-
-
-@pytest.fixture(scope="module")
-def backend_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def trust(backend_key) -> Trust:
-    public = backend_key.public_key()
-    return Trust(keys={key_id(public): public}, vehicle="car-1",
-                 groups=frozenset({"eu-west"}), max_bytes=1_000_000)
+    return write_local_config(tmp_path, channel)
 
 
 def applied(key: Ed25519PrivateKey, trust: Trust, local: Path, text: str,

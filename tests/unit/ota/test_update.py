@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 from pathlib import Path
 
@@ -27,14 +26,11 @@ from agent.ota.update import (
     stored_config,
 )
 from agent.wire.cose import Signer
-from agent.wire.keys import key_id
-from tests.helpers.ota_fixtures import LOCAL_CONFIG
+from tests.helpers.ota_fixtures import write_local_config
 
 REPO = Path(__file__).resolve().parents[3]
 DBC = REPO / "dbc" / "vehicle.dbc"
 NOW = 1_800_000_000
-
-LOCAL = LOCAL_CONFIG
 
 UPDATE = """
 [[sampling.signals]]
@@ -47,22 +43,7 @@ window = 10.0
 
 @pytest.fixture
 def local(tmp_path) -> Path:
-    shutil.copy(DBC, tmp_path / "vehicle.dbc")
-    path = tmp_path / "config.toml"
-    path.write_text(LOCAL)
-    return path
-
-
-@pytest.fixture(scope="module")
-def backend_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def trust(backend_key) -> Trust:
-    public = backend_key.public_key()
-    return Trust(keys={key_id(public): public}, vehicle="car-1",
-                 groups=frozenset({"eu-west"}), max_bytes=1_000_000)
+    return write_local_config(tmp_path)
 
 
 def signed(key: Ed25519PrivateKey, *, version: int = 4, config: str = UPDATE,
