@@ -26,6 +26,7 @@ from agent.ota.update import (
     stored_config,
 )
 from agent.wire.cose import Signer
+from tests.helpers.documents import ANY_DOCUMENT
 from tests.helpers.ota_fixtures import write_local_config
 
 REPO = Path(__file__).resolve().parents[3]
@@ -186,11 +187,7 @@ def test_any_flipped_byte_of_a_good_update_is_rejected(backend_key, trust, local
 
 @settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(document=st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=40),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12) | st.integers(), children, max_size=6),
-    max_leaves=20))
+@given(document=ANY_DOCUMENT)
 def test_signed_documents_of_any_shape_are_rejected_cleanly(backend_key, trust, local,
                                                             document):
     """Even a trusted key signing nonsense cannot crash the vehicle."""
