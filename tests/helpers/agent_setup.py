@@ -63,6 +63,19 @@ key = "{tls.key}"
     return config
 
 
+def on_virtual_bus(config: Path, channel: str) -> Path:
+    """`config` (from write_agent_config) with its replay source swapped for `can0` on the
+    python-can virtual bus `channel`, where simulated ECUs answer (devkit.ecu_sim), sampling
+    the diagnostics' signals; the file rewritten in place."""
+    text = config.read_text()
+    replay = text[text.index("[[sources]]"):text.index("[[sampling.signals]]")]
+    virtual_bus = (f'[[sources]]\nname = "can0"\ntype = "virtual"\nchannel = "{channel}"\n'
+                   f'dbc = ["{BUNDLED_DBC}"]\n\n'
+                   '[[sampling.signals]]\nmatch = "can0.diag.*"\n\n')
+    config.write_text(text.replace(replay, virtual_bus))
+    return config
+
+
 def run_agent(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config), *args],
                           capture_output=True, text=True, timeout=timeout, env=_env())

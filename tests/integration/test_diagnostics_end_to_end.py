@@ -14,7 +14,12 @@ import subprocess
 import sys
 import uuid
 
-from tests.helpers.agent_setup import REPO, start_backend, write_agent_config
+from tests.helpers.agent_setup import (
+    REPO,
+    on_virtual_bus,
+    start_backend,
+    write_agent_config,
+)
 from tests.helpers.support import wait_until
 
 CATALOGUE = REPO / "dbc" / "example_dids.toml"
@@ -64,13 +69,7 @@ backoff_max = 2.0
 def agent_config(tmp_path, mosquitto, dev_pki, channel):
     config = write_agent_config(tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
                                 window=3.0, extra=diagnostics(str(tmp_path / "control.sock")))
-    text = config.read_text()
-    replay = text[text.index("[[sources]]"):text.index("[[sampling.signals]]")]
-    virtual_bus = (f'[[sources]]\nname = "can0"\ntype = "virtual"\nchannel = "{channel}"\n'
-                   f'dbc = ["{REPO / "dbc" / "vehicle.dbc"}"]\n\n'
-                   '[[sampling.signals]]\nmatch = "can0.diag.*"\n\n')
-    config.write_text(text.replace(replay, virtual_bus))
-    return config
+    return on_virtual_bus(config, channel)
 
 
 def diag(config, *args: str) -> subprocess.CompletedProcess:

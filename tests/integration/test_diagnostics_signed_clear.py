@@ -14,7 +14,12 @@ import sys
 import uuid
 
 from agent.wire.keys import generate_key_pair
-from tests.helpers.agent_setup import REPO, start_backend, write_agent_config
+from tests.helpers.agent_setup import (
+    REPO,
+    on_virtual_bus,
+    start_backend,
+    write_agent_config,
+)
 from tests.helpers.support import wait_until
 from tests.integration.test_diagnostics_end_to_end import diag, status
 from tests.integration.test_ota import Backend, update
@@ -57,13 +62,7 @@ directory = "state"
 """
     config = write_agent_config(tmp_path, port=mosquitto.port, tls=dev_pki.client("demo-0001"),
                                 window=1.0, extra=extra)
-    text = config.read_text()
-    replay = text[text.index("[[sources]]"):text.index("[[sampling.signals]]")]
-    virtual_bus = (f'[[sources]]\nname = "can0"\ntype = "virtual"\nchannel = "{channel}"\n'
-                   f'dbc = ["{REPO / "dbc" / "vehicle.dbc"}"]\n\n'
-                   '[[sampling.signals]]\nmatch = "can0.diag.*"\n\n')
-    config.write_text(text.replace(replay, virtual_bus))
-    return config
+    return on_virtual_bus(config, channel)
 
 
 def test_a_signed_update_clears_the_codes_once_and_they_arrive_cleared(tmp_path, mosquitto,
