@@ -30,14 +30,13 @@ from cantools.database.can import Database
 
 from agent.cli import config_reset
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
+from agent.cli.source_databases import read_databases
 from agent.config.schema import AgentConfig, EventsConfig, load_config
-from agent.decoding.cache import DbcCache
-from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError, ConfigProblems
 from agent.privacy.consent import classifier_for
 from agent.sampling.plan import SamplingPlan, build_plan, source_signals
 from agent.sources.catalogue import Catalogue
-from agent.sources.registry import catalogue_for, is_value_source
+from agent.sources.registry import is_value_source
 
 # Payload bytes per sample, signed envelope included: tools/bench's measured figure for 800
 # signals at 1 Hz (bench/RESULTS.md, "Payload per sample"; 0.21 on the bundled drive).
@@ -133,19 +132,13 @@ def _check(path: Path) -> ConfigCheck:
     problems: list[str] = []
     warnings: list[str] = []
     databases: dict[str, Database | Catalogue] = {}
-    # The agent's own parsed DBCs, read (and written, for the agent's user) as the agent does.
-    cache = DbcCache.in_state(config.state.directory)
-    for source in config.sources:
-        if is_value_source(source):
-            databases[source.name] = catalogue_for(source)
+    for read in read_databases(config):
+        if read.database is None:
+            problems.append(f"dbc {read.name}: {read.error}")
             continue
-        try:
-            loaded = load_source_dbc(source, cache)
-        except AgentError as exc:
-            problems.append(f"dbc {source.name}: {exc}")
-            continue
-        databases[source.name] = loaded.database
-        warnings += [f"dbc {source.name}: {warning}" for warning in loaded.warnings]
+        databases[read.name] = read.database
+        if read.dbc is not None:
+            warnings += [f"dbc {read.name}: {warning}" for warning in read.dbc.warnings]
     if problems:  # names checked against a missing DBC would mislead
         return ConfigCheck(problems, warnings, [], None)
     summary = None

@@ -17,13 +17,11 @@ import paho.mqtt.client as mqtt
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.cli.source_databases import read_databases
 from agent.config.schema import AgentConfig, load_config
-from agent.decoding.cache import DbcCache
-from agent.decoding.dbc import load_source_dbc
 from agent.errors import AgentError
 from agent.runtime import clock
 from agent.sampling.plan import build_plan
-from agent.sources.registry import catalogue_for, is_value_source
 from agent.wire.keys import load_private_key
 
 CERT_WARN_DAYS = 30
@@ -57,20 +55,16 @@ def run_checks(config_path: Path, *, network: bool = True) -> list[Check]:
 def dbc_checks(config: AgentConfig) -> list[Check]:
     checks = []
     databases = {}
-    cache = DbcCache.in_state(config.state.directory)  # the agent's, as `config check` reads it
-    for source in config.sources:
-        if is_value_source(source):
-            databases[source.name] = catalogue_for(source)
+    for read in read_databases(config):
+        if read.database is None:
+            checks.append(Check(f"dbc {read.name}", "fail", str(read.error)))
             continue
-        try:
-            loaded = load_source_dbc(source, cache)
-        except AgentError as exc:
-            checks.append(Check(f"dbc {source.name}", "fail", str(exc)))
+        databases[read.name] = read.database
+        if (loaded := read.dbc) is None:
             continue
-        databases[source.name] = loaded.database
         noted = (f", {len(loaded.warnings)} warnings (edge-agent config check lists them)"
                  if loaded.warnings else "")
-        checks.append(Check(f"dbc {source.name}", "ok", f"{len(loaded.database.messages)} "
+        checks.append(Check(f"dbc {read.name}", "ok", f"{len(loaded.database.messages)} "
                             f"messages, sha256 {loaded.digest.hex()[:16]}{noted}"))
     if len(databases) == len(config.sources):
         try:
