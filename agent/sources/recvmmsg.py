@@ -78,10 +78,10 @@ class Received(NamedTuple):
     control[n * ancillary_size:][:control_lengths[n]] (`ancillary_items` splits them)."""
 
     count: int
-    data: bytes
-    control: bytes
-    lengths: list[int]
-    control_lengths: list[int]
+    data: bytes  # count slots of `size` bytes
+    control: bytes  # count slots of `ancillary_size` bytes
+    lengths: np.ndarray  # uint32: bytes of each datagram
+    control_lengths: np.ndarray  # uintp: bytes of control messages of each
 
 
 class BatchReceiver:
@@ -124,5 +124,6 @@ class BatchReceiver:
             code = ctypes.get_errno()
             raise (BlockingIOError if code in (errno.EAGAIN, errno.EWOULDBLOCK)
                    else OSError)(code, os.strerror(code))
-        return Received(count, self._data.raw, self._control.raw,
-                        self._length[:count].tolist(), self._control_length[:count].tolist())
+        return Received(count, ctypes.string_at(self._data, count * self.size),
+                        ctypes.string_at(self._control, count * self.ancillary_size),
+                        self._length[:count].copy(), self._control_length[:count].copy())

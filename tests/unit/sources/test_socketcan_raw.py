@@ -13,6 +13,7 @@ import struct
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from can.interfaces.socketcan.socketcan import capture_message
 from can.interfaces.socketcan.utils import pack_filters as python_can_pack_filters
@@ -20,20 +21,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.sources.health import SourceHealth
-from agent.sources.recvmmsg import ancillary_items
+from agent.sources.recvmmsg import Received, ancillary_items
 from agent.sources.socketcan_raw import (
+    ANCILLARY_SIZE,
     BATCH_MAX,
     CAN_EFF_FLAG,
     CAN_ERR_FLAG,
     CAN_RTR_FLAG,
+    CANFD_MTU,
     GATHER_MAX,
     SO_RXQ_OVFL,
     SO_TIMESTAMPNS,
+    MalformedFrame,
     RawCanSocket,
     RawSocketCanSource,
+    _take_batch,
     drain,
     frame_key,
     gather_time,
+    kernel_time,
     pack_filters,
     parse_frame,
     user_space_keys,
@@ -101,8 +107,6 @@ def test_frames_read_as_python_can_reads_them(frame: bytes) -> None:
        frame=frames)
 def test_timestamps_are_python_cans_arithmetic(seconds: int, nanoseconds: int,
                                                frame: bytes) -> None:
-    from agent.sources.socketcan_raw import kernel_time
-
     timespec = struct.pack("@ll", seconds, nanoseconds)
     assert kernel_time(timespec) == seconds + nanoseconds * 1e-9
     assert parse_frame(frame, kernel_time(timespec)).timestamp == seconds + nanoseconds * 1e-9
@@ -250,3 +254,45 @@ def test_ancillary_items_split_as_recvmsg_lists_them() -> None:
     assert ancillary_items(control) == [(socket.SOL_SOCKET, SO_TIMESTAMPNS, stamp),
                                         (socket.SOL_SOCKET, SO_RXQ_OVFL, drops)]
     assert ancillary_items(b"") == []
+
+
+def _control(seconds: int, nanoseconds: int, drops: int | None) -> bytes:
+    """Control messages as the kernel writes them: the timestamp, then the drop count."""
+    parts = [(SO_TIMESTAMPNS, struct.pack("@ll", seconds, nanoseconds))]
+    if drops is not None:
+        parts.append((SO_RXQ_OVFL, struct.pack("=I", drops)))
+    return b"".join(
+        struct.pack("@Nii", socket.CMSG_LEN(len(data)), socket.SOL_SOCKET, kind).ljust(
+            socket.CMSG_LEN(0), b"\0") + data.ljust(socket.CMSG_SPACE(len(data))
+                                                    - socket.CMSG_LEN(0), b"\0")
+        for kind, data in parts)
+
+
+@settings(deadline=None, max_examples=100)
+@given(slots=st.lists(st.tuples(
+    st.one_of(frames, fd_frames, st.binary(min_size=1, max_size=20)),
+    st.integers(0, 2**40), st.integers(0, 999_999_999), st.none() | st.integers(1, 2**32 - 1)),
+    min_size=1, max_size=30))
+def test_a_batch_parsed_by_columns_is_each_frame_parsed_alone(
+        slots: list[tuple[bytes, int, int, int | None]]) -> None:
+    """`_take_batch` (numpy, a column at a time) against `parse_frame` and `kernel_time` on
+    each datagram: every field, the exact float timestamp, drops, and rejections."""
+    data = b"".join(frame.ljust(CANFD_MTU, b"\xee") for frame, *_ in slots)
+    controls = [_control(*rest) for _, *rest in slots]
+    received = Received(len(slots), data,
+                        b"".join(c.ljust(ANCILLARY_SIZE, b"\0") for c in controls),
+                        np.array([len(frame) for frame, *_ in slots], np.uint32),
+                        np.array([len(c) for c in controls], np.uintp))
+    raw, health, got = RawCanSocket.__new__(RawCanSocket), SourceHealth(), []
+    raw.keys, raw.drops = None, 0
+    _take_batch(raw, received, health, got)
+    expected, rejected = [], 0
+    for frame, seconds, nanoseconds, _ in slots:
+        try:
+            expected.append(parse_frame(frame, kernel_time(struct.pack(
+                "@ll", seconds, nanoseconds))))
+        except (MalformedFrame, struct.error):
+            rejected += 1
+    assert got == expected
+    assert health.rejected.get("malformed_frame", 0) == rejected
+    assert raw.drops == next((d for *_, d in reversed(slots) if d is not None), 0)
