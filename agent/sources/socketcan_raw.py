@@ -4,7 +4,8 @@ python-can's SocketCAN receive path (a select, a recvmsg and one `can.Message` w
 checks per frame) is ~80 % of what the agent spends on a busy bus (issue #26). This reader
 keeps what the kernel does for us (filters for the planned IDs, nanosecond timestamps, a
 count of the frames it dropped) and drops the rest: after one poll() wake-up it drains the
-socket with non-blocking recvmsg calls and hands the batch on as `RawFrame`s, which carry
+socket with recvmmsg (agent/sources/recvmmsg.py: many frames a system call; recvmsg a frame
+where the C library lacks it) and hands the batch on as `RawFrame`s, which carry
 the attributes the decoder reads from a `can.Message`, with the same values and timestamps
 python-can would give (tests/unit/sources/test_socketcan_raw.py, tests/vcan).
 
@@ -25,7 +26,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
+
+import numpy as np
 
 from agent.sources.base import OnFrames, OnIdle
 from agent.sources.canbus import (
@@ -35,6 +39,8 @@ from agent.sources.canbus import (
     socket_drops,
 )
 from agent.sources.health import SourceHealth
+from agent.sources.recvmmsg import BatchReceiver, Received, ancillary_items
+from agent.sources.recvmmsg import available as recvmmsg_available
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +72,29 @@ HEADER = struct.Struct("=IBBBB")
 TIMESPEC = struct.Struct("@ll")
 DROPS = struct.Struct("=I")
 ANCILLARY_SIZE = socket.CMSG_SPACE(TIMESPEC.size) + socket.CMSG_SPACE(DROPS.size)
+# A control buffer holding the timestamp alone (STAMPED_SPACE bytes used).
+STAMPED_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
+# recvmmsg's slots as numpy records: a struct can_frame / canfd_frame (the header fields),
+# and a control buffer starting with a cmsghdr and, if it is the timestamp, its timespec.
+FRAME_SLOT = np.dtype({"names": ["can_id", "len", "len8_dlc"],
+                       "formats": ["=u4", "u1", "u1"], "offsets": [0, 4, 7],
+                       "itemsize": CANFD_MTU})
+STAMPED_SLOT = np.dtype({"names": ["level", "type", "seconds", "nanoseconds"],
+                         "formats": [np.intc, np.intc, np.int_, np.int_],
+                         "offsets": [struct.calcsize("@N"), struct.calcsize("@Ni"),
+                                     socket.CMSG_LEN(0), socket.CMSG_LEN(0) + np.dtype(
+                                         np.int_).itemsize],
+                         "itemsize": ANCILLARY_SIZE})
 FD_LENGTHS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64)
 # A length field as python-can reads it: rounded up to the next valid CAN FD length.
 DATA_LENGTH = tuple(min(n for n in FD_LENGTHS if n >= length) for length in range(65))
 
 BATCH_MAX = 256  # frames per handover: ~1.5 ms of the pipeline lock at most
-GATHER_MAX = 0.01  # s: a nap between small batches; ~41 frames of a full 500 kbit/s bus
+# s: a nap between small batches; ~205 frames of a full 500 kbit/s bus. A wake-up (poll, the
+# GIL, a context switch) cost ~90 µs on the bench VM: at 10 ms naps that was a third of the
+# reader's CPU on four full buses (docs/performance.md). 50 ms of delay is far inside the
+# 2 s event-time lateness the sampler allows across buses.
+GATHER_MAX = 0.05
 FRAME_TRUESIZE = 1024  # bytes of receive queue one queued frame takes (kernel accounting)
 FASTEST_BUS = 8_300  # frames/s of a full 1 Mbit/s classic bus: the fastest fill of a queue
 
@@ -165,10 +188,14 @@ def gather_time(receive_buffer: int) -> float:
 class RawCanSocket:
     """An open, bound, non-blocking CAN_RAW socket and what its reader needs to know of it."""
 
-    def __init__(self, sock: socket.socket, keys: frozenset[int] | None) -> None:
+    def __init__(self, sock: socket.socket, keys: frozenset[int] | None,
+                 batch: int = BATCH_MAX) -> None:
         self.socket = sock
         self.keys = keys  # planned frame keys when the kernel could not filter, else None
         self.drops = 0  # the kernel's drop count for this socket, as the last frame carried it
+        # recvmmsg buffers (one system call for up to `batch` frames); None: recvmsg a frame.
+        self.batches = (BatchReceiver(sock, CANFD_MTU, ANCILLARY_SIZE, batch)
+                        if batch > 1 and recvmmsg_available() else None)
         self.gather = gather_time(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     def shutdown(self) -> None:
@@ -205,44 +232,101 @@ def open_socket(channel: str, can_filters: Sequence[Mapping[str, Any]], *, fd: b
 def drain(raw: RawCanSocket, health: SourceHealth, limit: int = BATCH_MAX) -> list[RawFrame]:
     """Up to `limit` frames already queued on the socket, oldest first. Updates `raw.drops`
     from the kernel's drop count when a frame carries it; malformed frames are counted."""
-    recvmsg, keys, frames = raw.socket.recvmsg, raw.keys, []
-    append, header, timespec = frames.append, HEADER.unpack_from, TIMESPEC.unpack_from
+    frames: list[RawFrame] = []
     try:
-        while len(frames) < limit:
-            frame, ancillary, _, _ = recvmsg(CANFD_MTU, ANCILLARY_SIZE)
-            if len(ancillary) == 1 and len(frame) == CAN_MTU and keys is None:
-                # Most frames: classic, with a timestamp alone (no drops reported). This is
-                # parse_frame() and kernel_time() inlined: two calls a frame are ~10 % of it.
-                can_id, length, _, _, len8_dlc = header(frame)
-                if not can_id & CAN_RTR_FLAG and (length < CAN_MAX_DLEN or (
-                        length == CAN_MAX_DLEN and len8_dlc <= CAN_MAX_DLEN)):
-                    seconds, nanoseconds = timespec(ancillary[0][2])
-                    extended = bool(can_id & CAN_EFF_FLAG)
-                    append(RawFrame(seconds + nanoseconds * 1e-9,
-                                    can_id & (CAN_EFF_MASK if extended else CAN_SFF_MASK),
-                                    extended, False, bool(can_id & CAN_ERR_FLAG), False, False,
-                                    False, length,
-                                    frame[8:8 + length]))
-                    continue
-            timestamp = None
-            for level, kind, data in ancillary:
-                if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET:
-                    timestamp = kernel_time(data)
-                elif kind == SO_RXQ_OVFL and level == socket.SOL_SOCKET:
-                    # The socket's drop count when this frame was queued (sent only once
-                    # it is not 0): the same count SO_MEMINFO reports.
-                    raw.drops = DROPS.unpack_from(data)[0]
-            try:
-                if keys is not None:
-                    can_id = header(frame)[0]
-                    if frame_key(can_id) not in keys and not can_id & CAN_ERR_FLAG:
-                        continue
-                append(parse_frame(frame, time.time() if timestamp is None else timestamp))
-            except (MalformedFrame, struct.error):
-                health.reject("malformed_frame")
+        if raw.batches is not None:
+            while len(frames) < limit:
+                wanted = limit - len(frames)
+                received = raw.batches.receive(wanted)
+                if not received.count:
+                    break
+                _take_batch(raw, received, health, frames)
+                if received.count < min(wanted, raw.batches.limit):
+                    break  # the queue is empty: spare a system call that finds nothing
+        else:
+            recvmsg = raw.socket.recvmsg
+            while len(frames) < limit:
+                frame, ancillary, _, _ = recvmsg(CANFD_MTU, ANCILLARY_SIZE)
+                _take_frame(raw, frame, ancillary, health, frames)
     except BlockingIOError:
         pass
     return frames
+
+
+def _take_batch(raw: RawCanSocket, received: Received, health: SourceHealth,
+                frames: list[RawFrame]) -> None:
+    """The frames of one recvmmsg call appended to `frames`.
+
+    Parsed a column at a time with numpy: the usual frame (classic, a timestamp alone, not
+    remote, a plain length) becomes a RawFrame built in C by `map`; the others go through
+    `_take_frame` one by one, in their place. Same values as `parse_frame` (tests)."""
+    count = received.count
+    header = np.frombuffer(received.data, FRAME_SLOT, count)
+    control = np.frombuffer(received.control, STAMPED_SLOT, count)
+    can_id, dlc = header["can_id"], header["len"]
+    plain = ((received.lengths == CAN_MTU) & (received.control_lengths == STAMPED_SPACE)
+             & (control["level"] == socket.SOL_SOCKET) & (control["type"] == SO_TIMESTAMPNS)
+             & (can_id & CAN_RTR_FLAG == 0)
+             & ((dlc < CAN_MAX_DLEN) | ((dlc == CAN_MAX_DLEN) & (header["len8_dlc"]
+                                                               <= CAN_MAX_DLEN))))
+    if raw.keys is not None:
+        plain[:] = False  # filtered here, frame by frame
+    extended = can_id & CAN_EFF_FLAG != 0
+    # Python's own float arithmetic, element by element: seconds + nanoseconds * 1e-9.
+    timestamps = control["seconds"] + control["nanoseconds"] * 1e-9
+    identifiers = np.where(extended, can_id & CAN_EFF_MASK, can_id & CAN_SFF_MASK)
+    lengths = dlc.tolist()
+    data = received.data
+    payloads = [data[start:start + length] for start, length in
+                zip(range(8, count * CANFD_MTU, CANFD_MTU), lengths, strict=False)]
+    built = map(RawFrame, timestamps.tolist(), identifiers.tolist(), extended.tolist(),
+                repeat(False), (can_id & CAN_ERR_FLAG != 0).tolist(), repeat(False),
+                repeat(False), repeat(False), lengths, payloads)
+    if plain.all():
+        frames.extend(built)
+        return
+    for n, (usual, frame) in enumerate(zip(plain.tolist(), built, strict=False)):
+        if usual:
+            frames.append(frame)
+            continue
+        start, begin = n * CANFD_MTU, n * ANCILLARY_SIZE
+        _take_frame(raw, data[start:start + int(received.lengths[n])],
+                    ancillary_items(received.control[
+                        begin:begin + int(received.control_lengths[n])]), health, frames)
+
+
+def _take_frame(raw: RawCanSocket, frame: bytes, ancillary: list[tuple[int, int, bytes]],
+                health: SourceHealth, frames: list[RawFrame]) -> None:
+    """One received datagram, as recvmsg gives it, appended to `frames` if it is kept."""
+    if len(ancillary) == 1 and len(frame) == CAN_MTU and raw.keys is None:
+        # Most frames: classic, with a timestamp alone (no drops reported). This is
+        # parse_frame() and kernel_time() inlined: two calls a frame are ~10 % of it.
+        can_id, length, _, _, len8_dlc = HEADER.unpack_from(frame)
+        if not can_id & CAN_RTR_FLAG and (length < CAN_MAX_DLEN or (
+                length == CAN_MAX_DLEN and len8_dlc <= CAN_MAX_DLEN)):
+            seconds, nanoseconds = TIMESPEC.unpack_from(ancillary[0][2])
+            extended = bool(can_id & CAN_EFF_FLAG)
+            frames.append(RawFrame(seconds + nanoseconds * 1e-9,
+                                   can_id & (CAN_EFF_MASK if extended else CAN_SFF_MASK),
+                                   extended, False, bool(can_id & CAN_ERR_FLAG), False, False,
+                                   False, length, frame[8:8 + length]))
+            return
+    timestamp = None
+    for level, kind, data in ancillary:
+        if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET:
+            timestamp = kernel_time(data)
+        elif kind == SO_RXQ_OVFL and level == socket.SOL_SOCKET:
+            # The socket's drop count when this frame was queued (sent only once it is
+            # not 0): the same count SO_MEMINFO reports.
+            raw.drops = DROPS.unpack_from(data)[0]
+    try:
+        if raw.keys is not None:
+            can_id = HEADER.unpack_from(frame)[0]
+            if frame_key(can_id) not in raw.keys and not can_id & CAN_ERR_FLAG:
+                return
+        frames.append(parse_frame(frame, time.time() if timestamp is None else timestamp))
+    except (MalformedFrame, struct.error):
+        health.reject("malformed_frame")
 
 
 class RawSocketCanSource(CanBusSource):

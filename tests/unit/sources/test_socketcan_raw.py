@@ -13,24 +13,33 @@ import struct
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from can.interfaces.socketcan.socketcan import capture_message
 from can.interfaces.socketcan.utils import pack_filters as python_can_pack_filters
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.sources.health import SourceHealth
+from agent.sources.recvmmsg import Received, ancillary_items
 from agent.sources.socketcan_raw import (
+    ANCILLARY_SIZE,
     BATCH_MAX,
     CAN_EFF_FLAG,
     CAN_ERR_FLAG,
     CAN_RTR_FLAG,
+    CANFD_MTU,
+    GATHER_MAX,
+    SO_RXQ_OVFL,
     SO_TIMESTAMPNS,
+    MalformedFrame,
     RawCanSocket,
     RawSocketCanSource,
+    _take_batch,
     drain,
     frame_key,
     gather_time,
+    kernel_time,
     pack_filters,
     parse_frame,
     user_space_keys,
@@ -50,9 +59,19 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     receiver.close()
 
 
-def raw_socket(receiver: socket.socket, keys: frozenset[int] | None = None) -> RawCanSocket:
+@pytest.fixture(params=["recvmmsg", "recvmsg"])
+def read_path(request: pytest.FixtureRequest) -> str:
+    """Every socket test runs on both read paths: recvmmsg batches and a recvmsg a frame."""
+    return request.param
+
+
+def raw_socket(receiver: socket.socket, keys: frozenset[int] | None = None,
+               read_path: str = "recvmmsg") -> RawCanSocket:
     receiver.setblocking(False)
-    return RawCanSocket(receiver, keys)
+    raw = RawCanSocket(receiver, keys, batch=BATCH_MAX if read_path == "recvmmsg" else 1)
+    assert (raw.batches is not None) == (read_path == "recvmmsg"), \
+        "this C library has no recvmmsg"
+    return raw
 
 
 frames = st.builds(
@@ -88,21 +107,20 @@ def test_frames_read_as_python_can_reads_them(frame: bytes) -> None:
        frame=frames)
 def test_timestamps_are_python_cans_arithmetic(seconds: int, nanoseconds: int,
                                                frame: bytes) -> None:
-    from agent.sources.socketcan_raw import kernel_time
-
     timespec = struct.pack("@ll", seconds, nanoseconds)
     assert kernel_time(timespec) == seconds + nanoseconds * 1e-9
     assert parse_frame(frame, kernel_time(timespec)).timestamp == seconds + nanoseconds * 1e-9
 
 
-def test_malformed_frames_are_counted_not_raised(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_malformed_frames_are_counted_not_raised(pair: tuple[socket.socket, socket.socket],
+                                                read_path: str) -> None:
     sender, receiver = pair
     good = struct.pack("=IBBBB8s", 0x123, 8, 0, 0, 0, b"12345678")
     sender.send(struct.pack("=IBBBB8s", 0x123, 200, 0, 0, 0, bytes(8)))  # no such length
     sender.send(b"\x01\x02")  # shorter than a header
     sender.send(good)
     health = SourceHealth()
-    got = drain(raw_socket(receiver), health)
+    got = drain(raw_socket(receiver, read_path=read_path), health)
     assert [(f.arbitration_id, f.data) for f in got] == [(0x123, b"12345678")]
     assert health.rejected == {"malformed_frame": 2}
 
@@ -151,24 +169,24 @@ def test_masked_filters_are_not_filtered_in_user_space() -> None:
 
 
 def test_user_space_filter_drops_unplanned_keeps_errors(
-        pair: tuple[socket.socket, socket.socket]) -> None:
+        pair: tuple[socket.socket, socket.socket], read_path: str) -> None:
     sender, receiver = pair
     keys = user_space_keys([{"can_id": 0x10, "can_mask": 0x7FF, "extended": False}])
     for can_id in (0x10, 0x11, 0x10 | CAN_EFF_FLAG, CAN_ERR_FLAG | 0x4, 0x10 | CAN_RTR_FLAG):
         sender.send(struct.pack("=IBBBB8s", can_id, 8, 0, 0, 0, bytes(8)))
-    got = drain(raw_socket(receiver, keys), SourceHealth())
+    got = drain(raw_socket(receiver, keys, read_path), SourceHealth())
     assert [(f.arbitration_id, f.is_error_frame, f.is_remote_frame) for f in got] == \
         [(0x10, False, False), (0x4, True, False), (0x10, False, True)]
 
 
 def test_gather_never_outlasts_a_quarter_of_the_queue() -> None:
-    assert gather_time(16 * 2**20) == 0.01
+    assert gather_time(16 * 2**20) == GATHER_MAX
     small = gather_time(128 * 1024)  # 128 frames of a 1 Mbit/s bus: ~15 ms to fill
     assert small * 4 * 8_300 <= 128
 
 
 def test_source_hands_frames_on_in_bounded_batches(
-        pair: tuple[socket.socket, socket.socket]) -> None:
+        pair: tuple[socket.socket, socket.socket], read_path: str) -> None:
     """The reader's loop on a real socket: every frame once, in order, in batches of at most
     BATCH_MAX, then idle; the loop ends when asked."""
     sender, receiver = pair
@@ -190,10 +208,91 @@ def test_source_hands_frames_on_in_bounded_batches(
             stop.set()
 
     thread = threading.Thread(target=source.receive,
-                              args=(raw_socket(receiver), on_frames, on_idle, stop))
+                              args=(raw_socket(receiver, read_path=read_path), on_frames, on_idle,
+                                    stop))
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive()
     assert [n for batch in batches for n in batch] == list(range(count))
     assert max(map(len, batches)) <= BATCH_MAX
     assert health.overflow == 0
+
+
+@settings(deadline=None, max_examples=60)
+@given(sent=st.lists(st.one_of(frames, fd_frames, st.binary(max_size=80)), min_size=1,
+                     max_size=40),
+       limit=st.integers(1, 50))
+def test_recvmmsg_reads_what_recvmsg_reads(sent: list[bytes], limit: int) -> None:
+    """The same datagrams, read in batches of `limit` by recvmmsg and one by one by recvmsg:
+    the same frames, fields, data and rejections (timestamps differ: each send has its own)."""
+    results = []
+    for read_path in ("recvmmsg", "recvmsg"):
+        sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with sender, receiver:
+            receiver.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            for datagram in sent:
+                if datagram:  # an empty datagram is no frame to either path
+                    sender.send(datagram)
+            raw, health, got = raw_socket(receiver, read_path=read_path), SourceHealth(), []
+            while batch := drain(raw, health, limit):
+                assert len(batch) <= limit
+                got += batch
+            results.append(([(*(getattr(f, name) for name in FIELDS), f.data) for f in got],
+                            health.rejected))
+            assert all(f.timestamp > 0 for f in got)
+    assert results[0] == results[1]
+
+
+def test_ancillary_items_split_as_recvmsg_lists_them() -> None:
+    stamp = struct.pack("@ll", 1_780_000_000, 123_456_789)
+    drops = struct.pack("=I", 7)
+    control = b"".join(
+        struct.pack("@Nii", socket.CMSG_LEN(len(data)), socket.SOL_SOCKET, kind).ljust(
+            socket.CMSG_LEN(0), b"\0") + data.ljust(socket.CMSG_SPACE(len(data))
+                                                    - socket.CMSG_LEN(0), b"\0")
+        for kind, data in ((SO_TIMESTAMPNS, stamp), (SO_RXQ_OVFL, drops)))
+    assert ancillary_items(control) == [(socket.SOL_SOCKET, SO_TIMESTAMPNS, stamp),
+                                        (socket.SOL_SOCKET, SO_RXQ_OVFL, drops)]
+    assert ancillary_items(b"") == []
+
+
+def _control(seconds: int, nanoseconds: int, drops: int | None) -> bytes:
+    """Control messages as the kernel writes them: the timestamp, then the drop count."""
+    parts = [(SO_TIMESTAMPNS, struct.pack("@ll", seconds, nanoseconds))]
+    if drops is not None:
+        parts.append((SO_RXQ_OVFL, struct.pack("=I", drops)))
+    return b"".join(
+        struct.pack("@Nii", socket.CMSG_LEN(len(data)), socket.SOL_SOCKET, kind).ljust(
+            socket.CMSG_LEN(0), b"\0") + data.ljust(socket.CMSG_SPACE(len(data))
+                                                    - socket.CMSG_LEN(0), b"\0")
+        for kind, data in parts)
+
+
+@settings(deadline=None, max_examples=100)
+@given(slots=st.lists(st.tuples(
+    st.one_of(frames, fd_frames, st.binary(min_size=1, max_size=20)),
+    st.integers(0, 2**40), st.integers(0, 999_999_999), st.none() | st.integers(1, 2**32 - 1)),
+    min_size=1, max_size=30))
+def test_a_batch_parsed_by_columns_is_each_frame_parsed_alone(
+        slots: list[tuple[bytes, int, int, int | None]]) -> None:
+    """`_take_batch` (numpy, a column at a time) against `parse_frame` and `kernel_time` on
+    each datagram: every field, the exact float timestamp, drops, and rejections."""
+    data = b"".join(frame.ljust(CANFD_MTU, b"\xee") for frame, *_ in slots)
+    controls = [_control(*rest) for _, *rest in slots]
+    received = Received(len(slots), data,
+                        b"".join(c.ljust(ANCILLARY_SIZE, b"\0") for c in controls),
+                        np.array([len(frame) for frame, *_ in slots], np.uint32),
+                        np.array([len(c) for c in controls], np.uintp))
+    raw, health, got = RawCanSocket.__new__(RawCanSocket), SourceHealth(), []
+    raw.keys, raw.drops = None, 0
+    _take_batch(raw, received, health, got)
+    expected, rejected = [], 0
+    for frame, seconds, nanoseconds, _ in slots:
+        try:
+            expected.append(parse_frame(frame, kernel_time(struct.pack(
+                "@ll", seconds, nanoseconds))))
+        except (MalformedFrame, struct.error):
+            rejected += 1
+    assert got == expected
+    assert health.rejected.get("malformed_frame", 0) == rejected
+    assert raw.drops == next((d for *_, d in reversed(slots) if d is not None), 0)
