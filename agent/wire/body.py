@@ -137,15 +137,21 @@ def encode_series(body: BatchBody) -> list[EncodedSeries]:
         for item in body.series]
 
 
-def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None) -> bytes:
+def encode_body(body: BatchBody,
+                encoded: Sequence[EncodedSeries] | SeriesColumns | None = None) -> bytes:
     """The CBOR body. `encoded` replaces `body.series` when the columns are already encoded."""
-    items = encode_series(body) if encoded is None else encoded
-    time_bases: dict[bytes, int] = {}
+    if encoded is None:
+        encoded = encode_series(body)
     if body.schema == 2:
-        series: list[Any] = _series_columns(items, time_bases)
+        flat = encoded if isinstance(encoded, SeriesColumns) else SeriesColumns.of(encoded)
+        time_bases = flat.time_bases
+        series: list[Any] = flat.sig()
     elif body.schema == 1:
-        series = [[item.signal, time_bases.setdefault(item.times, len(time_bases)),
+        items = encoded.series() if isinstance(encoded, SeriesColumns) else encoded
+        bases: dict[bytes, int] = {}
+        series = [[item.signal, bases.setdefault(item.times, len(bases)),
                    int(item.kind), *item.columns] for item in items]
+        time_bases = list(bases)
     else:
         raise ValueError(f"cannot write batch schema {body.schema}; "
                          f"known: {', '.join(map(str, SCHEMA_VERSIONS))}")
@@ -161,7 +167,7 @@ def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None)
         "dbc": body.dbc_digest,
         "hlth": dict(body.health),
         "did": body.dictionary_id,
-        "tb": list(time_bases),
+        "tb": time_bases,
         "sig": series,
     }
     if body.dictionary is not None:
@@ -171,30 +177,77 @@ def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None)
     return cbor2.dumps(document)
 
 
-def _series_columns(items: Sequence[EncodedSeries], time_bases: dict[bytes, int]) -> list[bytes]:
-    """Schema 2 `sig`: [signals, time bases, kinds, column lengths, all columns joined].
-
-    Flat columns instead of one small CBOR array per series: the framing zstd could not
-    predict (a signal number and four headers per series) becomes three columns of small,
-    mostly equal numbers, and the value bytes lie back to back.
+@dataclass(frozen=True)
+class SeriesColumns:
+    """Series already in wire form, as schema 2 carries them (§4.6): per series its signal,
+    time base (numbered by first use) and kind; each value column's byte length; the value
+    columns back to back. The seal builds this directly, as arrays, rather than one
+    EncodedSeries per signal that would be taken apart again here.
     """
-    if not items:
-        return [b"", b"", b"", b"", b""]
-    signals, kinds, times, columns = zip(*items, strict=True)
-    bases = [time_bases.setdefault(column, len(time_bases)) for column in times]
-    data = list(itertools.chain.from_iterable(columns))
-    return [varint_column(signals), varint_column(bases), varint_column(kinds),
-            varint_column(list(map(len, data))), b"".join(data)]
+
+    signals: np.ndarray
+    bases: np.ndarray
+    kinds: np.ndarray
+    lengths: np.ndarray  # of every value column, series by series (a stats series has 4)
+    data: bytes
+    time_bases: list[bytes]
+
+    @classmethod
+    def of(cls, items: Sequence[EncodedSeries]) -> SeriesColumns:
+        time_bases: dict[bytes, int] = {}
+        bases = [time_bases.setdefault(item.times, len(time_bases)) for item in items]
+        data = list(itertools.chain.from_iterable(item.columns for item in items))
+        return cls(signals=np.array([item.signal for item in items], dtype=np.int64),
+                   bases=np.array(bases, dtype=np.int64),
+                   kinds=np.array([int(item.kind) for item in items], dtype=np.int64),
+                   lengths=np.fromiter(map(len, data), dtype=np.int64, count=len(data)),
+                   data=b"".join(data), time_bases=list(time_bases))
+
+    def sig(self) -> list[bytes]:
+        """Schema 2 `sig`: [signals, time bases, kinds, column lengths, all columns joined].
+
+        Flat columns instead of one small CBOR array per series: the framing zstd could not
+        predict (a signal number and four headers per series) becomes three columns of small,
+        mostly equal numbers, and the value bytes lie back to back.
+        """
+        return [*varint_columns((self.signals, self.bases, self.kinds, self.lengths)),
+                self.data]
+
+    def series(self) -> list[EncodedSeries]:
+        """One EncodedSeries per series (what schema 1 writes)."""
+        ends = np.cumsum(self.lengths).tolist()
+        columns = [self.data[a:b] for a, b in itertools.pairwise([0, *ends])]
+        items = []
+        at = 0
+        for signal, base, kind in zip(self.signals.tolist(), self.bases.tolist(),
+                                      self.kinds.tolist(), strict=True):
+            count = _COLUMN_COUNT[kind]
+            items.append(EncodedSeries(signal, SeriesKind(kind), self.time_bases[base],
+                                       tuple(columns[at:at + count])))
+            at += count
+        return items
 
 
 def varint_column(values: Sequence[int]) -> bytes:
     """`encode_varints(values)`, vectorised for long columns."""
+    return varint_columns((values,))[0]
+
+
+def varint_columns(columns: Sequence[Sequence[int] | np.ndarray]) -> list[bytes]:
+    """`encode_varints` of each column, in one vectorised pass when they are long."""
     # Below ~1,000 values the numpy path's fixed cost (some 40 array operations) is more than
-    # the plain loop's; the four framing columns of a seal (800 signals) are such.
-    if len(values) < 1024:
-        return encode_varints(values)
-    array = np.fromiter(values, dtype=np.int64, count=len(values))
-    return encode_grouped_varints(array, np.zeros(1, dtype=np.int64))[0]
+    # the plain loop's; the four framing columns of a seal (800 signals, 3,200 values) are
+    # one pass, a third of four loops.
+    sizes = [len(column) for column in columns]
+    if sum(sizes) < 1024:
+        return [encode_varints(column.tolist() if isinstance(column, np.ndarray) else column)
+                for column in columns]
+    joined = np.concatenate([np.asarray(column, dtype=np.int64) for column in columns])
+    starts = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
+    empty = np.array(sizes) == 0  # a group of none has no start of its own: added back after
+    encoded = encode_grouped_varints(joined, starts[~empty])
+    filled = iter(encoded)
+    return [b"" if none else next(filled) for none in empty.tolist()]
 
 
 def decode_body(data: bytes) -> BatchBody:
