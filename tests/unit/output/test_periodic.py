@@ -53,7 +53,7 @@ def ring_slices(draw: st.DrawFn) -> tuple[RingSlice, dict[int, SeriesKind], str]
     return RingSlice(times, signal, fields, values), kinds, perturbation
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(ring_slices(), st.integers(0, 2 ** 42))
 def test_the_periodic_path_groups_as_the_sort_does(case, t0_ms):
     records, kinds, perturbation = case
@@ -69,7 +69,7 @@ def test_the_periodic_path_groups_as_the_sort_does(case, t0_ms):
         assert got.tolist() == want.tolist()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ring_slices(), st.integers(0, 2 ** 42))
 def test_the_periodic_path_seals_the_same_columns(case, t0_ms):
     records, kinds, _ = case
