@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -295,10 +296,7 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: i
     """
     if lookup is None:
         lookup = kind_lookup(kinds)
-    last = periodic_groups(records, lookup, t0_ms)
-    stats = None
-    if last is None:
-        last, stats = sorted_groups(records, lookup, t0_ms)
+    last, stats = periodic_groups(records, lookup, t0_ms) or sorted_groups(records, lookup, t0_ms)
     signals, series_kinds, time_ids, time_columns, columns = _last_series(last, lookup)
     samples = len(last.times)
     time_bases, bases = _numbered_by_first_use(time_ids, time_columns)
@@ -327,41 +325,64 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: i
                          data=b"".join(columns), time_bases=time_bases), samples
 
 
-def periodic_groups(records: RingSlice, lookup: np.ndarray, t0_ms: int) -> LastGroups | None:
-    """The usual window grouped without a sort, or None when it is not one.
+def periodic_groups(records: RingSlice, lookup: np.ndarray,
+                    t0_ms: int) -> tuple[LastGroups, StatsRecords | None] | None:
+    """`sorted_groups` of the usual window without a sort, or None when it is not one.
 
-    When every tick wrote the same signals in the same order (all of them fresh, none in
-    `stats` mode), the records are a (ticks x signals) table whose columns are the groups a
-    stable sort by signal would give: a transpose replaces the sort and its gathers
-    (`sorted_groups`; tests hold the two equal).
+    When every tick wrote the same records in the same order (every signal fresh), the records
+    are a (ticks x records a tick) table: the columns of `last` signals are the groups a stable
+    sort by signal gives, and a `stats` signal's records are its columns read tick by tick. A
+    transpose replaces the sort and its gathers (tests hold the two paths equal).
     """
     signal = records.signal
-    if not len(signal):
+    count = len(signal)
+    if not count:
         return None
-    ticks = int(np.count_nonzero(signal == signal[0]))
-    width = len(signal) // ticks
-    # Periodic with `width` and signal[0] once a row: every row is the first one.
-    if width * ticks != len(signal) or signal[width:].tobytes() != signal[:-width].tobytes():
+    # The period: the first signal is in a row `per_tick` times (1, or 4 for stats), and its
+    # next occurrence starts the second row. Checked for the whole slice below.
+    first = np.flatnonzero(signal == signal[0])
+    width = count if len(first) <= 8 else 0  # one tick, if no shorter period is found
+    for per_tick in range(1, min(len(first), 9)):
+        candidate = int(first[per_tick])
+        if (count % candidate == 0 and len(first) == per_tick * (count // candidate)
+                and signal[candidate:].tobytes() == signal[:-candidate].tobytes()):
+            width = candidate
+            break
+    if not width:
         return None
+    ticks = count // width
     row = signal[:width]
     row_kinds = lookup[row]
-    if (row_kinds >= SeriesKind.INT_STATS).any():
-        return None
-    columns = np.argsort(row, kind="stable")
-    ordered = row[columns]
-    if width > 1 and not (ordered[1:] != ordered[:-1]).all():
-        return None  # a signal twice a tick: its samples interleave, the sort's business
+    columns = np.argsort(row, kind="stable")  # by signal, then by place in the row
     columns = columns[row_kinds[columns] >= 0]
+    is_stats = row_kinds[columns] >= SeriesKind.INT_STATS
+    last = columns[~is_stats]
+    ordered = row[last]
+    if len(ordered) > 1 and not (ordered[1:] != ordered[:-1]).all():
+        return None  # a `last` signal twice a tick: its samples interleave, the sort's business
     if not len(columns):
         return None
     times = records.time_ms.reshape(ticks, width)
     values = records.value.reshape(ticks, width)
-    if len(columns) < width or (columns[1:] < columns[:-1]).any():
-        times, values = times[:, columns], values[:, columns]
+    stats = None
+    if is_stats.any():
+        placed = columns[is_stats]
+        numbers = row[placed]
+        cuts = [*np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]]).tolist(), len(placed)]
+
+        def by_signal(table: np.ndarray) -> np.ndarray:
+            return np.concatenate([table[:, placed[a:b]].ravel()
+                                   for a, b in itertools.pairwise(cuts)])
+
+        stats = StatsRecords(by_signal(signal.reshape(ticks, width)),
+                             by_signal(records.field.reshape(ticks, width)),
+                             by_signal(times) - t0_ms, by_signal(values))
+    if len(last) < width or (last[1:] < last[:-1]).any():
+        times, values = times[:, last], values[:, last]
     # Group by group (C order): one pass each, the subtraction included.
-    return LastGroups(signals=row[columns], starts=np.arange(len(columns)) * ticks,
+    return LastGroups(signals=row[last], starts=np.arange(len(last)) * ticks,
                       times=np.subtract(times.T, t0_ms, order="C").ravel(),
-                      values=np.ascontiguousarray(values.T).ravel())
+                      values=np.ascontiguousarray(values.T).ravel()), stats
 
 
 def sorted_groups(records: RingSlice, lookup: np.ndarray,
