@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 import zstandard
@@ -20,6 +20,7 @@ from agent.wire.body import (
     SCHEMA_VERSION,
     BatchBody,
     EncodedSeries,
+    SeriesColumns,
     SeriesKind,
     SignalDef,
     decode_body,
@@ -253,11 +254,6 @@ def decompress_payload(payload: bytes) -> bytes:
     return body
 
 
-# EncodedSeries from an iterable of its four fields, all in C (what NamedTuple._make does in
-# Python): a seal makes one per signal.
-_new_series = partial(tuple.__new__, EncodedSeries)
-
-
 def _kind(is_float: bool, mode: str) -> SeriesKind:
     if mode == "stats":
         return SeriesKind.FLOAT_STATS if is_float else SeriesKind.INT_STATS
@@ -271,8 +267,27 @@ def kind_lookup(kinds: Mapping[int, SeriesKind]) -> np.ndarray:
     return lookup
 
 
+class LastGroups(NamedTuple):
+    """The `last` samples of a window grouped by signal, signals ascending: group i is
+    signals[i]'s samples in ring order, times[starts[i]:starts[i + 1]] (ms after t0)."""
+
+    signals: np.ndarray
+    starts: np.ndarray
+    times: np.ndarray
+    values: np.ndarray
+
+
+class StatsRecords(NamedTuple):
+    """The records of `stats` signals, sorted by signal (stable), times ms after t0."""
+
+    signal: np.ndarray
+    field: np.ndarray
+    times: np.ndarray
+    values: np.ndarray
+
+
 def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: int,
-                   lookup: np.ndarray | None = None) -> tuple[list[EncodedSeries], int]:
+                   lookup: np.ndarray | None = None) -> tuple[SeriesColumns, int]:
     """Ring records → wire columns, one series per signal (quiet ones first), vectorised.
 
     Records of one signal keep their ring order (a stable sort), which is time order. A stats
@@ -281,61 +296,155 @@ def encode_records(records: RingSlice, kinds: Mapping[int, SeriesKind], t0_ms: i
     """
     if lookup is None:
         lookup = kind_lookup(kinds)
+    last, stats = periodic_groups(records, lookup, t0_ms) or sorted_groups(records, lookup, t0_ms)
+    signals, series_kinds, time_ids, time_columns, columns = _last_series(last, lookup)
+    samples = len(last.times)
+    time_bases, bases = _numbered_by_first_use(time_ids, time_columns)
+    if stats is not None:
+        stats_signals, stats_kinds, stats_bases = [], [], []
+        by_bytes = {column: base for base, column in enumerate(time_bases)}
+        starts = np.flatnonzero(np.r_[True, stats.signal[1:] != stats.signal[:-1]])
+        stops = [*starts[1:].tolist(), len(stats.signal)]
+        for a, b in zip(starts.tolist(), stops, strict=True):
+            number = int(stats.signal[a])
+            series, count = _stats_series(number, kinds[number], stats.field[a:b],
+                                          stats.times[a:b], stats.values[a:b])
+            if count:
+                stats_signals.append(number)
+                stats_kinds.append(int(series.kind))
+                stats_bases.append(by_bytes.setdefault(series.times, len(by_bytes)))
+                columns.extend(series.columns)
+                samples += count
+        if stats_signals:
+            time_bases = list(by_bytes)
+            signals = np.r_[signals, stats_signals]
+            series_kinds = np.r_[series_kinds, stats_kinds]
+            bases = np.r_[bases, stats_bases]
+    lengths = np.fromiter(map(len, columns), dtype=np.int64, count=len(columns))
+    return SeriesColumns(signals=signals, bases=bases, kinds=series_kinds, lengths=lengths,
+                         data=b"".join(columns), time_bases=time_bases), samples
+
+
+def periodic_groups(records: RingSlice, lookup: np.ndarray,
+                    t0_ms: int) -> tuple[LastGroups, StatsRecords | None] | None:
+    """`sorted_groups` of the usual window without a sort, or None when it is not one.
+
+    When every tick wrote the same records in the same order (every signal fresh), the records
+    are a (ticks x records a tick) table: the columns of `last` signals are the groups a stable
+    sort by signal gives, and a `stats` signal's records are its columns read tick by tick. A
+    transpose replaces the sort and its gathers (tests hold the two paths equal).
+    """
+    signal = records.signal
+    count = len(signal)
+    if not count:
+        return None
+    # The period: the first signal is in a row `per_tick` times (1, or 4 for stats), and its
+    # next occurrence starts the second row. Checked for the whole slice below.
+    first = np.flatnonzero(signal == signal[0])
+    width = count if len(first) <= 8 else 0  # one tick, if no shorter period is found
+    for per_tick in range(1, min(len(first), 9)):
+        candidate = int(first[per_tick])
+        if (count % candidate == 0 and len(first) == per_tick * (count // candidate)
+                and signal[candidate:].tobytes() == signal[:-candidate].tobytes()):
+            width = candidate
+            break
+    if not width:
+        return None
+    ticks = count // width
+    row = signal[:width]
+    row_kinds = lookup[row]
+    columns = np.argsort(row, kind="stable")  # by signal, then by place in the row
+    columns = columns[row_kinds[columns] >= 0]
+    is_stats = row_kinds[columns] >= SeriesKind.INT_STATS
+    last = columns[~is_stats]
+    ordered = row[last]
+    if len(ordered) > 1 and not (ordered[1:] != ordered[:-1]).all():
+        return None  # a `last` signal twice a tick: its samples interleave, the sort's business
+    if not len(columns):
+        return None
+    times = records.time_ms.reshape(ticks, width)
+    values = records.value.reshape(ticks, width)
+    stats = None
+    if is_stats.any():
+        placed = columns[is_stats]
+        numbers = row[placed]
+        cuts = [*np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]]).tolist(), len(placed)]
+
+        def by_signal(table: np.ndarray) -> np.ndarray:
+            return np.concatenate([table[:, placed[a:b]].ravel()
+                                   for a, b in itertools.pairwise(cuts)])
+
+        stats = StatsRecords(by_signal(signal.reshape(ticks, width)),
+                             by_signal(records.field.reshape(ticks, width)),
+                             by_signal(times) - t0_ms, by_signal(values))
+    if len(last) < width or (last[1:] < last[:-1]).any():
+        times, values = times[:, last], values[:, last]
+    # Group by group (C order): one pass each, the subtraction included.
+    return LastGroups(signals=row[last], starts=np.arange(len(last)) * ticks,
+                      times=np.subtract(times.T, t0_ms, order="C").ravel(),
+                      values=np.ascontiguousarray(values.T).ravel()), stats
+
+
+def sorted_groups(records: RingSlice, lookup: np.ndarray,
+                  t0_ms: int) -> tuple[LastGroups, StatsRecords | None]:
+    """Any window: the records of signals in the plan, stably sorted by signal, split into
+    `last` groups and `stats` records (None when there are none)."""
     record_kinds = lookup[records.signal]
     known = record_kinds >= 0
     everything_known = bool(known.all())
     order = np.argsort(records.signal if everything_known else records.signal[known],
                        kind="stable")
-    if not len(order):
-        return [], 0
     if not everything_known:
         order = np.flatnonzero(known)[order]
     signal = records.signal[order]
-    record_kinds = record_kinds[order]
     times = records.time_ms[order] - t0_ms
     values = records.value[order]
-    is_stats = record_kinds >= SeriesKind.INT_STATS
-    last_series: list[EncodedSeries] = []
-    stats_series: dict[int, EncodedSeries] = {}
-    any_stats = bool(is_stats.any())
-    last = ~is_stats
-    samples = len(signal) - int(is_stats.sum())
-    if samples:
-        if any_stats:
-            last_signal, last_times, last_values = signal[last], times[last], values[last]
-        else:
-            last_signal, last_times, last_values = signal, times, values
-        starts = np.flatnonzero(np.r_[True, last_signal[1:] != last_signal[:-1]])
-        stops = [*starts[1:].tolist(), len(last_signal)]
-        float_groups = lookup[last_signal[starts]] == SeriesKind.FLOAT_LAST
-        time_columns = _shared_time_columns(last_times, starts)
-        value_columns = encode_grouped_varints(last_values, starts, skip=float_groups)
-        numbers = last_signal[starts].tolist()
-        built = list(map(_new_series, zip(numbers, repeat(SeriesKind.INT_LAST), time_columns,
-                                          zip(value_columns))))
-        for group in np.flatnonzero(float_groups).tolist():
-            a, b = starts[group], stops[group]
-            built[group] = EncodedSeries(numbers[group], SeriesKind.FLOAT_LAST,
-                                         time_columns[group],
-                                         (last_values[a:b].view("<f8").tobytes(),))
-        last_series = [built[n] for n in _quiet_first(value_columns).tolist()]
-    if any_stats:
-        stats_signal = signal[is_stats]
-        starts = np.flatnonzero(np.r_[True, stats_signal[1:] != stats_signal[:-1]])
-        stops = [*starts[1:].tolist(), len(stats_signal)]
-        fields = records.field[order][is_stats]
-        stats_times, stats_values = times[is_stats], values[is_stats]
-        for a, b in zip(starts.tolist(), stops, strict=True):
-            number = int(stats_signal[a])
-            series, count = _stats_series(number, kinds[number], fields[a:b],
-                                          stats_times[a:b], stats_values[a:b])
-            if count:
-                stats_series[number] = series
-                samples += count
-    return [*last_series, *(stats_series[number] for number in sorted(stats_series))], samples
+    is_stats = record_kinds[order] >= SeriesKind.INT_STATS
+    stats = None
+    if is_stats.any():
+        stats = StatsRecords(signal[is_stats], records.field[order][is_stats],
+                             times[is_stats], values[is_stats])
+        last = ~is_stats
+        signal, times, values = signal[last], times[last], values[last]
+    starts = np.flatnonzero(np.r_[True, signal[1:] != signal[:-1]]) if len(signal) \
+        else np.zeros(0, dtype=np.int64)
+    return LastGroups(signal[starts], starts, times, values), stats
 
 
-def _quiet_first(columns: list[bytes]) -> np.ndarray:
+def _last_series(groups: LastGroups, lookup: np.ndarray) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, list[bytes], list[bytes]]:
+    """Signals, kinds, time column ids, the distinct time columns and the value columns of
+    the `last` series, quiet ones first."""
+    if not len(groups.signals):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, [], []
+    starts, values = groups.starts, groups.values
+    is_float = lookup[groups.signals] == SeriesKind.FLOAT_LAST
+    time_ids, time_columns = _shared_time_columns(groups.times, starts)
+    columns = encode_grouped_varints(values, starts, skip=is_float)
+    order = _quiet_first(columns, is_float)
+    if is_float.any():
+        stops = [*starts[1:].tolist(), len(values)]
+        for group in np.flatnonzero(is_float).tolist():
+            columns[group] = values[starts[group]:stops[group]].view("<f8").tobytes()
+    kinds = is_float.astype(np.int64)  # FLOAT_LAST is 1, INT_LAST 0
+    return (groups.signals[order], kinds[order], time_ids[order], time_columns,
+            [columns[group] for group in order.tolist()])
+
+
+def _numbered_by_first_use(ids: np.ndarray,
+                           columns: list[bytes]) -> tuple[list[bytes], np.ndarray]:
+    """Time bases in the order series first use them (§4.5), and each series' base."""
+    if not len(ids):
+        return [], ids
+    distinct, first = np.unique(ids, return_index=True)
+    used = distinct[np.argsort(first)]
+    number = np.empty(len(columns), dtype=np.int64)
+    number[used] = np.arange(len(used))
+    return [columns[i] for i in used.tolist()], number[ids]
+
+
+def _quiet_first(columns: list[bytes], is_float: np.ndarray) -> np.ndarray:
     """Series positions, quiet ones first: wire-format §4.6 lets the agent choose the order.
 
     zstd codes all literals of a block with one Huffman table. Series sorted by the share of
@@ -345,7 +454,7 @@ def _quiet_first(columns: list[bytes]) -> np.ndarray:
     """
     lengths = np.fromiter(map(len, columns), dtype=np.int64, count=len(columns))
     busy = np.full(len(columns), 2.0)  # float series have no varint column: last
-    encoded = lengths > 0
+    encoded = ~is_float
     if encoded.any():
         nonzero = np.frombuffer(b"".join(columns), dtype=np.uint8) != 0
         offsets = (np.cumsum(lengths) - lengths)[encoded]
@@ -353,22 +462,28 @@ def _quiet_first(columns: list[bytes]) -> np.ndarray:
     return np.argsort(busy, kind="stable")
 
 
-def _shared_time_columns(times: np.ndarray, starts: np.ndarray) -> list[bytes]:
-    """`encode_grouped_varints(times, starts)`, encoding each distinct time column once.
+def _shared_time_columns(times: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+    """`encode_grouped_varints(times, starts)` with each distinct column encoded once: per
+    group the number of its column, and the distinct columns.
 
     Signals sampled on the same ticks have identical time columns (800 signals at 1 Hz: one
     column, 800 times); the wire format stores each once anyway, so only one is encoded.
     """
     bounds = np.r_[starts, len(times)]
     lengths = np.diff(bounds)
-    columns: list[bytes] = [b""] * len(starts)
-    for length in np.unique(lengths).tolist():
-        groups = np.flatnonzero(lengths == length)
-        rows = times[starts[groups][:, None] + np.arange(length)]
+    ids = np.zeros(len(starts), dtype=np.int64)
+    columns: list[bytes] = []
+    distinct_lengths = np.unique(lengths).tolist()
+    for length in distinct_lengths:
+        if len(distinct_lengths) == 1:  # groups of one length lie back to back: no gather
+            groups = np.arange(len(starts))
+            rows = times.reshape(len(starts), length)
+        else:
+            groups = np.flatnonzero(lengths == length)
+            rows = times[starts[groups][:, None] + np.arange(length)]
         if (rows == rows[0]).all():  # the usual case: one sampling period, one column
-            shared = encode_varints(rows[0].tolist())
-            for group in groups.tolist():
-                columns[group] = shared
+            ids[groups] = len(columns)
+            columns.append(encode_varints(rows[0].tolist()))
             continue
         # Equal lengths, different times (a message that went quiet and came back): each
         # distinct row is encoded once, from the first row that holds it, and given to every
@@ -377,12 +492,11 @@ def _shared_time_columns(times: np.ndarray, starts: np.ndarray) -> list[bytes]:
         first_row: dict[bytes, int] = {}
         for position, key in enumerate(keys):
             first_row.setdefault(key, position)
-        encoded = encode_grouped_varints(rows[list(first_row.values())].ravel(),
-                                         np.arange(len(first_row)) * length)
-        by_key = dict(zip(first_row, encoded, strict=True))
-        for group, key in zip(groups.tolist(), keys, strict=True):
-            columns[group] = by_key[key]
-    return columns
+        number = {key: len(columns) + n for n, key in enumerate(first_row)}
+        columns.extend(encode_grouped_varints(rows[list(first_row.values())].ravel(),
+                                              np.arange(len(first_row)) * length))
+        ids[groups] = [number[key] for key in keys]
+    return ids, columns
 
 
 def _stats_series(signal: int, kind: SeriesKind, field: np.ndarray, times: np.ndarray,

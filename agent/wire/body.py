@@ -137,15 +137,21 @@ def encode_series(body: BatchBody) -> list[EncodedSeries]:
         for item in body.series]
 
 
-def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None) -> bytes:
+def encode_body(body: BatchBody,
+                encoded: Sequence[EncodedSeries] | SeriesColumns | None = None) -> bytes:
     """The CBOR body. `encoded` replaces `body.series` when the columns are already encoded."""
-    items = encode_series(body) if encoded is None else encoded
-    time_bases: dict[bytes, int] = {}
+    if encoded is None:
+        encoded = encode_series(body)
     if body.schema == 2:
-        series: list[Any] = _series_columns(items, time_bases)
+        flat = encoded if isinstance(encoded, SeriesColumns) else SeriesColumns.of(encoded)
+        time_bases = flat.time_bases
+        series: list[Any] = flat.sig()
     elif body.schema == 1:
-        series = [[item.signal, time_bases.setdefault(item.times, len(time_bases)),
+        items = encoded.series() if isinstance(encoded, SeriesColumns) else encoded
+        bases: dict[bytes, int] = {}
+        series = [[item.signal, bases.setdefault(item.times, len(bases)),
                    int(item.kind), *item.columns] for item in items]
+        time_bases = list(bases)
     else:
         raise ValueError(f"cannot write batch schema {body.schema}; "
                          f"known: {', '.join(map(str, SCHEMA_VERSIONS))}")
@@ -161,7 +167,7 @@ def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None)
         "dbc": body.dbc_digest,
         "hlth": dict(body.health),
         "did": body.dictionary_id,
-        "tb": list(time_bases),
+        "tb": time_bases,
         "sig": series,
     }
     if body.dictionary is not None:
@@ -171,30 +177,77 @@ def encode_body(body: BatchBody, encoded: Sequence[EncodedSeries] | None = None)
     return cbor2.dumps(document)
 
 
-def _series_columns(items: Sequence[EncodedSeries], time_bases: dict[bytes, int]) -> list[bytes]:
-    """Schema 2 `sig`: [signals, time bases, kinds, column lengths, all columns joined].
-
-    Flat columns instead of one small CBOR array per series: the framing zstd could not
-    predict (a signal number and four headers per series) becomes three columns of small,
-    mostly equal numbers, and the value bytes lie back to back.
+@dataclass(frozen=True)
+class SeriesColumns:
+    """Series already in wire form, as schema 2 carries them (§4.6): per series its signal,
+    time base (numbered by first use) and kind; each value column's byte length; the value
+    columns back to back. The seal builds this directly, as arrays, rather than one
+    EncodedSeries per signal that would be taken apart again here.
     """
-    if not items:
-        return [b"", b"", b"", b"", b""]
-    signals, kinds, times, columns = zip(*items, strict=True)
-    bases = [time_bases.setdefault(column, len(time_bases)) for column in times]
-    data = list(itertools.chain.from_iterable(columns))
-    return [varint_column(signals), varint_column(bases), varint_column(kinds),
-            varint_column(list(map(len, data))), b"".join(data)]
+
+    signals: np.ndarray
+    bases: np.ndarray
+    kinds: np.ndarray
+    lengths: np.ndarray  # of every value column, series by series (a stats series has 4)
+    data: bytes
+    time_bases: list[bytes]
+
+    @classmethod
+    def of(cls, items: Sequence[EncodedSeries]) -> SeriesColumns:
+        time_bases: dict[bytes, int] = {}
+        bases = [time_bases.setdefault(item.times, len(time_bases)) for item in items]
+        data = list(itertools.chain.from_iterable(item.columns for item in items))
+        return cls(signals=np.array([item.signal for item in items], dtype=np.int64),
+                   bases=np.array(bases, dtype=np.int64),
+                   kinds=np.array([int(item.kind) for item in items], dtype=np.int64),
+                   lengths=np.fromiter(map(len, data), dtype=np.int64, count=len(data)),
+                   data=b"".join(data), time_bases=list(time_bases))
+
+    def sig(self) -> list[bytes]:
+        """Schema 2 `sig`: [signals, time bases, kinds, column lengths, all columns joined].
+
+        Flat columns instead of one small CBOR array per series: the framing zstd could not
+        predict (a signal number and four headers per series) becomes three columns of small,
+        mostly equal numbers, and the value bytes lie back to back.
+        """
+        return [*varint_columns((self.signals, self.bases, self.kinds, self.lengths)),
+                self.data]
+
+    def series(self) -> list[EncodedSeries]:
+        """One EncodedSeries per series (what schema 1 writes)."""
+        ends = np.cumsum(self.lengths).tolist()
+        columns = [self.data[a:b] for a, b in itertools.pairwise([0, *ends])]
+        items = []
+        at = 0
+        for signal, base, kind in zip(self.signals.tolist(), self.bases.tolist(),
+                                      self.kinds.tolist(), strict=True):
+            count = _COLUMN_COUNT[kind]
+            items.append(EncodedSeries(signal, SeriesKind(kind), self.time_bases[base],
+                                       tuple(columns[at:at + count])))
+            at += count
+        return items
 
 
 def varint_column(values: Sequence[int]) -> bytes:
     """`encode_varints(values)`, vectorised for long columns."""
+    return varint_columns((values,))[0]
+
+
+def varint_columns(columns: Sequence[Sequence[int] | np.ndarray]) -> list[bytes]:
+    """`encode_varints` of each column, in one vectorised pass when they are long."""
     # Below ~1,000 values the numpy path's fixed cost (some 40 array operations) is more than
-    # the plain loop's; the four framing columns of a seal (800 signals) are such.
-    if len(values) < 1024:
-        return encode_varints(values)
-    array = np.fromiter(values, dtype=np.int64, count=len(values))
-    return encode_grouped_varints(array, np.zeros(1, dtype=np.int64))[0]
+    # the plain loop's; the four framing columns of a seal (800 signals, 3,200 values) are
+    # one pass, a third of four loops.
+    sizes = [len(column) for column in columns]
+    if sum(sizes) < 1024:
+        return [encode_varints(column.tolist() if isinstance(column, np.ndarray) else column)
+                for column in columns]
+    joined = np.concatenate([np.asarray(column, dtype=np.int64) for column in columns])
+    starts = np.cumsum([0, *sizes[:-1]], dtype=np.int64)
+    empty = np.array(sizes) == 0  # a group of none has no start of its own: added back after
+    encoded = encode_grouped_varints(joined, starts[~empty])
+    filled = iter(encoded)
+    return [b"" if none else next(filled) for none in empty.tolist()]
 
 
 def decode_body(data: bytes) -> BatchBody:
@@ -454,37 +507,50 @@ def encode_grouped_varints(values: np.ndarray, starts: np.ndarray,
     np.subtract(values[1:], values[:-1], out=zigzag[1:])  # wraps in wide groups: redone below
     zigzag[starts] = values[starts]
     excluded = wide if skip is None else wide | skip
-    if excluded.any():  # encoded apart or not at all: one byte each here keeps the rest short
+    # Encoded apart or not at all: one byte each here keeps the rest short. A few groups (the
+    # float signals of a minute) are cleared by slice rather than through a mask of every value.
+    cleared = np.flatnonzero(excluded).tolist()
+    if len(cleared) <= 64:
+        for group in cleared:
+            zigzag[bounds[group]:bounds[group + 1]] = 0
+    else:
         zigzag[np.repeat(excluded, np.diff(bounds))] = 0
     sign = zigzag >> 63
     np.left_shift(zigzag, 1, out=zigzag)
     np.bitwise_xor(zigzag, sign, out=zigzag)
     zigzag = zigzag.view(np.uint64)
-    lengths = np.ones(len(zigzag), dtype=np.uint8)
-    for limit in _VARINT_LIMITS[:max(0, int(zigzag.max()).bit_length() - 1) // 7]:
-        lengths += zigzag >= limit
-    # Widened first, then summed in place: np.cumsum(lengths, dtype=np.int64) casts through
-    # a buffered loop ten times slower (0.6 ms of a 48,000-value column).
-    offsets = lengths.astype(np.int64)
-    np.cumsum(offsets, out=offsets)
-    out = np.empty(int(offsets[-1]), dtype=np.uint8)
-    offsets -= lengths
-    scratch = sign.view(np.uint64)  # reused for each byte position's 7-bit groups
-    for position in range(int(lengths.max())):
-        if position:
-            at = np.flatnonzero(lengths > position)
-            chunk = (zigzag[at] >> np.uint64(7 * position)) & np.uint64(0x7F)
-            targets = offsets[at] + position
-            more = lengths[at] > position + 1
-        else:  # every value has a first byte: no index arrays
-            chunk = np.bitwise_and(zigzag, np.uint64(0x7F), out=scratch)
-            targets = offsets
-            more = lengths > 1
-        low = chunk.astype(np.uint8)
-        low[more] |= 0x80
-        out[targets] = low
+    # Every value has a first byte, its low 7 bits; most take no more (99 % of the bench
+    # minute's deltas), so lengths and further bytes are worked out for the longer ones only.
+    low = zigzag.astype(np.uint8)  # the low 8 bits
+    np.bitwise_and(low, np.uint8(0x7F), out=low)
+    longer = np.flatnonzero(zigzag > np.uint64(0x7F))
+    if not len(longer):
+        out, byte_starts = low, starts
+    else:
+        tail = zigzag[longer]
+        tail_lengths = np.full(len(tail), 2, dtype=np.uint8)
+        for limit in _VARINT_LIMITS[1:(int(tail.max()).bit_length() - 1) // 7]:
+            tail_lengths += tail >= limit
+        low[longer] |= np.uint8(0x80)
+        lengths = np.ones(len(zigzag), dtype=np.uint8)
+        lengths[longer] = tail_lengths
+        # Widened first, then summed in place: np.cumsum(lengths, dtype=np.int64) casts
+        # through a buffered loop ten times slower (0.6 ms of a 48,000-value column).
+        offsets = lengths.astype(np.int64)
+        np.cumsum(offsets, out=offsets)
+        out = np.empty(int(offsets[-1]), dtype=np.uint8)
+        offsets -= lengths
+        out[offsets] = low
+        at = offsets[longer]
+        for position in range(1, int(tail_lengths.max())):
+            chunk = ((tail >> np.uint64(7 * position)) & np.uint64(0x7F)).astype(np.uint8)
+            more = tail_lengths > position + 1
+            chunk[more] |= np.uint8(0x80)
+            out[at + position] = chunk
+            at, tail, tail_lengths = at[more], tail[more], tail_lengths[more]
+        byte_starts = offsets[starts]
     data = out.tobytes()
-    byte_bounds = [*offsets[starts].tolist(), len(data)]
+    byte_bounds = [*byte_starts.tolist(), len(data)]
     columns = [data[a:b] for a, b in itertools.pairwise(byte_bounds)]
     for group in np.flatnonzero(wide).tolist():
         columns[group] = encode_varints(values[bounds[group]:bounds[group + 1]].tolist())

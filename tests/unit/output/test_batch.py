@@ -193,9 +193,10 @@ def test_equal_length_time_columns_are_shared_only_when_their_times_are_equal():
     # Two signals on the same ticks, then one with as many samples on later ticks: the third
     # column was once encoded from the second row (the first row of its *distinct* number).
     times = np.array([0, 1000, 2000, 0, 1000, 2000, 5000, 6000, 7000])
-    columns = _shared_time_columns(times, np.array([0, 3, 6]))
-    assert [decode_varints(column) for column in columns] == [
+    ids, columns = _shared_time_columns(times, np.array([0, 3, 6]))
+    assert [decode_varints(columns[i]) for i in ids.tolist()] == [
         [0, 1000, 2000], [0, 1000, 2000], [5000, 6000, 7000]]
+    assert len(columns) == 2
 
 
 def test_a_signal_that_went_quiet_keeps_its_own_times_beside_equal_counts(tmp_path, key,

@@ -243,6 +243,30 @@ def test_grouped_varints_fall_back_only_for_the_wide_group_and_skip_floats():
         encode_varints(groups[0]), b"", encode_varints(groups[2]), b""]
 
 
+@given(st.lists(st.tuples(st.lists(st.one_of(st.integers(-64, 63),
+                                           st.integers(-(2**62), 2**62)),
+                                 min_size=1, max_size=8), st.booleans()),
+                min_size=1, max_size=150))
+def test_grouped_varints_skip_few_or_many_groups_and_keep_the_rest_exact(groups):
+    # Up to 64 skipped groups are cleared by slice, more through a mask: both paths.
+    values = np.array([v for group, _ in groups for v in group], dtype=np.int64)
+    starts = np.cumsum([0, *[len(group) for group, _ in groups[:-1]]])
+    skip = np.array([skipped for _, skipped in groups])
+    assert encode_grouped_varints(values, starts, skip=skip) == [
+        b"" if skipped else encode_varints(group) for group, skipped in groups]
+
+
+@pytest.mark.parametrize("skipped_every", [1, 2, 50])
+def test_grouped_varints_skip_by_slice_or_by_mask_alike(skipped_every):
+    rng = np.random.default_rng(skipped_every)
+    groups = [rng.integers(-(2**40), 2**40, size=3).tolist() for _ in range(200)]
+    values = np.array([v for group in groups for v in group], dtype=np.int64)
+    skip = np.arange(200) % skipped_every == 0  # 200, 100 or 4 groups skipped
+    assert encode_grouped_varints(values, np.arange(200) * 3, skip=skip) == [
+        b"" if skipped else encode_varints(group)
+        for group, skipped in zip(groups, skip.tolist(), strict=True)]
+
+
 def test_grouped_varints_of_zeros_and_single_byte_values():
     starts = np.array([0, 2])
     assert encode_grouped_varints(np.zeros(4, dtype=np.int64), starts) == [b"\0\0", b"\0\0"]
