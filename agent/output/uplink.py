@@ -257,7 +257,7 @@ class Uplink:
             if self._closing.is_set():
                 break
             if not self._disconnect_seen:
-                self._events.put(("disconnected", "connection lost"))
+                self._ended("connection lost")
             self._closing.wait(next(delays))
         with contextlib.suppress(OSError):
             client.loop(timeout=0.1)
@@ -285,11 +285,15 @@ class Uplink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:
+        self._ended(reason)
+
+    def _ended(self, reason: Any) -> None:
+        """The current connection is over (network thread, once per connection)."""
         if self._connack_accepted and not self._link_up.is_set():
             # Lost in the very loop() call that handled the CONNACK: it was accepted all the
             # same (counted as a connection, not a failure); the link never came up.
             self._events.put(("connected", None))
-        self._connack_accepted = False  # this connection is over: nothing left to announce
+        self._connack_accepted = False
         self._disconnect_seen = True
         if not self._connack_refused:
             self._events.put(("disconnected", reason))
