@@ -2,12 +2,17 @@
 
 Two threads. The network thread runs paho's loop and (re)connects with capped exponential
 back-off and jitter, so a fleet that lost its broker does not come back in one wave. The worker
-thread owns all delivery state; paho's callbacks only post events to its queue, so no lock is
-held across a paho call. Order: batches go out as the spool orders them, at most
-`max_inflight` awaiting PUBACK. After a reconnect the backlog (batches spooled before it)
-drains in order at `drain_rate` batches/s while batches sealed since keep flowing at once.
+thread owns all delivery state; paho's callbacks only post events to its queue. Order: batches
+go out as the spool orders them, at most `max_inflight` awaiting PUBACK. After a reconnect the
+backlog (batches spooled before it) drains in order at `drain_rate` batches/s while batches
+sealed since keep flowing at once.
 Batches in flight when the link drops stay in flight: paho keeps every publish until its PUBACK
 and sends it again (DUP) after the reconnect, so the spool does not offer them a second time.
+They are older than anything else, so they go first: paho queues its re-sends while it handles
+the CONNACK, after on_connect has returned, so the worker learns of a connection only once the
+loop() call that handled it has returned, and publishes only while that connection is up (the
+`_link` lock: the network thread takes the link down under it before reconnecting, never
+inside a paho call, so no publish can slip in between paho's reset and its re-sends).
 The broker may have passed one on before the drop; the backend drops duplicates by
 (boot, seq). A PUBACK with an error reason (MQTT v5: Mosquitto answers "Not authorized" when
 its ACL denies the topic) is not a delivery: the batch stays spooled, is counted as refused,
@@ -126,10 +131,16 @@ class Uplink:
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
         self._closing = threading.Event()
+        # Set by the network thread once paho has queued its re-sends on a new connection,
+        # cleared (holding `_link`) before it reconnects; the worker publishes only holding
+        # `_link` and with the link up.
         self._link_up = threading.Event()
-        # For the current connection, on the network thread: paho reported its end, or the
-        # broker refused it in its CONNACK (paho then reports the end too: said once).
+        self._link = threading.Lock()
+        # For the current connection, on the network thread: paho reported its end, the
+        # broker accepted it or refused it in its CONNACK (paho then reports the end too: said
+        # once).
         self._disconnect_seen = False
+        self._connack_accepted = False
         self._connack_refused = False
         self._client = self._make_client()
         self._worker = threading.Thread(target=self._work, name="uplink", daemon=True)
@@ -221,7 +232,7 @@ class Uplink:
         delays = self._fresh_delays()
         connected_once = False
         while not self._closing.is_set():
-            self._disconnect_seen = self._connack_refused = False
+            self._disconnect_seen = self._connack_accepted = self._connack_refused = False
             try:
                 if connected_once:
                     client.reconnect()
@@ -232,17 +243,21 @@ class Uplink:
                 self._events.put(("connect_failed", exc))
                 self._closing.wait(next(delays))
                 continue
-            fresh_delays = False
             while not self._closing.is_set():
                 if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS:
                     break
-                if self._link_up.is_set() and not fresh_delays:
+                if self._connack_accepted and not self._link_up.is_set():
+                    # The loop() that handled the CONNACK has returned, so paho has queued
+                    # its re-sends: whatever the worker publishes now goes after them.
+                    self._link_up.set()
+                    self._events.put(("connected", None))
                     delays = self._fresh_delays()
-                    fresh_delays = True
+            with self._link:  # no publish under way, and none until the next connection
+                self._link_up.clear()
             if self._closing.is_set():
                 break
             if not self._disconnect_seen:
-                self._events.put(("disconnected", "connection lost"))
+                self._ended("connection lost")
             self._closing.wait(next(delays))
         with contextlib.suppress(OSError):
             client.loop(timeout=0.1)
@@ -250,8 +265,12 @@ class Uplink:
     # paho callbacks: run on the network thread, only post events.
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Properties | None) -> None:
+        # Accepted: announced by _run_network once this loop() call returns (paho re-sends
+        # what awaits a PUBACK only after this callback).
+        self._connack_accepted = not reason.is_failure
         self._connack_refused = reason.is_failure
-        self._events.put(("refused" if reason.is_failure else "connected", reason))
+        if reason.is_failure:
+            self._events.put(("refused", reason))
         if not reason.is_failure and self._on_config is not None:
             client.subscribe(self._config_topic, qos=1)
         if not reason.is_failure and self._on_fetch is not None:
@@ -266,7 +285,15 @@ class Uplink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Properties | None) -> None:
-        self._link_up.clear()
+        self._ended(reason)
+
+    def _ended(self, reason: Any) -> None:
+        """The current connection is over (network thread, once per connection)."""
+        if self._connack_accepted and not self._link_up.is_set():
+            # Lost in the very loop() call that handled the CONNACK: it was accepted all the
+            # same (counted as a connection, not a failure); the link never came up.
+            self._events.put(("connected", None))
+        self._connack_accepted = False
         self._disconnect_seen = True
         if not self._connack_refused:
             self._events.put(("disconnected", reason))
@@ -327,13 +354,11 @@ class Uplink:
         elif kind == "connected":
             health.connected = True
             health.connects += 1
-            self._link_up.set()
             newest = self._spool.next_batches(1, newest=True)
             self._backlog_mark = newest[0].id if newest and newest[0].id else 0
             self._tokens, self._tokens_at = 1.0, time.monotonic()
             log.info("uplink: connected to %s:%d", self._config.host, self._config.port)
-            self._client.publish(self._status, self._status_payload("online"), qos=1,
-                                 retain=True)
+            self._publish(self._status, self._status_payload("online"), retain=True)
             self._messages.extend((retained_topic, payload, True)
                                   for retained_topic, payload in self._retained.values())
         elif kind in ("refused", "connect_failed"):
@@ -351,11 +376,20 @@ class Uplink:
                           self._config.host, self._config.port, value)
             health.connected = False
 
+    def _publish(self, message_topic: str, payload: bytes,
+                 retain: bool = False) -> mqtt.MQTTMessageInfo | None:
+        """Hand a QoS 1 message to paho if the link is up (None if not): never between paho's
+        reset of what it keeps and its re-sends of it, which would put this message first."""
+        with self._link:
+            if not self._link_up.is_set():
+                return None
+            return self._client.publish(message_topic, payload, qos=1, retain=retain)
+
     def _pump(self) -> None:
         while self.health.connected and self._messages:
             leaf_topic, payload, retain = self._messages[0]
-            if self._client.publish(leaf_topic, payload, qos=1,
-                                    retain=retain).rc == PAHO_DID_NOT_KEEP:
+            info = self._publish(leaf_topic, payload, retain)
+            if info is None or info.rc == PAHO_DID_NOT_KEEP:
                 break
             self._messages.popleft()
         if time.monotonic() < self._hold_until:
@@ -364,8 +398,8 @@ class Uplink:
             batch = self._memory.popleft() if self._memory else self._next_from_spool()
             if batch is None:
                 return
-            info = self._client.publish(self.topic_for(batch.topic), batch.envelope, qos=1)
-            if info.rc == PAHO_DID_NOT_KEEP:
+            info = self._publish(self.topic_for(batch.topic), batch.envelope)
+            if info is None or info.rc == PAHO_DID_NOT_KEEP:
                 self._put_back(batch)
                 return
             self._inflight[info.mid] = batch
@@ -423,9 +457,8 @@ class Uplink:
         return False
 
     def _say_goodbye(self) -> None:
-        if self.health.connected:
-            info = self._client.publish(self._status, self._status_payload("offline"), qos=1,
-                                        retain=True)
+        info = self._publish(self._status, self._status_payload("offline"), retain=True)
+        if info is not None:
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2)
         self._client.disconnect()

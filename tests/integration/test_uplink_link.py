@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
+import pytest
 from devkit.broker import MosquittoBroker
 
 from agent.config.schema import UplinkConfig
 from agent.output.spool import Spool
 from agent.output.uplink import Uplink
 from tests.helpers.capture import Capture
+from tests.helpers.link_proxy import LinkProxy
 from tests.helpers.support import require_mosquitto, wait_until
 
 VEHICLE = "demo-0001"
@@ -17,6 +22,10 @@ ENVELOPE_BYTES = 1000
 
 def envelope(seq: int) -> bytes:
     return f"batch {seq:04d} ".encode().ljust(ENVELOPE_BYTES, b".")
+
+
+def seq_of(payload: bytes) -> int:
+    return int(payload.split()[1])
 
 
 def uplink_config(broker: MosquittoBroker, tls) -> UplinkConfig:
@@ -60,6 +69,62 @@ def test_batches_in_flight_when_the_link_drops_arrive_and_are_not_counted_lost(
         assert caplog.text.count("uplink: disconnected") == 1, caplog.text
     finally:
         uplink.stop(timeout=2)
+        capture.close()
+        spool.close()
+
+
+class LateResends(Uplink):
+    """An uplink whose network thread, after on_connect and before paho re-sends what awaited a
+    PUBACK (both happen in paho's handling of the CONNACK), waits until the worker has had its
+    turn: it published a batch, or went round its loop twice. A loaded machine can schedule
+    the two threads so; here it happens every time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.turns = 0
+        super().__init__(*args, beat=self._turn, **kwargs)
+
+    def _turn(self) -> None:
+        self.turns += 1
+
+    def _on_connect(self, *args: Any) -> None:
+        super()._on_connect(*args)
+        published, turns = self.health.published, self.turns
+        wait_until(lambda: self.health.published > published or self.turns >= turns + 2)
+
+
+@pytest.mark.parametrize("drain_rate", [0, 20])
+def test_a_batch_unacknowledged_when_the_link_drops_goes_again_before_any_newer_one(
+        tmp_path, mosquitto, dev_pki, drain_rate):
+    """Batch 3 is sent but never reaches the broker, the link drops, 4-9 are spooled during the
+    outage. After the reconnect paho sends 3 again (DUP) and the backlog follows: the broker
+    sees one increasing sequence, with or without a drain rate."""
+    tls = dev_pki.client(VEHICLE)
+    spool = Spool(tmp_path / "spool.sqlite", max_bytes=1 << 20, reserve_bytes=4096)
+    capture = Capture(mosquitto.port, dev_pki.client("backend"), f"fleet/{VEHICLE}/telemetry")
+    link = LinkProxy(mosquitto.port)
+    config = replace(uplink_config(mosquitto, tls), port=link.port, drain_rate=drain_rate)
+    uplink = LateResends(config, VEHICLE, BOOT, spool)
+    uplink.start()
+    try:
+        assert wait_until(lambda: uplink.health.connected, 10)
+        for seq in range(3):
+            uplink.submit(spool.put("telemetry", BOOT, seq, envelope(seq)))
+        assert wait_until(lambda: uplink.health.acked == 3, 10), uplink.health
+        link.hold()
+        uplink.submit(spool.put("telemetry", BOOT, 3, envelope(3)))
+        assert wait_until(lambda: link.held >= ENVELOPE_BYTES, 10)  # sent, never to arrive
+        link.cut()
+        assert wait_until(lambda: not uplink.health.connected, 10)
+        for seq in range(4, 10):
+            uplink.submit(spool.put("telemetry", BOOT, seq, envelope(seq)))
+        link.restore()
+        assert wait_until(lambda: uplink.health.connects >= 2 and spool.stats().depth == 0, 30)
+        assert wait_until(lambda: capture.count() >= 10, 10), capture.envelopes
+        assert [seq_of(payload) for payload in capture.envelopes] == list(range(10))
+        assert uplink.health.acked == 10 and spool.stats().evicted == 0
+    finally:
+        uplink.stop(timeout=2)
+        link.close()
         capture.close()
         spool.close()
 
