@@ -17,7 +17,8 @@ from agent.ota.store import ConfigStore
 from agent.ota.update import Reason, Trust, UpdateRejected, check_update, delivered_name, load_trust
 from agent.runtime.control import ControlServer
 from agent.wire.keys import generate_key_pair, key_id, load_private_key, load_public_key
-from tests.unit.ota.test_update import LOCAL, NOW, signed, signed_document
+from tests.helpers.ota_fixtures import LOCAL_CONFIG as LOCAL
+from tests.unit.ota.test_update import NOW, signed, signed_document
 
 REPO = Path(__file__).resolve().parents[3]
 DBC = REPO / "dbc" / "vehicle.dbc"
