@@ -245,6 +245,7 @@ def long_soak(vehicle_hours: float, wall_limit_s: float,
     last = [rss for _, at, rss in samples if at >= samples[-1][1] - 3600]
     start, end = median(second or [samples[0][2]]), median(last)
     after_warmup = [rss for _, at, rss in samples if at >= 3600]
+    floor = dict(breakdown_steps())["ring_default"]
     return {"vehicle_hours": round(covered, 2), "wall_s": round(samples[-1][0], 1),
             "frame_every_s": frame_every_s,
             "speed_x": round(samples[-1][1] / samples[-1][0], 1),
@@ -252,7 +253,7 @@ def long_soak(vehicle_hours: float, wall_limit_s: float,
             "drift_percent": round((end - start) / start * 100, 2),
             "rss_min_after_first_hour_mb": round(min(after_warmup or [start]), 1),
             "rss_max_after_first_hour_mb": round(max(after_warmup or [start]), 1),
-            "floor_mb": round(dict(breakdown_steps())["ring_default"], 1),
+            "floor_mb": round(floor, 1), "above_floor_mb": round(end - floor, 1),
             "rejected_batches": rejected,
             **{f"end_{kind}_mb": round(mb, 1) for kind, mb in resident.items()},
             "rss_by_vehicle_hour_mb": [round(median(hour), 1) for hour in _by_hour(samples)]}
