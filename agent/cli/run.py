@@ -12,6 +12,7 @@ from types import FrameType
 
 from agent.ota.updater import startup_config
 from agent.runtime.daemon import build_agent
+from agent.runtime.malloc import apply_malloc_settings
 from agent.runtime.notify import Notifier
 from agent.runtime.pipeline import load_plan
 from agent.runtime.watchdog import WatchdogFeeder
@@ -35,6 +36,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _do_run(args: argparse.Namespace) -> int:
+    apply_malloc_settings()  # as the systemd unit's Environment= lines, if not set there
     agent = build_agent(startup_config(args.config, check=load_plan))
     stop = threading.Event()
     reload = threading.Event()

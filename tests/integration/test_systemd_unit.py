@@ -45,3 +45,13 @@ def test_unit_declares_what_the_agent_relies_on():
                  "ProtectSystem=strict", "NoNewPrivileges=yes", "User=edge-agent",
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_CAN AF_NETLINK"):
         assert line in text, line
+
+
+def test_unit_gives_the_agent_its_malloc_settings():
+    """One arena for the main thread and one for the rest, and a seal's arrays given back
+    when freed (docs/performance.md, "Where the memory goes"); the memory bench starts the
+    agent with the same Environment= lines."""
+    settings = dict(line.removeprefix("Environment=").split("=", 1)
+                    for line in UNIT.read_text().splitlines() if line.startswith("Environment="))
+    assert settings["MALLOC_ARENA_MAX"] == "2"
+    assert settings["MALLOC_MMAP_THRESHOLD_"] == "131072"

@@ -39,10 +39,13 @@ from pathlib import Path
 import can
 
 from devkit.bench.common import DRIVE_LOG, REPO, VEHICLE_DBC, Figure, median
-from devkit.bench.startup import log_tail, spawn, stop, write_config
+from devkit.bench.startup import log_tail, spawn, stop, unit_environment, write_config
 
-TARGET_MB = 60.0
-TARGET_DRIFT = 0.05
+# Issue #26: RSS with 1,000 signals, absolute and above the floor (the libraries, the parsed DBC
+# and the ring, measured in a fresh interpreter in the same run), and its drift over the soak.
+TARGET_MB = 75.0
+TARGET_ABOVE_FLOOR_MB = 10.0
+TARGET_DRIFT = 0.02
 SIGNALS = 1_000
 
 
@@ -54,7 +57,7 @@ def run(quick: bool) -> Figure:
         with MosquittoBroker(Path(scratch) / "broker", None) as broker:
             config = _config(Path(scratch), broker.port)
             with BatchWindows(broker.port, Path(scratch) / "vehicle.pub") as windows:
-                soaked = _soak(config, windows, wall_s=soak)
+                soaked, resident = _soak(config, windows, wall_s=soak)
     samples = [(at, rss) for at, _, rss in soaked]
     vehicle_seconds = soaked[-1][1]
     warm_at = soak / 4
@@ -65,14 +68,21 @@ def run(quick: bool) -> Figure:
     breakdown = breakdown_steps()
     floor = dict(breakdown)["ring_default"]
     floor_without_numpy = dict(breakdown_steps(with_numpy=False))["ring_default"]
+    above_floor = max(warm, final) - floor
     return Figure(
         key="memory_rss_mb", title=f"RSS with {SIGNALS:,} sampled signals, and soak drift",
         unit="MB", value=round(warm, 1), baseline=round(baseline, 1),
         baseline_name="python + cantools + python-can + the parsed DBC",
         ratio=round(baseline / warm, 2),
-        target=f"≤ {TARGET_MB:g} MB and ≤ {TARGET_DRIFT:.0%} growth after warm-up",
-        met=warm <= TARGET_MB and drift <= TARGET_DRIFT, runs=1,
+        target=f"≤ {TARGET_MB:g} MB, ≤ {TARGET_ABOVE_FLOOR_MB:g} MB above the floor, "
+               f"≤ {TARGET_DRIFT:.0%} growth after warm-up",
+        met=(max(warm, final) <= TARGET_MB and above_floor <= TARGET_ABOVE_FLOOR_MB
+             and drift <= TARGET_DRIFT), runs=1,
         details={"drift_percent": round(drift * 100, 2), "final_mb": round(final, 1),
+                 "above_floor_mb": round(above_floor, 1),
+                 # At the end, from /proc/PID/smaps_rollup: the agent's own heap, arenas and
+                 # stacks (anonymous) against the libraries' pages it maps (file).
+                 **{f"final_{kind}_mb": round(mb, 1) for kind, mb in resident.items()},
                  "peak_mb": round(max(rss for _, rss in samples), 1),
                  "soak_wall_s": soak, "soak_vehicle_hours": round(vehicle_seconds / 3600, 2),
                  # The libraries, the parsed DBC and the ring before any agent module: what
@@ -161,12 +171,13 @@ def vehicle_seconds(windows: Iterable[tuple[bytes, int, int, int]]) -> float:
 
 def _soak(config: Path, windows: BatchWindows, *, wall_s: float,
           vehicle_s: float | None = None,
-          every_s: float = 0.5) -> list[tuple[float, float, float]]:
+          every_s: float = 0.5) -> tuple[list[tuple[float, float, float]], dict[str, float]]:
     """Run the agent for `wall_s` (or until the batches cover `vehicle_s`): (wall s, vehicle
-    s, RSS MB) every `every_s`."""
+    s, RSS MB) every `every_s`, and the RSS split (`resident_split`) before the stop."""
     log = config.parent / "agent.log"
     process = spawn(config, log=log)
     samples = []
+    resident: dict[str, float] = {}
     try:
         started = time.monotonic()
         while (at := time.monotonic() - started) < wall_s:
@@ -175,6 +186,7 @@ def _soak(config: Path, windows: BatchWindows, *, wall_s: float,
                                    f"soak:\n{log_tail(log)}")
             covered = windows.vehicle_seconds()
             samples.append((at, covered, rss_mb(process.pid)))
+            resident = resident_split(process.pid)
             if vehicle_s is not None and covered >= vehicle_s:
                 break
             time.sleep(every_s)
@@ -188,7 +200,7 @@ def _soak(config: Path, windows: BatchWindows, *, wall_s: float,
     if samples:
         at, _, rss = samples[-1]
         samples[-1] = (at, windows.vehicle_seconds(), rss)
-    return samples
+    return samples, resident
 
 
 def thin_drive(target: Path, every_s: float = 1.0) -> Path:
@@ -225,14 +237,15 @@ def long_soak(vehicle_hours: float, wall_limit_s: float,
         with MosquittoBroker(directory / "broker", None) as broker:
             config = _config(directory, broker.port, drive)
             with BatchWindows(broker.port, directory / "vehicle.pub") as windows:
-                samples = _soak(config, windows, wall_s=wall_limit_s,
-                                vehicle_s=vehicle_hours * 3600, every_s=2.0)
+                samples, resident = _soak(config, windows, wall_s=wall_limit_s,
+                                          vehicle_s=vehicle_hours * 3600, every_s=2.0)
                 rejected = windows.rejected
     covered = samples[-1][1] / 3600
     second = [rss for _, at, rss in samples if 3600 <= at < 7200]
     last = [rss for _, at, rss in samples if at >= samples[-1][1] - 3600]
     start, end = median(second or [samples[0][2]]), median(last)
     after_warmup = [rss for _, at, rss in samples if at >= 3600]
+    floor = dict(breakdown_steps())["ring_default"]
     return {"vehicle_hours": round(covered, 2), "wall_s": round(samples[-1][0], 1),
             "frame_every_s": frame_every_s,
             "speed_x": round(samples[-1][1] / samples[-1][0], 1),
@@ -240,8 +253,9 @@ def long_soak(vehicle_hours: float, wall_limit_s: float,
             "drift_percent": round((end - start) / start * 100, 2),
             "rss_min_after_first_hour_mb": round(min(after_warmup or [start]), 1),
             "rss_max_after_first_hour_mb": round(max(after_warmup or [start]), 1),
-            "floor_mb": round(dict(breakdown_steps())["ring_default"], 1),
+            "floor_mb": round(floor, 1), "above_floor_mb": round(end - floor, 1),
             "rejected_batches": rejected,
+            **{f"end_{kind}_mb": round(mb, 1) for kind, mb in resident.items()},
             "rss_by_vehicle_hour_mb": [round(median(hour), 1) for hour in _by_hour(samples)]}
 
 
@@ -259,6 +273,17 @@ def rss_mb(pid: int | str = "self") -> float:
     raise RuntimeError("no VmRSS in /proc")
 
 
+def resident_split(pid: int | str = "self") -> dict[str, float]:
+    """RSS in MB split as /proc/PID/smaps_rollup counts it: `anon` (heap, malloc arenas,
+    Python's arenas, thread stacks, numpy's arrays: what the process allocated) and `file`
+    (pages of the libraries and files it maps, which the kernel may share and drop)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        fields[name] = int(value.split()[0]) / 1024
+    return {"anon": fields["Anonymous"], "file": fields["Rss"] - fields["Anonymous"]}
+
+
 def _baseline_rss() -> float:
     code = ("import sys, can, cantools; db = cantools.database.load_file(sys.argv[1]); "
             "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])")
@@ -268,12 +293,14 @@ def _baseline_rss() -> float:
 
 
 def breakdown_steps(with_numpy: bool = True) -> list[tuple[str, float]]:
-    """RSS after each step of an agent's start, measured in a fresh interpreter."""
+    """RSS after each step of an agent's start, measured in a fresh interpreter with the
+    systemd unit's environment, as the agent runs (its malloc settings)."""
     out = subprocess.run([sys.executable, str(Path(__file__).with_name("memory_steps.py")),
                           str(VEHICLE_DBC), *([] if with_numpy else ["--without-numpy"])],
                          check=True,
                          capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+                         env={**os.environ, **unit_environment(),
+                              "PYTHONPATH": str(REPO)}).stdout
     return [(name, mb) for name, mb in json.loads(out)]
 
 

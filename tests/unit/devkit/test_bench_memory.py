@@ -3,10 +3,13 @@ soak. Sizes and spans, no timings."""
 
 from __future__ import annotations
 
+import os
+
 import can
 import cantools
 from devkit.bench.common import DRIVE_LOG, VEHICLE_DBC
-from devkit.bench.memory import thin_drive, vehicle_seconds
+from devkit.bench.memory import resident_split, thin_drive, vehicle_seconds
+from devkit.bench.startup import unit_environment
 
 BOOT, OTHER = b"a" * 16, b"b" * 16
 
@@ -40,3 +43,15 @@ def test_the_thinned_drive_keeps_every_message_and_page_once_a_second(tmp_path):
         if frame.arbitration_id not in multiplexed:
             assert frame.timestamp - last.get(frame.arbitration_id, -1.0) >= 1.0
             last[frame.arbitration_id] = frame.timestamp
+
+
+def test_the_bench_starts_the_agent_with_the_units_malloc_settings():
+    settings = unit_environment()
+    assert settings["MALLOC_ARENA_MAX"] == "2"
+    assert settings["MALLOC_MMAP_THRESHOLD_"] == "131072"
+
+
+def test_the_resident_split_reads_anonymous_and_file_pages():
+    split = resident_split(os.getpid())
+    assert set(split) == {"anon", "file"}
+    assert split["anon"] > 0 and split["file"] > 0
