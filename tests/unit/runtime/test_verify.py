@@ -63,17 +63,23 @@ def test_replay_speed_changes_nothing(speed, tmp_path):
 
 
 def test_verify_reports_a_wrong_value(tmp_path, monkeypatch):
-    """The comparison fails when the agent's decoding is off by one (the oracle decodes with
-    cantools on its own, so it does not share the fault)."""
+    """The comparison fails when the agent's decoding is off by one, both where cantools
+    decodes a message for it and where it reads a signal's bits itself (the oracle decodes
+    with cantools on its own, so it does not share the fault)."""
     log, config = write_car(CARS[0], tmp_path, duration=5.0, seed=3)
-    real = decode.message_decoder
+    real_decoder, real_reader = decode.message_decoder, decode.raw_reader
 
     def off_by_one(message):
-        decoder = real(message)
+        decoder = real_decoder(message)
         return lambda data: {name: value + 1 if isinstance(value, int) else value
                              for name, value in decoder(data).items()}
 
+    def reader_off_by_one(signal):
+        read = real_reader(signal)
+        return None if read is None else (lambda data: read(data) + 1)
+
     monkeypatch.setattr(decode, "message_decoder", off_by_one)
+    monkeypatch.setattr(decode, "raw_reader", reader_off_by_one)
     report = verify(log, config_path=config, speed=0)
     totals = report.totals()
     assert totals["mismatched"] > totals["compared"] // 2
