@@ -26,13 +26,12 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from cantools.database.can import Database
-
 from agent.cli import config_reset
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
 from agent.config.schema import AgentConfig, EventsConfig, load_config
 from agent.decoding.cache import DbcCache
 from agent.decoding.dbc import load_source_dbc
+from agent.decoding.tables import DbcTables
 from agent.errors import AgentError, ConfigProblems
 from agent.privacy.consent import classifier_for
 from agent.sampling.plan import SamplingPlan, build_plan, source_signals
@@ -132,8 +131,9 @@ def _check(path: Path) -> ConfigCheck:
         return ConfigCheck([str(exc)], [], [], None)
     problems: list[str] = []
     warnings: list[str] = []
-    databases: dict[str, Database | Catalogue] = {}
-    # The agent's own parsed DBCs, read (and written, for the agent's user) as the agent does.
+    databases: dict[str, DbcTables | Catalogue] = {}
+    # The agent's own parsed DBCs, read (and written, for the agent's user) as the agent does;
+    # only their tables: with the cache warm, the check imports neither cantools nor python-can.
     cache = DbcCache.in_state(config.state.directory)
     for source in config.sources:
         if is_value_source(source):
@@ -144,7 +144,7 @@ def _check(path: Path) -> ConfigCheck:
         except AgentError as exc:
             problems.append(f"dbc {source.name}: {exc}")
             continue
-        databases[source.name] = loaded.database
+        databases[source.name] = loaded.tables
         warnings += [f"dbc {source.name}: {warning}" for warning in loaded.warnings]
     if problems:  # names checked against a missing DBC would mislead
         return ConfigCheck(problems, warnings, [], None)
@@ -166,7 +166,7 @@ def _check(path: Path) -> ConfigCheck:
 
 
 def check_events(events: EventsConfig,
-                 databases: Mapping[str, Database | Catalogue]) -> tuple[list[str], list[str]]:
+                 databases: Mapping[str, DbcTables | Catalogue]) -> tuple[list[str], list[str]]:
     """Triggers on signals no source has (problems, with the closest names), captures that
     match nothing and triggers that cannot fire because events are disabled (warnings)."""
     problems: list[str] = []

@@ -17,12 +17,21 @@ import dataclasses
 import fnmatch
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-
-from cantools.database.can import Database
+from typing import TYPE_CHECKING
 
 from agent.config.schema import SamplingConfig, SignalRule
 from agent.errors import ConfigError
 from agent.sources.catalogue import Catalogue
+
+if TYPE_CHECKING:
+    from cantools.database.can import Database
+
+    from agent.decoding.tables import DbcTables
+
+    # What a CAN source's signals are read from: the agent's own tables
+    # (agent/decoding/tables.py) or a cantools database. The tables carry cantools' attribute
+    # names, so both read alike, and planning needs no cantools.
+    CanDatabase = DbcTables | Database
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ class SamplingPlan:
 
 
 def build_plan(config: SamplingConfig,
-               databases: Mapping[str, Database | Catalogue]) -> SamplingPlan:
+               databases: Mapping[str, CanDatabase | Catalogue]) -> SamplingPlan:
     """Resolve the rules against each source's database or catalogue, in source order."""
     rules = config.signals or (SignalRule(match="*"),)
     used = [False] * len(rules)
@@ -100,14 +109,14 @@ def build_plan(config: SamplingConfig,
                         unmatched=unmatched)
 
 
-def source_signals(source: str, database: Database | Catalogue) -> Iterator[PlannedSignal]:
+def source_signals(source: str, database: CanDatabase | Catalogue) -> Iterator[PlannedSignal]:
     """Every signal `source` offers (unplanned: index, period and mode not yet set)."""
-    if isinstance(database, Database):
-        return _dbc_signals(source, database)
-    return _catalogue_signals(source, database)
+    if isinstance(database, tuple):  # a Catalogue
+        return _catalogue_signals(source, database)
+    return _dbc_signals(source, database)
 
 
-def _dbc_signals(source: str, database: Database) -> Iterator[PlannedSignal]:
+def _dbc_signals(source: str, database: CanDatabase) -> Iterator[PlannedSignal]:
     for message in sorted(database.messages, key=lambda m: m.name):
         for signal in message.signals:
             if signal.is_multiplexer:

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from cryptography import x509
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config.schema import AgentConfig, load_config
 from agent.decoding.cache import DbcCache
@@ -67,10 +65,10 @@ def dbc_checks(config: AgentConfig) -> list[Check]:
         except AgentError as exc:
             checks.append(Check(f"dbc {source.name}", "fail", str(exc)))
             continue
-        databases[source.name] = loaded.database
+        databases[source.name] = loaded.tables  # cantools' objects are not needed to plan
         noted = (f", {len(loaded.warnings)} warnings (edge-agent config check lists them)"
                  if loaded.warnings else "")
-        checks.append(Check(f"dbc {source.name}", "ok", f"{len(loaded.database.messages)} "
+        checks.append(Check(f"dbc {source.name}", "ok", f"{len(loaded.tables.messages)} "
                             f"messages, sha256 {loaded.digest.hex()[:16]}{noted}"))
     if len(databases) == len(config.sources):
         try:
@@ -143,6 +141,10 @@ def disk_check(config: AgentConfig) -> Check:
 def broker_check(config: AgentConfig, timeout: float = 5.0) -> Check:
     """A real MQTT CONNECT with the vehicle's certificate (its own client id, so a running
     agent is not disconnected)."""
+    # Imported here: `selftest --no-network` makes no connection and spares paho's import.
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
     uplink = config.uplink
     where = f"{uplink.host}:{uplink.port}"
     answer: queue.Queue[str] = queue.Queue()
