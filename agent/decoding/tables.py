@@ -121,40 +121,53 @@ def from_plain(messages: Sequence[Any]) -> DbcTables:
     """Tables from their JSON values; ValueError (or KeyError, TypeError) for anything that
     is not such a value. A damaged cache entry can hold anything JSON can, and nothing
     downstream checks types (a length "8" would fail only when a frame is decoded), so each
-    value is checked here."""
+    value is checked here: by its exact type, which JSON values have one of (a bool is no
+    integer here), in one loop per table, since this runs for every signal at each start."""
     return DbcTables(tuple(_message(table) for table in as_type(messages, list)))
 
 
+_NONE = type(None)
+_INT = frozenset({int})
+_NUMBER = frozenset({int, float})
+_TEXT = frozenset({str})
+_FLAG = frozenset({bool})
+_LIST = frozenset({list, _NONE})  # choices and multiplexer IDs, checked item by item
+
+# Each field's JSON key and types, in the order of the table's fields.
+_MESSAGE_FIELDS = (("frame_id", _INT), ("name", _TEXT), ("length", _INT), ("extended", _FLAG),
+                   ("fd", _FLAG), ("unused", _INT), ("signals", frozenset({list})))
+_SIGNAL_FIELDS = (("name", _TEXT), ("start", _INT), ("length", _INT), ("byte_order", _TEXT),
+                  ("signed", _FLAG), ("float", _FLAG), ("scale", _NUMBER), ("offset", _NUMBER),
+                  ("choices", _LIST), ("initial", _NUMBER | {_NONE}),
+                  ("invalid", _NUMBER | {_NONE}), ("minimum", _NUMBER | {_NONE}),
+                  ("maximum", _NUMBER | {_NONE}), ("unit", _TEXT | {_NONE}),
+                  ("multiplexer", _FLAG), ("mux_ids", _LIST), ("mux_signal", _TEXT | {_NONE}))
+
+
+def _checked(table: dict[str, Any], fields: tuple[tuple[str, frozenset[type]], ...]
+             ) -> list[Any]:
+    values = [table[key] for key, _ in fields]
+    for value, (key, kinds) in zip(values, fields, strict=True):
+        if type(value) not in kinds:
+            raise ValueError(f"{key}: {value!r} is not one of {sorted(k.__name__ for k in kinds)}")
+    return values
+
+
 def _message(table: dict[str, Any]) -> MessageTable:
-    return MessageTable(
-        frame_id=as_int(table["frame_id"]), name=as_type(table["name"], str),
-        length=as_int(table["length"]), is_extended_frame=as_type(table["extended"], bool),
-        is_fd=as_type(table["fd"], bool), unused_bit_pattern=as_int(table["unused"]),
-        signals=tuple(_signal(signal) for signal in as_type(table["signals"], list)))
+    values = _checked(table, _MESSAGE_FIELDS)
+    values[-1] = tuple(_signal(signal) for signal in values[-1])
+    return MessageTable(*values)
 
 
 def _signal(table: dict[str, Any]) -> SignalTable:
-    choices = table["choices"]
-    if choices is not None:
-        choices = {as_int(value): as_type(name, str)
-                   for value, name in as_type(choices, list)}
-    if table["byte_order"] not in BYTE_ORDERS:
-        raise ValueError(f"byte order {table['byte_order']!r}")
-    mux_ids = table["mux_ids"]
-    return SignalTable(
-        name=as_type(table["name"], str), start=as_int(table["start"]),
-        length=as_int(table["length"]),
-        byte_order=table["byte_order"], is_signed=as_type(table["signed"], bool),
-        is_float=as_type(table["float"], bool), scale=as_number(table["scale"], required=True),
-        offset=as_number(table["offset"], required=True), choices=choices,
-        raw_initial=as_number(table["initial"]), raw_invalid=as_number(table["invalid"]),
-        minimum=as_number(table["minimum"]), maximum=as_number(table["maximum"]),
-        unit=None if table["unit"] is None else as_type(table["unit"], str),
-        is_multiplexer=as_type(table["multiplexer"], bool),
-        multiplexer_ids=None if mux_ids is None else
-        tuple(as_int(value) for value in as_type(mux_ids, list)),
-        multiplexer_signal=None if table["mux_signal"] is None else
-        as_type(table["mux_signal"], str))
+    values = _checked(table, _SIGNAL_FIELDS)
+    if values[3] not in BYTE_ORDERS:
+        raise ValueError(f"byte order {values[3]!r}")
+    if values[8] is not None:
+        values[8] = {as_int(value): as_type(name, str) for value, name in values[8]}
+    if values[15] is not None:
+        values[15] = tuple(as_int(value) for value in values[15])
+    return SignalTable(*values)
 
 
 # The checks of a value read from JSON, which can be anything.
@@ -168,12 +181,4 @@ def as_type(value: Any, kind: type) -> Any:
 def as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{value!r} is not an integer")
-    return value
-
-
-def as_number(value: Any, *, required: bool = False) -> Any:
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{value!r} is not a number")
     return value
