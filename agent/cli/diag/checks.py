@@ -6,7 +6,6 @@ import contextlib
 import os
 import queue
 import shutil
-import ssl
 import stat
 import time
 from dataclasses import dataclass
@@ -141,7 +140,9 @@ def disk_check(config: AgentConfig) -> Check:
 def broker_check(config: AgentConfig, timeout: float = 5.0) -> Check:
     """A real MQTT CONNECT with the vehicle's certificate (its own client id, so a running
     agent is not disconnected)."""
-    # Imported here: `selftest --no-network` makes no connection and spares paho's import.
+    # Imported here: `selftest --no-network` makes no connection and spares their import.
+    import ssl
+
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
