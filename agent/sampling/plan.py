@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,11 +86,14 @@ def build_plan(config: SamplingConfig,
                databases: Mapping[str, CanDatabase | Catalogue]) -> SamplingPlan:
     """Resolve the rules against each source's database or catalogue, in source order."""
     rules = config.signals or (SignalRule(match="*"),)
+    # Each glob compiled once, as fnmatchcase compiles it: called per key and rule, its own
+    # overhead was a tenth of a `config check` of the bundled plan.
+    matchers = [re.compile(fnmatch.translate(rule.match)).match for rule in rules]
     used = [False] * len(rules)
     signals: list[PlannedSignal] = []
     for source, database in databases.items():
         for candidate in source_signals(source, database):
-            rule = _decisive_rule(candidate.key, rules, used)
+            rule = _decisive_rule(candidate.key, rules, matchers, used)
             if rule is None or rule.exclude:
                 continue
             period = rule.period if rule.period is not None else config.period
@@ -142,10 +146,12 @@ def _catalogue_signals(source: str, catalogue: Catalogue) -> Iterator[PlannedSig
             is_discrete=bool(entry.choices))
 
 
-def _decisive_rule(key: str, rules: Sequence[SignalRule], used: list[bool]) -> SignalRule | None:
+def _decisive_rule(key: str, rules: Sequence[SignalRule],
+                   matchers: Sequence[Callable[[str], re.Match[str] | None]],
+                   used: list[bool]) -> SignalRule | None:
     decisive = None
-    for position, rule in enumerate(rules):
-        if fnmatch.fnmatchcase(key, rule.match):
+    for position, (rule, match) in enumerate(zip(rules, matchers, strict=True)):
+        if match(key) is not None:
             used[position] = True
             decisive = rule
     return decisive
