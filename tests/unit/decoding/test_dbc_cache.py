@@ -147,6 +147,23 @@ def test_a_warm_load_builds_no_cantools_object_until_one_is_asked_for(tmp_path):
     assert warm.database is warm.database  # made once, then kept
 
 
+def test_tables_that_cantools_refuses_are_parsed_anew_when_the_database_is_made(tmp_path):
+    """An entry damaged so that it still reads as tables (a length 0 is an integer) but
+    cantools' constructors refuse it: the load gives the tables, and the database (made
+    later, when frames are to be decoded) comes from the files, as do the tables from then."""
+    path = write_small_dbc(tmp_path)
+    cache = DbcCache(tmp_path / "cache")
+    parsed, _ = cold_and_warm([path], cache)
+    [entry] = entries(cache)
+    document = json.loads(entry.read_bytes())
+    document["messages"][0]["signals"][0]["length"] = 0
+    entry.write_text(json.dumps(document))
+    damaged = load_dbc([path], cache=cache)
+    assert damaged.tables.messages[0].signals[0].length == 0
+    assert decoding_tables(damaged.database) == decoding_tables(parsed.database)
+    assert damaged.tables == parsed.tables
+
+
 def test_the_key_covers_content_formats_and_cantools_version(tmp_path):
     digest = bytes(32)
     assert cache_key(digest, ("DBC",)) != cache_key(bytes([1]) + bytes(31), ("DBC",))
