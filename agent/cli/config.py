@@ -26,12 +26,11 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from cantools.database.can import Database
-
 from agent.cli import config_reset
 from agent.cli.diag.common import EXIT_OK, EXIT_PROBLEM
 from agent.cli.source_databases import read_databases
 from agent.config.schema import AgentConfig, EventsConfig, load_config
+from agent.decoding.tables import DbcTables
 from agent.errors import AgentError, ConfigProblems
 from agent.privacy.consent import classifier_for
 from agent.sampling.plan import SamplingPlan, build_plan, source_signals
@@ -131,7 +130,7 @@ def _check(path: Path) -> ConfigCheck:
         return ConfigCheck([str(exc)], [], [], None)
     problems: list[str] = []
     warnings: list[str] = []
-    databases: dict[str, Database | Catalogue] = {}
+    databases: dict[str, DbcTables | Catalogue] = {}
     for read in read_databases(config):
         if read.database is None:
             problems.append(f"dbc {read.name}: {read.error}")
@@ -159,7 +158,7 @@ def _check(path: Path) -> ConfigCheck:
 
 
 def check_events(events: EventsConfig,
-                 databases: Mapping[str, Database | Catalogue]) -> tuple[list[str], list[str]]:
+                 databases: Mapping[str, DbcTables | Catalogue]) -> tuple[list[str], list[str]]:
     """Triggers on signals no source has (problems, with the closest names), captures that
     match nothing and triggers that cannot fire because events are disabled (warnings)."""
     problems: list[str] = []

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cantools.database.can import Database
-
 from agent.config.schema import AgentConfig
 from agent.decoding.cache import DbcCache
 from agent.decoding.dbc import LoadedDbc, load_source_dbc
+from agent.decoding.tables import DbcTables
 from agent.errors import AgentError
 from agent.sources.catalogue import Catalogue
 from agent.sources.registry import catalogue_for, is_value_source
@@ -18,11 +17,12 @@ from agent.sources.registry import catalogue_for, is_value_source
 
 @dataclass(frozen=True)
 class SourceDatabase:
-    """One source's database (`None` with the `error` that kept it from being read); `dbc`,
-    a CAN source's DBCs as loaded: their digest and layout warnings."""
+    """One source's database (`None` with the `error` that kept it from being read): a CAN
+    source's DBC tables, which plan without cantools (with the cache warm, nothing imports
+    it); `dbc`, a CAN source's DBCs as loaded: their digest and layout warnings."""
 
     name: str
-    database: Database | Catalogue | None
+    database: DbcTables | Catalogue | None
     dbc: LoadedDbc | None = None
     error: AgentError | None = None
 
@@ -40,5 +40,5 @@ def read_databases(config: AgentConfig) -> list[SourceDatabase]:
         except AgentError as exc:
             read.append(SourceDatabase(source.name, None, error=exc))
             continue
-        read.append(SourceDatabase(source.name, loaded.database, loaded))
+        read.append(SourceDatabase(source.name, loaded.tables, loaded))
     return read

@@ -6,6 +6,10 @@ one of them. What strict mode would have refused is found here instead and repor
 overlap (or signal reaching past its message) once, as a `LayoutWarning`. A source with
 `strict = true` refuses such a database. ARXML, KCD and SYM files load through cantools' own
 loaders, chosen by the file's suffix; any other suffix is read as a DBC.
+
+A loaded database is its tables (agent/decoding/tables.py) first: checking and planning read
+only those, and a DBC the cache holds loads without importing cantools. The cantools
+`Database` that decodes frames is made when first asked for.
 """
 
 from __future__ import annotations
@@ -13,17 +17,18 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cantools.database.can import Database, Message, Signal
-
 from agent.decoding.cache import CachedWarning, DbcCache, cache_key
+from agent.decoding.tables import DbcTables, tables_of
 from agent.errors import DbcError
 
 if TYPE_CHECKING:
+    from cantools.database.can import Database, Message, Signal
+
     from agent.config.schema import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -33,16 +38,16 @@ log = logging.getLogger(__name__)
 class _Format:
     name: str
     encoding: str  # cantools' default for the format (cantools.database.load_file)
-    add: Callable[[Database, str], None]
+    add: str  # the `Database` method that parses it (named: cantools is imported to parse)
     hint: str = ""
 
 
-_DBC = _Format("DBC", "cp1252", Database.add_dbc_string, " (BO_ lines); is it a DBC file?")
+_DBC = _Format("DBC", "cp1252", "add_dbc_string", " (BO_ lines); is it a DBC file?")
 FORMATS = {
     ".dbc": _DBC,
-    ".arxml": _Format("ARXML", "utf-8-sig", Database.add_arxml_string),
-    ".kcd": _Format("KCD", "utf-8-sig", Database.add_kcd_string),
-    ".sym": _Format("SYM", "cp1252", Database.add_sym_string),
+    ".arxml": _Format("ARXML", "utf-8-sig", "add_arxml_string"),
+    ".kcd": _Format("KCD", "utf-8-sig", "add_kcd_string"),
+    ".sym": _Format("SYM", "cp1252", "add_sym_string"),
 }
 
 # A strict refusal lists this many problems, then counts the rest.
@@ -71,15 +76,58 @@ class LayoutWarning:
         return f"{where}: signal {self.signals[0]} does not fit in its {self.length} bytes"
 
 
+class ParsedDbc:
+    """The content of one set of DBC files as this process loaded it: its tables and layout
+    warnings, and its cantools database, made from the tables when first asked for (or kept
+    from the parse, when cantools parsed it).
+
+    Tables from a cache entry that someone damaged so that they still read as tables but
+    cantools' constructors refuse them are parsed anew then: the database is the files', and
+    so are the tables from that moment on."""
+
+    def __init__(self, contents: Sequence[tuple[Path, bytes]], tables: DbcTables,
+                 warnings: tuple[CachedWarning, ...], database: Database | None = None) -> None:
+        # The files' bytes, until the database is made: the parse to fall back on.
+        self._contents: Sequence[tuple[Path, bytes]] | None = \
+            None if database is not None else contents
+        self.tables = tables
+        self.warnings = warnings
+        self._database = database
+
+    def database(self) -> Database:
+        # One thread builds the pipeline; two racing here would only build twice.
+        if self._database is None:
+            from agent.decoding.database import database_of  # imports cantools
+
+            try:
+                self._database = database_of(self.tables)
+            except Exception as exc:  # whatever cantools' constructors raise
+                log.debug("DBC cache: its tables do not build (%s): parsing instead", exc)
+                assert self._contents is not None
+                self._database, _ = _parse(self._contents)
+                self.tables = tables_of(self._database)
+            self._contents = None
+        return self._database
+
+
 @dataclass(frozen=True)
 class LoadedDbc:
     """The databases of one source merged into one, the SHA-256 over their bytes, and what
-    cantools' strict mode would have refused in them."""
+    cantools' strict mode would have refused in them. `tables` is what checking and planning
+    read; `database` (cantools') decodes frames, made when first used."""
 
-    database: Database
     digest: bytes
     paths: tuple[Path, ...]
-    warnings: tuple[LayoutWarning, ...] = ()
+    warnings: tuple[LayoutWarning, ...]
+    parsed: ParsedDbc = field(compare=False, repr=False)
+
+    @property
+    def tables(self) -> DbcTables:
+        return self.parsed.tables
+
+    @property
+    def database(self) -> Database:
+        return self.parsed.database()
 
 
 # Parsed databases by content digest and formats: buses that share a DBC (and a config reload
@@ -87,7 +135,7 @@ class LoadedDbc:
 # database. Strictness is not part of the key: both parse alike, strict only refuses
 # afterwards what the warnings list. Warnings are kept with the index of their file: files
 # of the same content at other paths share the entry, and their warnings name their own paths.
-_PARSED: dict[tuple[bytes, tuple[str, ...]], tuple[Database, tuple[CachedWarning, ...]]] = {}
+_PARSED: dict[tuple[bytes, tuple[str, ...]], ParsedDbc] = {}
 _PARSED_LIMIT = 8
 
 
@@ -114,15 +162,14 @@ def load_dbc(paths: Sequence[Path], *, strict: bool = False,
     parsed = _PARSED.get(key)
     if parsed is None:
         parsed = _load(contents, digest, formats, cache)
-        _log(_warnings(parsed[1], paths))
+        _log(_warnings(parsed.warnings, paths))
         if len(_PARSED) >= _PARSED_LIMIT:
             _PARSED.pop(next(iter(_PARSED)))
         _PARSED[key] = parsed
-    database, cached = parsed
-    warnings = _warnings(cached, paths)
+    warnings = _warnings(parsed.warnings, paths)
     if strict and warnings:
         raise DbcError(_strict_refusal(warnings))
-    return LoadedDbc(database=database, digest=digest, paths=tuple(paths), warnings=warnings)
+    return LoadedDbc(digest=digest, paths=tuple(paths), warnings=warnings, parsed=parsed)
 
 
 def load_source_dbc(source: SourceConfig, cache: DbcCache | None = None) -> LoadedDbc:
@@ -139,21 +186,29 @@ def _format_of(path: Path) -> _Format:
 
 
 def _load(contents: Sequence[tuple[Path, bytes]], digest: bytes, formats: tuple[str, ...],
-          cache: DbcCache | None) -> tuple[Database, tuple[CachedWarning, ...]]:
-    """Parsed from the disk cache when it has them (DBC files only), else by cantools."""
+          cache: DbcCache | None) -> ParsedDbc:
+    """The tables from the disk cache when it has them (DBC files only), else parsed by
+    cantools."""
     if cache is None or any(form != _DBC.name for form in formats):
-        return _parse(contents)
+        return _parsed(contents)
     key = cache_key(digest, formats)
     cached = cache.get(key, len(formats))
     if cached is not None:
-        return cached
-    parsed = _parse(contents)
-    cache.put(key, *parsed)
+        return ParsedDbc(contents, *cached)
+    parsed = _parsed(contents)
+    cache.put(key, parsed.tables, parsed.warnings)
     return parsed
+
+
+def _parsed(contents: Sequence[tuple[Path, bytes]]) -> ParsedDbc:
+    database, warnings = _parse(contents)
+    return ParsedDbc(contents, tables_of(database), warnings, database)
 
 
 def _parse(contents: Sequence[tuple[Path, bytes]]
            ) -> tuple[Database, tuple[CachedWarning, ...]]:
+    from cantools.database.can import Database  # only a parse needs cantools
+
     database = Database(strict=False)
     warnings: list[CachedWarning] = []
     for index, (path, content) in enumerate(contents):
@@ -162,7 +217,7 @@ def _parse(contents: Sequence[tuple[Path, bytes]]
         try:
             # errors="replace" as cantools' own file loaders: a stray byte in a comment
             # must not refuse the file.
-            form.add(database, content.decode(form.encoding, errors="replace"))
+            getattr(database, form.add)(content.decode(form.encoding, errors="replace"))
         except Exception as exc:  # cantools raises many types for malformed files
             raise DbcError(f"{path}: cantools rejects this {form.name}: {exc}") from exc
         if len(database.messages) == before:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from cantools.database.can import Database
 
 from agent.config.schema import EventsConfig, LocationConfig, SamplingConfig, SignalRule
 from agent.events.battery import BatteryDetector
@@ -28,6 +28,9 @@ from agent.events.trip import TripDetector
 from agent.sampling.plan import PlannedSignal, SamplingPlan, build_plan
 from agent.sampling.ring import Field, Ring, RingSlice
 from agent.sources.catalogue import Catalogue
+
+if TYPE_CHECKING:
+    from agent.sampling.plan import CanDatabase
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def _expression_signals(text: str) -> list[str]:
         return []
 
 
-def event_inputs(config: EventsConfig, databases: Mapping[str, Database | Catalogue],
+def event_inputs(config: EventsConfig, databases: Mapping[str, CanDatabase | Catalogue],
                  sampling: SamplingConfig, positions: Sequence[str] = ()
                  ) -> tuple[PlannedSignal, ...]:
     """The wanted signals that some source's database or catalogue has, planned as `last`
@@ -73,7 +76,7 @@ def event_inputs(config: EventsConfig, databases: Mapping[str, Database | Catalo
                                      signals=tuple(present)), databases).signals
 
 
-def _source_has(databases: Mapping[str, Database | Catalogue], key: str) -> bool:
+def _source_has(databases: Mapping[str, CanDatabase | Catalogue], key: str) -> bool:
     # Source names may hold dots (`can0.diag`, agent/sources/diagnostics.py): the longest
     # name that prefixes the key is its source.
     sources = [name for name in databases if key.startswith(f"{name}.")]
@@ -81,13 +84,12 @@ def _source_has(databases: Mapping[str, Database | Catalogue], key: str) -> bool
         return False
     source = max(sources, key=len)
     database, rest = databases[source], key[len(source) + 1:]
-    if not isinstance(database, Database):
+    if isinstance(database, tuple):  # a Catalogue
         return any(entry.quantity == rest for entry in database)
     message, _, signal = rest.rpartition(".")
-    try:
-        return database.get_message_by_name(message).get_signal_by_name(signal) is not None
-    except KeyError:
-        return False
+    # The tables and cantools' database alike: the names of messages and of their signals.
+    return any(candidate.name == message and any(s.name == signal for s in candidate.signals)
+               for candidate in database.messages)
 
 
 class _Readings:

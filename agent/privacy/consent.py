@@ -183,10 +183,16 @@ class Classifier:
 
     def __init__(self, config: PrivacyConfig, location_keys: Iterable[str] = ()) -> None:
         self._rules = (*(BUILTIN_RULES if config.builtin_classes else ()), *config.classes)
-        # Last rule first, each glob compiled once (what fnmatchcase does per call): 81 rules
-        # over a 928-signal plan took 0.1 s of every start through fnmatchcase.
-        self._matchers = tuple((re.compile(fnmatch.translate(rule.match)).match, rule)
-                               for rule in reversed(self._rules))
+        # All globs in one expression, last rule first: an alternation matches with its first
+        # alternative that matches the whole key, i.e. the last rule that matches, and the
+        # group that matched names it. 81 rules over a 928-signal plan took 0.1 s of every
+        # start through fnmatchcase, ~30 ms on the loaded host as one expression per rule.
+        # fnmatch.translate makes no capturing group, so the only ones are these.
+        last_first = tuple(reversed(self._rules))
+        self._match = re.compile("|".join(
+            f"(?P<r{position}>{fnmatch.translate(rule.match)})"
+            for position, rule in enumerate(last_first))).match if last_first else None
+        self._by_group = {f"r{position}": rule for position, rule in enumerate(last_first)}
         self._decided: dict[str, PrivacyClassRule | None] = {}
         self._default = config.default_class
         # Whatever the config says is the position is location, whichever source it is from.
@@ -202,7 +208,8 @@ class Classifier:
         """The rule that decides `key`'s class (the last that matches), or None."""
         if key in self._decided:
             return self._decided[key]
-        decided = next((rule for match, rule in self._matchers if match(key) is not None), None)
+        found = None if self._match is None else self._match(key)
+        decided = None if found is None else self._by_group[found.lastgroup or ""]
         # Keys are a plan's and the config's: a few thousand at most, each asked several times.
         self._decided[key] = decided
         return decided

@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from cantools.database.can import Database
-
 from agent.config.schema import AgentConfig, SourceConfig
 from agent.decoding.cache import DbcCache
 from agent.decoding.dbc import LoadedDbc, combined_digest, load_source_dbc
 from agent.decoding.frames import FrameStore
+from agent.decoding.tables import DbcTables
 from agent.decoding.values import ValueStore
 from agent.events.codec import EVENT_CONTENT_TYPE
 from agent.events.engine import EventEngine, event_inputs
@@ -110,13 +109,13 @@ class Pipeline:
 
 
 def load_plan(config: AgentConfig) -> tuple[dict[str, LoadedDbc],
-                                            dict[str, Database | Catalogue], SamplingPlan]:
-    """The DBCs, every source's database or catalogue, and the sampling plan of `config`
+                                            dict[str, DbcTables | Catalogue], SamplingPlan]:
+    """The DBCs, every source's tables or catalogue, and the sampling plan of `config`
     (raises AgentError when they do not build)."""
     cache = DbcCache.in_state(config.state.directory)
     loaded = {source.name: load_source_dbc(source, cache) for source in config.sources
               if not is_value_source(source)}
-    databases = {source.name: loaded[source.name].database if source.name in loaded
+    databases = {source.name: loaded[source.name].tables if source.name in loaded
                  else catalogue_for(source) for source in config.sources}
     plan = build_plan(config.sampling, databases)
     for match in plan.unmatched:
@@ -131,7 +130,7 @@ def build_pipeline(config: AgentConfig, parts: SharedParts,
     loaded, databases, configured = load_plan(config)
     for source in config.sources:
         if source.name in loaded and (names := unreachable_fd_messages(
-                source, loaded[source.name].database, configured.frame_ids(source.name))):
+                source, loaded[source.name].tables, configured.frame_ids(source.name))):
             log.warning("source %s: the plan needs CAN FD messages (%s) but the bus is opened "
                         "without fd = true: they never arrive", source.name, ", ".join(names))
     consent = privacy.effective_consent(config.privacy, config.state.directory)

@@ -35,7 +35,6 @@ from agent.sources import registry
 from agent.sources.gpsd_json import FIX_NAMES
 from agent.sources.health import SourceStats
 from agent.sources.sensor_protocols import WHEELS
-from agent.sources.serial_sensors import SerialConfig
 
 OFFLINE_WARNING_AFTER = 120.0
 CLOCK_DISAGREEMENT_WARNING = 2.0
@@ -247,8 +246,10 @@ def gps(snapshot: AgentSnapshot, readings: Mapping[str, Sequence[LatestValue]]) 
 
 def sensors(snapshot: AgentSnapshot,
             readings: Mapping[str, Sequence[LatestValue]]) -> dict[str, Any]:
+    # By type name, not by config class: the serial type's module (and pyserial) is imported
+    # only by a config that names it (agent/sources/registry.py).
     protocols = {config.name: config.protocol for config in snapshot.config.sources
-                 if isinstance(config, SerialConfig)}
+                 if config.type == "serial"}
     sources = []
     for source in snapshot.sources:
         if source.name in protocols:

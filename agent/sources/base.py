@@ -6,11 +6,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import can
+from typing import TYPE_CHECKING, Any
 
 from agent.sources.health import SourceHealth
+
+if TYPE_CHECKING:  # python-can is imported by the sources that read frames, when opened
+    import can
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,7 @@ class Reading:
 
 
 # A batch of frames (or readings) at once: one lock per batch, not per frame, on busy buses.
-OnFrames = Callable[[Sequence[can.Message | Reading]], None]
+OnFrames = Callable[[Sequence["can.Message | Reading"]], None]
 OnIdle = Callable[[float], None]
 
 

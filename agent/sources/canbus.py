@@ -1,4 +1,9 @@
-"""A python-can bus as a source: any interface python-can knows, chosen by name in config."""
+"""A python-can bus as a source: any interface python-can knows, chosen by name in config.
+
+python-can itself is imported when a bus is opened, not with this module: loading and
+checking a config (which looks its source types up) needs only the config class and checks
+here, and python-can takes ~0.15 s to import (docs/performance.md).
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import can
-from cantools.database.can import Database
+from typing import TYPE_CHECKING, Any
 
 from agent.config.source import SourceConfig
 from agent.errors import ConfigError
 from agent.sources.base import OnFrames, OnIdle, Source, failure_warning
 from agent.sources.health import SourceHealth
 from agent.sources.registry import PYTHON_CAN, ErrorAt, SourceType
+
+if TYPE_CHECKING:
+    import can
+    from cantools.database.can import Database
+
+    from agent.decoding.tables import DbcTables
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,8 @@ def _check(config: CanBusConfig, error: ErrorAt) -> None:
 
 def _open(config: CanBusConfig, can_filters: Sequence[dict[str, Any]],
           health: SourceHealth) -> CanBusSource:
+    import can
+
     if config.type not in can.interfaces.VALID_INTERFACES:
         raise ConfigError(f"source {config.name!r}: unknown type {config.type!r}; use "
                           f"'replay', 'gpsd', 'serial' or a python-can interface: "
@@ -128,14 +138,14 @@ def bus_warnings(source: Mapping[str, Any], *, live: bool = True) -> list[str]:
     return found
 
 
-def unreachable_fd_messages(config: SourceConfig, database: Database,
+def unreachable_fd_messages(config: SourceConfig, database: DbcTables | Database,
                             frame_ids: Iterable[int]) -> list[str]:
     """Planned CAN FD messages a classic bus never receives: a SocketCAN socket (and most
     adapters) opened without `fd = true` drops FD frames before they reach us, silently."""
     if not isinstance(config, CanBusConfig) or config.fd or config.type == "virtual":
         return []
-    messages = (database.get_message_by_frame_id(frame_id) for frame_id in sorted(frame_ids))
-    return [message.name for message in messages if message.is_fd]
+    by_id = {message.frame_id: message for message in database.messages}
+    return [by_id[frame_id].name for frame_id in sorted(frame_ids) if by_id[frame_id].is_fd]
 
 
 class CanBusSource(Source):
@@ -158,6 +168,8 @@ class CanBusSource(Source):
     def open_bus(self, **overrides: Any) -> can.BusABC:
         """The bus, filtered; `overrides` change python-can options for this opening only
         (the benchmark gives its virtual buses a bounded queue)."""
+        import can
+
         options = {**self._bus_options, **overrides}
         software = options.get("interface") in FILTERED_IN_PYTHON
         bus = can.Bus(can_filters=None if software else self._filters, **options)
@@ -170,6 +182,8 @@ class CanBusSource(Source):
         return time.time()
 
     def run(self, on_frames: OnFrames, on_idle: OnIdle, stop: threading.Event) -> None:
+        import can
+
         delay = REOPEN_MIN
         while not stop.is_set():
             try:

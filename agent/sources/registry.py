@@ -2,22 +2,24 @@
 
 Each module of this package that is a source type declares one `SOURCE_TYPE`: its config
 class (the keys of its entry), its checks, how to open it, where it reads from and its
-warnings. They are found here by looking through the package, so a new source type is one new
-module (and its docs). A `type` that no module declares is a python-can interface (`socketcan`,
-`slcan`, `pcan`, ...): agent/sources/canbus.py's type takes it, and refuses a name python-can
-does not know when the source is opened.
+warnings. `MODULES` names each type's module, and only the module of a type a config names is
+imported, when it is first looked up: a config with one SocketCAN bus loads neither the
+serial sensors' pyserial nor the replay's log readers, and `edge-agent config check` stays
+well under a second (docs/performance.md). A new source type is one new module, one line in
+`MODULES` (tests/unit/sources/test_registry.py checks the table against the modules) and its
+docs. A `type` that `MODULES` does not name is a python-can interface (`socketcan`, `slcan`,
+`pcan`, ...): agent/sources/canbus.py's type takes it, and refuses a name python-can does not
+know when the source is opened.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import agent.sources
 from agent.config.source import SourceConfig
 from agent.errors import ConfigError
 from agent.sources.base import Source
@@ -26,6 +28,15 @@ from agent.sources.health import SourceHealth, SourceStats
 
 # The type that takes every name no module declares: python-can's interfaces.
 PYTHON_CAN = "python-can"
+
+# Each type's name: the module of this package that declares it.
+MODULES = {
+    PYTHON_CAN: "canbus",
+    "replay": "replay",
+    "gpsd": "gpsd",
+    "serial": "serial_sensors",
+    "diagnostics": "diagnostics",
+}
 
 # `error(key, message)` makes the ConfigError that names the file, line, entry and key.
 ErrorAt = Callable[[str, str], ConfigError]
@@ -51,25 +62,20 @@ class SourceType:
 
 
 @cache
-def _registered() -> dict[str, SourceType]:
-    found = {}
-    for module in pkgutil.iter_modules(agent.sources.__path__):
-        declared = getattr(importlib.import_module(f"agent.sources.{module.name}"),
-                           "SOURCE_TYPE", None)
-        if isinstance(declared, SourceType):
-            found[declared.name] = declared
-    return found
+def _declared(module: str) -> SourceType:
+    declared: SourceType = importlib.import_module(f"agent.sources.{module}").SOURCE_TYPE
+    return declared
 
 
 def source_type(name: str) -> SourceType:
-    """The type a [[sources]] entry's `type` names (python-can's for any other name)."""
-    registered = _registered()
-    return registered.get(name) or registered[PYTHON_CAN]
+    """The type a [[sources]] entry's `type` names (python-can's for any other name); its
+    module is imported now, if it was not yet."""
+    return _declared(MODULES.get(name, MODULES[PYTHON_CAN]))
 
 
 def type_names() -> list[str]:
     """The names of the declared types (python-can's interfaces come on top of these)."""
-    return sorted(name for name in _registered() if name != PYTHON_CAN)
+    return sorted(name for name in MODULES if name != PYTHON_CAN)
 
 
 def is_value_source(config: SourceConfig) -> bool:

@@ -19,16 +19,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import can
+from typing import TYPE_CHECKING, Any
 
 from agent.config.source import SourceConfig
 from agent.sources.base import OnFrames, OnIdle
 from agent.sources.canbus import CanBusSource, bus_warnings, check_dbc
 from agent.sources.health import SourceHealth
-from agent.sources.player import Player
 from agent.sources.registry import ErrorAt, SourceType
+
+if TYPE_CHECKING:
+    from agent.sources.player import Player
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,12 @@ class ReplaySource(CanBusSource):
         super().__init__(name, health, {"interface": "virtual", "channel": self._bus_channel,
                                         "preserve_timestamps": True,
                                         "rx_queue_size": QUEUE_FRAMES}, [])
-        self.player = Player(path, speed=speed, loop=loop, rebase=rebase, channel=channel)
+        # Imported here, as python-can in agent/sources/canbus.py: the player's log readers
+        # are python-can's, and checking a config that names a replay needs none of them.
+        from agent.sources.player import Player
+
+        self.player: Player = Player(path, speed=speed, loop=loop, rebase=rebase,
+                                     channel=channel)
         self._player_done = threading.Event()
 
     @property
@@ -73,6 +78,10 @@ class ReplaySource(CanBusSource):
         return self._player_done.is_set()
 
     def _play(self, stop: threading.Event) -> None:
+        import can
+
+        from agent.sources.player import Player
+
         sender = can.Bus(interface="virtual", channel=self._bus_channel,
                          preserve_timestamps=True)
         try:

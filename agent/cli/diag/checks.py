@@ -6,16 +6,13 @@ import contextlib
 import os
 import queue
 import shutil
-import ssl
 import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from cryptography import x509
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.cli.source_databases import read_databases
 from agent.config.schema import AgentConfig, load_config
@@ -64,7 +61,7 @@ def dbc_checks(config: AgentConfig) -> list[Check]:
             continue
         noted = (f", {len(loaded.warnings)} warnings (edge-agent config check lists them)"
                  if loaded.warnings else "")
-        checks.append(Check(f"dbc {read.name}", "ok", f"{len(loaded.database.messages)} "
+        checks.append(Check(f"dbc {read.name}", "ok", f"{len(loaded.tables.messages)} "
                             f"messages, sha256 {loaded.digest.hex()[:16]}{noted}"))
     if len(databases) == len(config.sources):
         try:
@@ -137,6 +134,12 @@ def disk_check(config: AgentConfig) -> Check:
 def broker_check(config: AgentConfig, timeout: float = 5.0) -> Check:
     """A real MQTT CONNECT with the vehicle's certificate (its own client id, so a running
     agent is not disconnected)."""
+    # Imported here: `selftest --no-network` makes no connection and spares their import.
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
     uplink = config.uplink
     where = f"{uplink.host}:{uplink.port}"
     answer: queue.Queue[str] = queue.Queue()

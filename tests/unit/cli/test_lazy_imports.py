@@ -60,14 +60,92 @@ def test_diag_commands_that_only_ask_the_socket_import_no_heavy_library(tmp_path
 
 
 def test_config_show_imports_none_of_the_installation_checks():
-    """`diag config show` reads and validates the file: loading a config imports the source
-    types (python-can, cantools), but not what selftest needs (cryptography, paho, the DBC
-    loader, the sampling ring's numpy)."""
+    """`diag config show` reads and validates the file: loading a config imports the module of
+    each source type it names, which imports neither python-can nor cantools, and nothing
+    that selftest needs (cryptography, paho, the DBC loader, the sampling ring's numpy)."""
     code, modules = imported_by("diag", "config", "show", "--config", str(REPO / "config.toml"))
     assert code == 0
-    unwanted = {"cryptography", "paho", "numpy", "zstandard", "cbor2", "agent.cli.diag.checks",
-                "agent.decoding.dbc", "rich"}
+    unwanted = {"can", "cantools", "cryptography", "paho", "numpy", "zstandard", "cbor2",
+                "agent.cli.diag.checks", "agent.decoding.dbc", "rich"}
     assert not modules & unwanted, sorted(modules & unwanted)
+
+
+# What a warm DBC cache spares the offline checks: the parser (cantools, which imports
+# python-can) and the decoding's numpy. agent/decoding/cache.py, docs/performance.md.
+NOT_WITH_A_WARM_CACHE = {"can", "cantools", "numpy", "agent.decoding.database",
+                         "agent.sources.player", "serial"}
+
+SOURCES = {
+    "socketcan": 'type = "socketcan"\nchannel = "can0"\n',
+    "replay": f'type = "replay"\npath = "{REPO / "dbc" / "drive.log.gz"}"\n',
+}
+
+
+def write_agent_config(directory, source: str):
+    """The shipped config's DBC and sampling, with a source of type `source` and its own
+    state folder (whose cache holds the parsed DBC once it is warm)."""
+    (directory / "state").mkdir()
+    config = directory / "agent.toml"
+    config.write_text(f"""
+[vehicle]
+id = "v1"
+
+[[sources]]
+name = "can0"
+dbc = ["{REPO / "dbc" / "vehicle.dbc"}"]
+{SOURCES[source]}
+[keys]
+signing_key = "k.key"
+
+[uplink]
+tls = false
+
+[state]
+directory = "{directory / "state"}"
+""", encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_config_check_with_a_warm_cache_imports_neither_cantools_nor_python_can(tmp_path,
+                                                                                source):
+    """The first check parses the DBC with cantools (a cold cache) and fills the cache; the
+    next plans from the cache's tables alone, and finds the same plan."""
+    config = write_agent_config(tmp_path, source)
+    cold, cold_modules = imported_by("config", "check", "--json", str(config))
+    assert cold == 0 and "cantools" in cold_modules  # parsed: the cache was empty
+    assert list((tmp_path / "state" / "cache").iterdir())
+    warm, warm_modules = imported_by("config", "check", "--json", str(config))
+    assert warm == 0
+    assert not warm_modules & NOT_WITH_A_WARM_CACHE, sorted(warm_modules & NOT_WITH_A_WARM_CACHE)
+    assert "agent.sources.gpsd" not in warm_modules  # only the source type the config names
+
+
+def test_config_check_plans_alike_from_a_cold_and_a_warm_cache(tmp_path, capsys):
+    from agent.cli import main
+    from agent.decoding import dbc
+
+    config = write_agent_config(tmp_path, "socketcan")
+    verdicts = []
+    for _ in range(2):
+        dbc._PARSED.clear()  # each check as a new process: to the disk cache or cantools
+        assert main(["config", "check", "--json", str(config)]) == 0
+        verdicts.append(json.loads(capsys.readouterr().out))
+    dbc._PARSED.clear()
+    assert verdicts[0] == verdicts[1] and verdicts[0]["plan"]["sources"][0]["signals"] > 900
+
+
+@pytest.mark.parametrize("argv", [("diag", "selftest", "--no-network", "--json"),
+                                  ("diag", "bundle", "--json")])
+def test_offline_diagnostics_with_a_warm_cache_import_neither_cantools_nor_python_can(
+        tmp_path, argv):
+    config = write_agent_config(tmp_path, "socketcan")
+    assert imported_by("config", "check", str(config))[0] == 0  # warms the cache
+    options = ["--output", str(tmp_path / "bundle.tar.gz")] if argv[1] == "bundle" else []
+    code, modules = imported_by(*argv, *options, "--config", str(config))
+    assert code in (0, 1)  # selftest fails: no signing key here; the whole path was taken
+    assert not modules & NOT_WITH_A_WARM_CACHE, sorted(modules & NOT_WITH_A_WARM_CACHE)
+    assert "paho" not in modules or argv[1] == "bundle"
 
 
 def test_config_check_does_not_import_numpy():

@@ -18,7 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.decoding import dbc
-from agent.decoding.cache import FORMAT, KEPT, SUFFIX, DbcCache, cache_key, decoding_tables
+from agent.decoding.cache import (
+    FORMAT,
+    KEPT,
+    SUFFIX,
+    DbcCache,
+    cache_key,
+    cantools_version,
+    decoding_tables,
+)
 from agent.decoding.dbc import load_dbc
 from agent.decoding.frames import message_decoder
 from agent.errors import DbcError
@@ -94,6 +102,10 @@ def test_every_opendbc_dbc_decodes_alike_from_the_cache(tmp_path):
             continue  # cantools refuses it: nothing cached (test_real_dbcs checks the error)
         compared += 1
         name = path.relative_to(root).as_posix()
+        # The tables as read from the entry, with no cantools object built: what `config
+        # check` and the plan use.
+        assert list(source_signals("car", warm.tables)) == \
+            list(source_signals("car", parsed.database)), name
         assert warm.database is not parsed.database
         assert decoding_tables(warm.database) == decoding_tables(parsed.database), name
         assert warm.warnings == parsed.warnings, name
@@ -116,6 +128,40 @@ def test_a_warm_load_reads_the_entry_and_does_not_parse(tmp_path):
     entry.write_text(json.dumps(document))
     warm = load_dbc([path], cache=cache)
     assert warm.database.messages[0].signals[0].unit == "from-the-cache"
+
+
+def test_the_cantools_version_is_read_without_importing_cantools():
+    """The key names cantools' version, read from its installed metadata: the one cantools
+    itself reports (the cache never imports cantools to learn it)."""
+    assert cantools_version() == cantools.__version__
+
+
+def test_a_warm_load_builds_no_cantools_object_until_one_is_asked_for(tmp_path):
+    path = write_small_dbc(tmp_path)
+    cache = DbcCache(tmp_path / "cache")
+    parsed, _ = cold_and_warm([path], cache)
+    warm = load_dbc([path], cache=cache)
+    assert warm.parsed._database is None  # planning and checking read the tables
+    assert warm.tables == parsed.tables
+    assert decoding_tables(warm.database) == decoding_tables(parsed.database)
+    assert warm.database is warm.database  # made once, then kept
+
+
+def test_tables_that_cantools_refuses_are_parsed_anew_when_the_database_is_made(tmp_path):
+    """An entry damaged so that it still reads as tables (a length 0 is an integer) but
+    cantools' constructors refuse it: the load gives the tables, and the database (made
+    later, when frames are to be decoded) comes from the files, as do the tables from then."""
+    path = write_small_dbc(tmp_path)
+    cache = DbcCache(tmp_path / "cache")
+    parsed, _ = cold_and_warm([path], cache)
+    [entry] = entries(cache)
+    document = json.loads(entry.read_bytes())
+    document["messages"][0]["signals"][0]["length"] = 0
+    entry.write_text(json.dumps(document))
+    damaged = load_dbc([path], cache=cache)
+    assert damaged.tables.messages[0].signals[0].length == 0
+    assert decoding_tables(damaged.database) == decoding_tables(parsed.database)
+    assert damaged.tables == parsed.tables
 
 
 def test_the_key_covers_content_formats_and_cantools_version(tmp_path):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import tomllib
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.cli import main as edge_agent
 from agent.config.schema import LocationConfig, PrivacyClassRule, PrivacyConfig, ZoneConfig
@@ -26,6 +29,7 @@ from agent.privacy.location import LocationPolicy, distance_m
 from agent.sampling.plan import PlannedSignal, SamplingPlan
 from agent.sources.health import SourceHealth, counters_at_off
 from agent.wire.body import BatchBody, decode_body, encode_body
+from tests.helpers.agent_setup import REPO
 from tests.helpers.dbc_fixtures import write_small_dbc
 
 
@@ -48,6 +52,31 @@ def test_builtin_classes_and_config_rules_last_match_wins():
                                            "location", "technical", "location"]
     plain = Classifier(PrivacyConfig(builtin_classes=False, default_class="occupant"))
     assert {plain(k) for k in KEYS} == {"occupant"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(globs=st.lists(st.text("ab.*?[]!", min_size=1, max_size=6), max_size=8),
+       keys=st.lists(st.text("ab.", max_size=6), min_size=1, max_size=10))
+def test_the_rule_for_a_key_is_the_last_whose_glob_matches(globs, keys):
+    """The classifier matches every rule in one expression: it must decide as fnmatchcase,
+    rule by rule, with the last match winning (brackets, negation and stars included)."""
+    rules = tuple(PrivacyClassRule(glob, "driving") for glob in globs)
+    classify = Classifier(PrivacyConfig(builtin_classes=False, classes=rules))
+    for key in [*keys, *KEYS]:
+        expected = next((rule for rule in reversed(rules) if fnmatchcase(key, rule.match)), None)
+        assert classify.rule_for(key) is expected, (key, globs)
+
+
+def test_the_bundled_dbc_is_classified_as_rule_by_rule():
+    from agent.privacy.consent import BUILTIN_RULES
+
+    rules = (*BUILTIN_RULES, PrivacyClassRule("can0.BMS_*", "occupant"))
+    classify = Classifier(PrivacyConfig(classes=rules[len(BUILTIN_RULES):]))
+    database = load_dbc([REPO / "dbc" / "vehicle.dbc"]).tables
+    keys = [f"can0.{m.name}.{s.name}" for m in database.messages for s in m.signals]
+    for key in [*keys, *KEYS]:
+        expected = next((rule for rule in reversed(rules) if fnmatchcase(key, rule.match)), None)
+        assert classify.rule_for(key) is expected, key
 
 
 @pytest.mark.parametrize(("level", "kept"), [
