@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.runtime.malloc import MALLOC_SETTINGS
 from tests.helpers.support import require_tool
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "edge-agent.service"
@@ -53,5 +54,5 @@ def test_unit_gives_the_agent_its_malloc_settings():
     agent with the same Environment= lines."""
     settings = dict(line.removeprefix("Environment=").split("=", 1)
                     for line in UNIT.read_text().splitlines() if line.startswith("Environment="))
-    assert settings["MALLOC_ARENA_MAX"] == "2"
-    assert settings["MALLOC_MMAP_THRESHOLD_"] == "131072"
+    assert {name: settings.get(name) for name in MALLOC_SETTINGS} == {
+        name: str(value) for name, (_, value) in MALLOC_SETTINGS.items()}

@@ -11,6 +11,8 @@ from devkit.bench.common import DRIVE_LOG, VEHICLE_DBC
 from devkit.bench.memory import resident_split, thin_drive, vehicle_seconds
 from devkit.bench.startup import unit_environment
 
+from agent.runtime.malloc import MALLOC_SETTINGS
+
 BOOT, OTHER = b"a" * 16, b"b" * 16
 
 
@@ -47,8 +49,8 @@ def test_the_thinned_drive_keeps_every_message_and_page_once_a_second(tmp_path):
 
 def test_the_bench_starts_the_agent_with_the_units_malloc_settings():
     settings = unit_environment()
-    assert settings["MALLOC_ARENA_MAX"] == "2"
-    assert settings["MALLOC_MMAP_THRESHOLD_"] == "131072"
+    assert {name: settings.get(name) for name in MALLOC_SETTINGS} == {
+        name: str(value) for name, (_, value) in MALLOC_SETTINGS.items()}
 
 
 def test_the_resident_split_reads_anonymous_and_file_pages():

@@ -8,6 +8,7 @@ from pathlib import Path
 from agent.runtime.malloc import (
     M_ARENA_MAX,
     M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD,
     MALLOC_SETTINGS,
     apply_malloc_settings,
 )
@@ -28,15 +29,17 @@ class FakeMallopt:
 def test_without_the_environment_the_agent_sets_both():
     mallopt = FakeMallopt()
     applied = apply_malloc_settings({}, mallopt)
-    assert sorted(mallopt.calls) == sorted([(M_ARENA_MAX, 2), (M_MMAP_THRESHOLD, 131072)])
-    assert applied == {"MALLOC_ARENA_MAX": 2, "MALLOC_MMAP_THRESHOLD_": 131072}
+    assert sorted(mallopt.calls) == sorted([(M_ARENA_MAX, 2), (M_MMAP_THRESHOLD, 1048576),
+                                            (M_TRIM_THRESHOLD, 8388608)])
+    assert applied == {"MALLOC_ARENA_MAX": 2, "MALLOC_MMAP_THRESHOLD_": 1048576,
+                       "MALLOC_TRIM_THRESHOLD_": 8388608}
 
 
 def test_a_setting_in_the_environment_wins():
     mallopt = FakeMallopt()
     applied = apply_malloc_settings({"MALLOC_MMAP_THRESHOLD_": "262144"}, mallopt)
-    assert mallopt.calls == [(M_ARENA_MAX, 2)]
-    assert applied == {"MALLOC_ARENA_MAX": 2}
+    assert mallopt.calls == [(M_ARENA_MAX, 2), (M_TRIM_THRESHOLD, 8388608)]
+    assert applied == {"MALLOC_ARENA_MAX": 2, "MALLOC_TRIM_THRESHOLD_": 8388608}
 
 
 def test_a_refused_setting_is_not_reported_as_applied():
