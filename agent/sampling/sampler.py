@@ -112,6 +112,19 @@ class Sampler:
         elif now_ms <= self.now_ms:
             return
         self.now_ms = now_ms
+        try:
+            self._pass_moments(now_ms)
+        except BaseException:
+            # A sample or a seal failed (the pipeline logs it). The moment that failed is
+            # done (its ticks and window moved on, its samples lost); time stays there, so
+            # the next advance does the moments after it. Left at `now`, those would never
+            # be done, and the event-time gate, which waits for them, would spin forever.
+            self.now_ms = self.passed_ms
+            self._next_moment = 0
+            raise
+
+    def _pass_moments(self, now_ms: int) -> None:
+        """Every tick and window end up to `now_ms`, in time order."""
         next_tick = self._next_tick
         while True:
             # No signal at all (consent off) still seals windows of health counters.
@@ -122,13 +135,16 @@ class Sampler:
                 return
             self.passed_ms = moment
             due = [period for period, at in next_tick.items() if at == moment]
-            for period in due:
-                self._emit_stats(period, moment - period)
-            if moment == self._window_end:
-                self._seal(moment)
-            for period in due:
-                self._emit_last(period, moment)
-                next_tick[period] = moment + period
+            try:
+                for period in due:
+                    self._emit_stats(period, moment - period)
+                if moment == self._window_end:
+                    self._seal(moment)
+                for period in due:
+                    self._emit_last(period, moment)
+            finally:
+                for period in due:
+                    next_tick[period] = moment + period
             if due and self._on_tick is not None:
                 self._on_tick(moment)
 

@@ -1,5 +1,7 @@
+import contextlib
 import math
 import random
+import threading
 
 import can
 import pytest
@@ -210,3 +212,47 @@ def test_a_batch_samples_exactly_as_frame_by_frame(tmp_path):
         assert ring_all.read(0) == ring_one.read(0) and ring_one.written > 1000
         assert batched_sampler.now_ms == sampler.now_ms
         assert batched.health == store.health
+
+
+def test_a_failed_seal_costs_its_window_not_the_time_after_it(tmp_path):
+    """A seal that raises (a fault the pipeline logs) must not stop time: the frames after
+    it, held by the event-time gate until the sampler has passed the window's end, still go
+    to the store and the ticks after it are sampled. Before, the sampler's time had moved
+    past moments it never did and the gate waited for them forever, spinning."""
+    from agent.sampling.event_time import EventTimeGate
+
+    dbc = load_dbc([write_small_dbc(tmp_path)])
+    plan = build_plan(SamplingConfig(signals=(SignalRule("can0.Engine.Speed"),)),
+                      {"can0": dbc.database})
+    ring, health = Ring(10_000), SourceHealth()
+    store = FrameStore(dbc.database, plan.for_source("can0"), health)
+    windows, failures = [], [1]
+
+    def on_window(t0: int, t1: int) -> None:
+        if failures:
+            failures.pop()
+            raise RuntimeError("the first seal fails")
+        windows.append((t0, t1))
+
+    sampler = Sampler(plan, ring, {"can0": store}, 10_000, on_window)
+    gate = EventTimeGate(sampler, {"can0": store}, {"can0": health}, 2.0, 10_000)
+    engine = dbc.database.get_message_by_name("Engine")
+    frames = [can.Message(arbitration_id=0x100, timestamp=100.0 + n * 0.25,
+                          is_extended_id=False,
+                          data=engine.encode({"Speed": n, "Temp": 0, "Gear": 0}))
+              for n in range(200)]  # 100.0 to 149.75 s: window ends at 110, 120, 130, 140
+    done = threading.Event()
+
+    def offer_all() -> None:
+        for start in range(0, len(frames), 20):
+            # The pipeline logs a failure and goes on with the next batch.
+            with contextlib.suppress(RuntimeError):
+                gate.offer("can0", frames[start:start + 20])
+        done.set()
+
+    worker = threading.Thread(target=offer_all, daemon=True)
+    worker.start()
+    assert done.wait(60), "the gate spun on the moments the failed seal left behind"
+    assert windows == [(110_000, 120_000), (120_000, 130_000), (130_000, 140_000)]
+    assert health.frames == len(frames)
+    assert {r.time_ms for r in ring.read(0)} >= set(range(111_000, 149_001, 1000))
