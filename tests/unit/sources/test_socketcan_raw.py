@@ -85,6 +85,7 @@ fd_frames = st.builds(
     st.integers(0, 2**32 - 1), st.integers(0, 64), st.integers(0, 3), st.binary(max_size=64))
 
 
+@settings(deadline=None)
 @given(frame=st.one_of(frames, fd_frames))
 def test_frames_read_as_python_can_reads_them(frame: bytes) -> None:
     sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -103,6 +104,7 @@ def test_frames_read_as_python_can_reads_them(frame: bytes) -> None:
     assert expected.timestamp <= got.timestamp < expected.timestamp + 60
 
 
+@settings(deadline=None)
 @given(seconds=st.integers(0, 2**40), nanoseconds=st.integers(0, 999_999_999),
        frame=frames)
 def test_timestamps_are_python_cans_arithmetic(seconds: int, nanoseconds: int,
@@ -130,6 +132,7 @@ filter_lists = st.lists(st.fixed_dictionaries(
     optional={"extended": st.booleans()}), max_size=20)
 
 
+@settings(deadline=None)
 @given(filters=filter_lists)
 def test_filters_packed_as_python_can_packs_them(filters: list[dict[str, int]]) -> None:
     assert pack_filters(filters) == python_can_pack_filters(filters)
@@ -149,6 +152,7 @@ planned = st.lists(st.builds(
     st.booleans(), st.integers(0, 0x1FFFFFFF)), min_size=1, max_size=30)
 
 
+@settings(deadline=None)
 @given(filters=planned, ident=st.integers(0, 0x1FFFFFFF), extended=st.booleans(),
        remote=st.booleans(), pick=st.integers(0, 29))
 def test_user_space_filter_lets_through_what_the_kernel_would(
